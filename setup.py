@@ -1,0 +1,138 @@
+"""Build the fastloss Cython kernels, with OpenMP when the compiler supports it.
+
+The OpenMP probe compiles and runs a tiny program. When it fails the kernels are built
+serial and a warning is printed; ``FASTLOSS_REQUIRE_OPENMP=1`` turns that into an error.
+``FASTLOSS_DEBUG=1`` builds with bounds checks and without optimisation.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import warnings
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+KERNELS = ["_openmp_helpers", "_softmax", "_cross_entropy"]
+
+OPENMP_PROBE = textwrap.dedent(
+    """
+    #include <omp.h>
+    #include <stdio.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += 1;
+        printf("%d", n == omp_get_max_threads());
+        return 0;
+    }
+    """
+)
+
+
+def _env_flag(name):
+    return os.environ.get(name, "0").strip().lower() not in ("", "0", "false", "no")
+
+
+def _openmp_flags(compiler_type):
+    if compiler_type == "msvc":
+        return ["/openmp"], []
+    if sys.platform == "darwin":
+        # Apple clang needs the preprocessor flag and an external libomp.
+        return ["-Xpreprocessor", "-fopenmp"], ["-lomp"]
+    return ["-fopenmp"], ["-fopenmp"]
+
+
+def _probe_openmp(compiler, compile_flags, link_flags):
+    """Return (True, "") if an OpenMP program builds and runs, else (False, reason)."""
+    tmp = tempfile.mkdtemp(prefix="fastloss-omp-")
+    try:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write(OPENMP_PROBE)
+        objects = compiler.compile([src], output_dir=tmp, extra_postargs=compile_flags)
+        exe = os.path.join(tmp, "probe")
+        compiler.link_executable(objects, exe, output_dir=tmp, extra_postargs=link_flags)
+        out = subprocess.run(
+            [os.path.join(tmp, compiler.executable_filename("probe"))],
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout
+        if out.strip() != "1":
+            return False, f"probe program printed {out!r}"
+        return True, ""
+    except Exception as exc:  # any failure means: no usable OpenMP
+        return False, f"{type(exc).__name__}: {exc}"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class BuildExt(build_ext):
+    """build_ext that probes OpenMP once and records the flags in the extensions."""
+
+    def build_extensions(self):
+        ctype = self.compiler.compiler_type
+        debug = _env_flag("FASTLOSS_DEBUG")
+        if ctype == "msvc":
+            base = ["/Od"] if debug else ["/O2"]
+        else:
+            # No -ffast-math and no -march=native: the binary must run on any CPU of the
+            # architecture and keep IEEE semantics (-inf masks, NaN propagation).
+            base = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno"]
+        omp_compile, omp_link = _openmp_flags(ctype)
+        if _env_flag("FASTLOSS_DISABLE_OPENMP"):
+            have_omp, reason = False, "FASTLOSS_DISABLE_OPENMP is set"
+        else:
+            have_omp, reason = _probe_openmp(self.compiler, omp_compile, omp_link)
+        if not have_omp:
+            msg = (
+                "fastloss: the compiler cannot build and run an OpenMP program "
+                f"({reason}); building the kernels serial (single-threaded)."
+            )
+            if _env_flag("FASTLOSS_REQUIRE_OPENMP"):
+                raise RuntimeError(msg + " FASTLOSS_REQUIRE_OPENMP is set: refusing.")
+            warnings.warn(msg, stacklevel=1)
+            print(msg, file=sys.stderr)
+            omp_compile, omp_link = [], []
+        cflags = base + omp_compile
+        for ext in self.extensions:
+            ext.extra_compile_args = cflags + ext.extra_compile_args
+            ext.extra_link_args = omp_link + ext.extra_link_args
+            # What `python -m fastloss info` reports as the build flags.
+            ext.define_macros.append(("FASTLOSS_CFLAGS", '"' + " ".join(cflags) + '"'))
+        super().build_extensions()
+
+
+def _extensions():
+    debug = _env_flag("FASTLOSS_DEBUG")
+    directives = {
+        "language_level": 3,
+        "boundscheck": debug,
+        "wraparound": False,
+        "initializedcheck": debug,
+        "cdivision": True,
+        "embedsignature": True,
+    }
+    kernel_dir = os.path.join("src", "fastloss", "_kernels")
+    exts = [
+        Extension(
+            f"fastloss._kernels.{name}",
+            [os.path.join(kernel_dir, f"{name}.pyx")],
+            include_dirs=[np.get_include(), kernel_dir],
+            define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        )
+        for name in KERNELS
+    ]
+    return cythonize(
+        exts,
+        include_path=["src"],
+        compiler_directives=directives,
+        annotate=_env_flag("FASTLOSS_ANNOTATE"),
+    )
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": BuildExt})

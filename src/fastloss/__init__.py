@@ -1,0 +1,22 @@
+"""fastloss: fast CPU classification losses and their gradients for NumPy arrays.
+
+Typed Cython kernels, parallel with OpenMP, behind a validated Python API. Functions
+accept float32 and float64 arrays, compute in the input's dtype with double accumulators,
+and follow ``torch.nn.functional`` where PyTorch has the same function.
+"""
+
+from fastloss._cross_entropy import cross_entropy
+from fastloss._kernels._openmp_helpers import build_info, openmp_enabled
+from fastloss._softmax import log_softmax, logsumexp, softmax
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "build_info",
+    "cross_entropy",
+    "log_softmax",
+    "logsumexp",
+    "openmp_enabled",
+    "softmax",
+]

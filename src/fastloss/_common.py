@@ -1,0 +1,202 @@
+"""Layer 3 plumbing shared by every public function: argument checks, thread counts and
+the mapping between any array layout and the (N, C) C-contiguous rows the kernels read.
+
+Every check raises a ``TypeError``, ``ValueError`` or ``IndexError`` whose message names
+the argument and what was expected; the kernels trust what passes through here.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fastloss._kernels import _openmp_helpers
+
+#: Below this many scores (N x C) a call runs on one thread: starting a parallel region
+#: costs more than it saves. Measured with benchmarks/bench_threshold.py on the 2-core
+#: project machine (4096 x 10 float32 ran as fast on one thread as on two).
+PARALLEL_MIN_ELEMENTS = 1 << 16
+
+#: The dtypes the kernels are compiled for.
+KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def effective_n_threads(n_threads: int | None, work: int) -> int:
+    """Resolve ``n_threads`` the way scikit-learn does, then drop to 1 for small work.
+
+    None: OpenMP's current maximum (``OMP_NUM_THREADS``, ``omp_set_num_threads``);
+    n > 0: n; n < 0: ``usable_cpus + 1 + n`` (so -1 is all of them), at least 1;
+    0: ``ValueError``. A serial build always runs 1 thread.
+    """
+    if n_threads is not None:
+        if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
+            raise TypeError(
+                f"n_threads must be an int or None, got {type(n_threads).__name__}"
+            )
+        n_threads = int(n_threads)
+        if n_threads == 0:
+            raise ValueError("n_threads must be a non-zero int (None: OpenMP's default; "
+                             "-1: all CPUs), got 0")
+    if not _openmp_helpers.openmp_enabled():
+        return 1
+    if n_threads is None:
+        resolved = _openmp_helpers.max_threads()
+    elif n_threads < 0:
+        resolved = max(_usable_cpus() + 1 + n_threads, 1)
+    else:
+        resolved = n_threads
+    return 1 if work < PARALLEL_MIN_ELEMENTS else resolved
+
+
+def check_reduction(reduction: str) -> str:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """The kernel dtype for a floating dtype: float16 is computed in float32, and
+    long double (or any other float) in float64."""
+    if dtype in KERNEL_DTYPES:
+        return dtype
+    return np.dtype(np.float32) if dtype.itemsize < 4 else np.dtype(np.float64)
+
+
+def as_floating(x: Any, name: str) -> np.ndarray:
+    """``x`` as an ndarray of a real floating dtype, without copying an ndarray."""
+    arr = np.asarray(x)
+    if arr.dtype.kind != "f":
+        raise TypeError(
+            f"{name} must be an array of real floating-point numbers (float32 or float64), "
+            f"got dtype {arr.dtype}; convert it first, e.g. {name}.astype(np.float32)"
+        )
+    return arr
+
+
+def normalize_axis(axis: Any, ndim: int, name: str) -> int:
+    try:
+        axis = operator.index(axis)
+    except TypeError:
+        raise TypeError(f"axis must be an int, got {type(axis).__name__}") from None
+    if ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension (the class axis), "
+                         "got a 0-d array")
+    if not -ndim <= axis < ndim:
+        raise np.exceptions.AxisError(axis, ndim, f"axis of {name}")
+    return axis % ndim
+
+
+@dataclass(frozen=True)
+class Rows:
+    """An array seen as (N, C) rows over its class axis, as the kernels want it."""
+
+    rows: np.ndarray            # (N, C), C-contiguous, float32/float64
+    direct: bool                # rows is a view of the caller's array, not a copy
+    shape: tuple[int, ...]      # the caller's shape
+    axis: int                   # the class axis, non-negative
+    dtype: np.dtype             # dtype of full-shape results (the caller's)
+
+    @property
+    def batch_shape(self) -> tuple[int, ...]:
+        return self.shape[: self.axis] + self.shape[self.axis + 1:]
+
+    def restore(self, rows: np.ndarray) -> np.ndarray:
+        """(N, C) results back to the caller's shape (a view when the axis was moved)."""
+        moved = self.batch_shape + (self.shape[self.axis],)
+        return np.moveaxis(rows.reshape(moved), -1, self.axis)
+
+
+def to_rows(x: np.ndarray, axis: int, name: str) -> Rows:
+    """View ``x`` as rows when it is C-contiguous float32/float64 with the class axis last
+    (the fast path); otherwise make one contiguous copy in the kernel dtype."""
+    n_classes = x.shape[axis]
+    n_rows = math.prod(x.shape[:axis] + x.shape[axis + 1:])
+    kdtype = compute_dtype(x.dtype)
+    direct = axis == x.ndim - 1 and x.dtype == kdtype and x.flags.c_contiguous
+    if direct:
+        rows = x.reshape(n_rows, n_classes)
+    else:
+        rows = np.ascontiguousarray(np.moveaxis(x, axis, -1), dtype=kdtype)
+        rows = rows.reshape(n_rows, n_classes)
+    return Rows(rows=rows, direct=direct, shape=x.shape, axis=axis, dtype=x.dtype)
+
+
+def check_out(
+    out: Any,
+    name: str,
+    shape: tuple[int, ...],
+    dtype: np.dtype,
+    may_alias: np.ndarray | None,
+    no_overlap: tuple[tuple[str, Any], ...] = (),
+    require_c_contiguous: bool = False,
+) -> np.ndarray:
+    """Validate a caller-provided output buffer.
+
+    It may be exactly ``may_alias`` (in place) but may not partly overlap it, nor touch
+    any array in ``no_overlap`` (pairs of argument name and value).
+    """
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"{name} must have dtype {dtype}, got {out.dtype}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {out.shape}")
+    if require_c_contiguous and not out.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{name} must be writeable")
+    if may_alias is not None and np.may_share_memory(out, may_alias):
+        same = (
+            out.__array_interface__["data"][0] == may_alias.__array_interface__["data"][0]
+            and out.strides == may_alias.strides
+            and out.shape == may_alias.shape
+        )
+        if not same:
+            raise ValueError(
+                f"{name} overlaps the input only partly; pass the very same array for an "
+                "in-place result, or a separate buffer"
+            )
+    for other_name, other in no_overlap:
+        if isinstance(other, np.ndarray) and np.may_share_memory(out, other):
+            raise ValueError(f"{name} must not share memory with {other_name}")
+    return out
+
+
+def full_output(
+    layout: Rows, out: np.ndarray | None
+) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
+    """A (N, C) buffer for the kernel to write, and a function that returns the result.
+
+    Writes go straight into ``out`` (or a fresh array) on the fast path; otherwise into a
+    scratch buffer in the kernel's layout that ``finish`` copies into place.
+    """
+    rows = layout.rows
+    if layout.direct and (out is None or out.flags.c_contiguous):
+        buf = np.empty_like(rows) if out is None else out.reshape(rows.shape)
+        result = buf.reshape(layout.shape) if out is None else out
+        return buf, lambda: result
+    buf = np.empty_like(rows)
+
+    def finish() -> np.ndarray:
+        restored = layout.restore(buf)
+        if out is None:
+            return restored if restored.dtype == layout.dtype else restored.astype(layout.dtype)
+        out[...] = restored
+        return out
+
+    return buf, finish

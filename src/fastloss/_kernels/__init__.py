@@ -1,0 +1,1 @@
+"""Compiled kernels. Private: call them through the validated functions in :mod:`fastloss`."""

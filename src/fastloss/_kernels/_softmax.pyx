@@ -1,0 +1,67 @@
+"""Row kernels for softmax, log_softmax and logsumexp over the last axis of (N, C) arrays.
+
+Layer 2: typed loops over validated, C-contiguous memoryviews, without the GIL. The maths
+of one row lives in _rows.pxd.
+"""
+
+from cython cimport floating
+from cython.parallel cimport prange, threadid
+from libc.math cimport log
+from libc.stdlib cimport free
+
+from fastloss._kernels._rows cimport (
+    RowStats,
+    alloc_chunk_shifts,
+    n_row_chunks,
+    row_stats,
+    scale_stored_exp,
+    stats_lse,
+)
+
+
+def softmax_rows(
+    const floating[:, ::1] x,       # IN
+    floating[:, ::1] out,           # OUT (may be x itself)
+    int n_threads,
+):
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], n_chunks, i
+    cdef double* shifts
+    cdef double* my_shifts
+    cdef RowStats st
+    n_chunks = n_row_chunks(n_cols)
+    shifts = alloc_chunk_shifts(n_threads, n_chunks)
+    try:
+        for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
+            my_shifts = shifts + threadid() * n_chunks
+            st = row_stats(&x[i, 0], n_cols, &out[i, 0], my_shifts)
+            scale_stored_exp(&out[i, 0], n_cols, my_shifts, st, 1.0)
+    finally:
+        free(shifts)
+
+
+def log_softmax_rows(
+    const floating[:, ::1] x,       # IN
+    floating[:, ::1] out,           # OUT (may be x itself)
+    int n_threads,
+):
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i, j
+    cdef RowStats st
+    cdef double log_sum
+    for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
+        st = row_stats(&x[i, 0], n_cols, <floating*> NULL, <double*> NULL)
+        log_sum = log(st.sumexp)
+        # (x - max) - log(sum) rather than x - lse: x - max is exact for nearby values.
+        for j in range(n_cols):
+            out[i, j] = <floating>((x[i, j] - st.max) - log_sum)
+
+
+def logsumexp_rows(
+    const floating[:, ::1] x,       # IN
+    floating[::1] out,              # OUT
+    int n_threads,
+):
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i
+    for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
+        out[i] = <floating> stats_lse(
+            row_stats(&x[i, 0], n_cols, <floating*> NULL, <double*> NULL)
+        )
