@@ -1,0 +1,175 @@
+"""Cases and peers shared by the pytest-benchmark suite and ``ratios.py``.
+
+Both front ends must time exactly the same callables on the same inputs, or the ratios
+printed by ``ratios.py`` would not describe the suite; so the peers are built here once.
+Every peer is a zero-argument callable whose inputs and output buffers already exist and
+have been touched, so that a timed call measures the computation and not page faults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import ModuleType
+
+import numpy as np
+
+import fastloss
+from fastloss import reference
+
+SEED = 20240611
+DTYPES: tuple[str, ...] = ("float32", "float64")
+CE_SHAPES: tuple[tuple[int, int], ...] = ((4096, 1000), (1024, 32000))
+SOFTMAX_SHAPE: tuple[int, int] = (4096, 1000)
+SOFTMAX_DTYPE = "float32"
+THREADS: tuple[int, ...] = (1, 2)
+SOFTMAX_FUNCS: tuple[str, ...] = ("softmax", "log_softmax", "logsumexp")
+
+# "fastloss": fused loss+grad into a preallocated grad_out (the steady state of a training
+# loop); "fastloss-alloc": return_grad=True, which allocates the gradient on every call;
+# "copy": np.copyto of the logits into a same-size buffer, i.e. the N*C read + N*C write
+# the fused kernel cannot avoid, the yardstick for its bandwidth.
+CE_PEERS: tuple[str, ...] = ("fastloss", "fastloss-alloc", "copy", "numpy", "torch")
+SOFTMAX_PEERS: tuple[str, ...] = ("fastloss", "numpy", "torch")
+
+Callback = Callable[[], object]
+
+
+def load_torch() -> ModuleType | None:
+    """PyTorch if importable: it is an optional peer, never a requirement."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """One case's arrays, created once: logits, targets and a same-size scratch buffer.
+
+    ``scratch`` serves as ``grad_out``/``out`` and as the destination of the copy peer;
+    sharing it is safe because peers run one at a time, and it halves the memory of the
+    1024x32000 float64 case.
+    """
+
+    logits: np.ndarray
+    target: np.ndarray
+    scratch: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        n, c = self.logits.shape
+        return n, c
+
+
+InputsGetter = Callable[[str, tuple[int, int]], Inputs]
+"""Type of the ``bench_inputs`` fixture: (dtype, (N, C)) -> cached :class:`Inputs`."""
+
+
+def make_inputs(dtype: str, n: int, c: int) -> Inputs:
+    """Logits ~ 3 * N(0, 1) and uniform targets from a fixed seed, all pages touched.
+
+    The seed depends on the shape only, so float32 and float64 see the same values.
+    """
+    rng = np.random.default_rng([SEED, n, c])
+    logits = (rng.standard_normal((n, c)) * 3.0).astype(dtype)
+    target = rng.integers(0, c, size=n, dtype=np.intp)
+    scratch = np.empty_like(logits)
+    scratch.fill(0.0)  # fault the pages in now rather than in the first timed round
+    return Inputs(logits=logits, target=target, scratch=scratch)
+
+
+def group_name(func: str, dtype: str, shape: tuple[int, int], n_threads: int) -> str:
+    """pytest-benchmark group of one case, e.g. ``cross_entropy-float32-4096x1000-t2``."""
+    return f"{func}-{dtype}-{shape[0]}x{shape[1]}-t{n_threads}"
+
+
+def moved_bytes(func: str, inputs: Inputs) -> int:
+    """Bytes a kernel must move at least: read the logits, write a same-size result
+    (logsumexp only reads; its N outputs are negligible)."""
+    factor = 1 if func == "logsumexp" else 2
+    return factor * inputs.logits.nbytes
+
+
+@contextlib.contextmanager
+def torch_threads(n_threads: int) -> Iterator[None]:
+    """Run PyTorch with n_threads intra-op threads, restoring the previous setting."""
+    torch = load_torch()
+    if torch is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _torch_cross_entropy(inputs: Inputs) -> Callback:
+    """Forward + backward on a leaf sharing the logits' memory (no copy), like a training
+    step's loss; ``.grad`` is dropped each round so that PyTorch allocates it as it would."""
+    torch = load_torch()
+    if torch is None:
+        raise RuntimeError("torch is not installed")
+    x = torch.from_numpy(inputs.logits).requires_grad_(True)
+    y = torch.from_numpy(inputs.target).long()
+    ce = torch.nn.functional.cross_entropy
+
+    def run() -> None:
+        x.grad = None
+        ce(x, y).backward()
+
+    return run
+
+
+def cross_entropy_peer(peer: str, inputs: Inputs, n_threads: int) -> Callback:
+    """The callable that times ``peer`` on one cross-entropy case (loss and gradient).
+
+    PyTorch's thread count is process-global: wrap calls in :func:`torch_threads`.
+    """
+    x, y, buf = inputs.logits, inputs.target, inputs.scratch
+    if peer == "fastloss":
+        return lambda: fastloss.cross_entropy(x, y, n_threads=n_threads, grad_out=buf)
+    if peer == "fastloss-alloc":
+        return lambda: fastloss.cross_entropy(x, y, n_threads=n_threads, return_grad=True)
+    if peer == "copy":
+        return lambda: np.copyto(buf, x)
+    if peer == "numpy":
+        return lambda: reference.cross_entropy(x, y, return_grad=True)
+    if peer == "torch":
+        return _torch_cross_entropy(inputs)
+    raise ValueError(f"unknown cross_entropy peer {peer!r}")
+
+
+def softmax_peer(func: str, peer: str, inputs: Inputs, n_threads: int) -> Callback:
+    """The callable that times ``peer`` computing ``func`` along the last axis."""
+    if func not in SOFTMAX_FUNCS:
+        raise ValueError(f"unknown function {func!r}")
+    x = inputs.logits
+    if peer == "fastloss":
+        out = inputs.scratch if func != "logsumexp" else np.zeros(x.shape[0], x.dtype)
+        kernel = getattr(fastloss, func)
+        return lambda: kernel(x, -1, out=out, n_threads=n_threads)
+    if peer == "numpy":
+        ref = getattr(reference, func)
+        return lambda: ref(x, -1)
+    if peer == "torch":
+        torch = load_torch()
+        if torch is None:
+            raise RuntimeError("torch is not installed")
+        t = torch.from_numpy(x)
+        op = getattr(torch, func)
+        return lambda: op(t, dim=-1)
+    raise ValueError(f"unknown softmax peer {peer!r}")
+
+
+def rounds_for(peer: str, shape: tuple[int, int]) -> int:
+    """Timed rounds per peer: few for the slow NumPy reference on the large shape (over a
+    second a call), more for the fast peers so their medians settle on a noisy machine."""
+    large = shape[0] * shape[1] > 10_000_000
+    if peer == "numpy":
+        return 5 if large else 20
+    return 15 if large else 40

@@ -1,0 +1,72 @@
+"""The build itself: OpenMP, the info command, and that kernels release the GIL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+
+import fastloss
+
+
+def test_openmp_required_when_ci_says_so():
+    # CI builds with FASTLOSS_REQUIRE_OPENMP=1; a serial build there is a failure.
+    if os.environ.get("FASTLOSS_REQUIRE_OPENMP", "0") not in ("", "0"):
+        assert fastloss.openmp_enabled()
+
+
+def test_build_info_is_consistent():
+    info = fastloss.build_info()
+    assert info["openmp"] is fastloss.openmp_enabled()
+    assert ("-fopenmp" in info["cflags"]) is info["openmp"] or sys.platform != "linux"
+    assert "-ffast-math" not in info["cflags"]
+    assert "-march=native" not in info["cflags"]
+    assert info["simd"]
+
+
+def test_info_command():
+    result = subprocess.run([sys.executable, "-m", "fastloss", "info"], capture_output=True,
+                            text=True, check=True)
+    out = result.stdout
+    assert f"fastloss {fastloss.__version__}" in out
+    assert "openmp" in out and "threads" in out and "simd" in out and "cflags" in out
+
+
+def test_info_thread_count_follows_omp_num_threads():
+    env = dict(os.environ, OMP_NUM_THREADS="3")
+    out = subprocess.run([sys.executable, "-m", "fastloss", "info"], capture_output=True,
+                         text=True, check=True, env=env).stdout
+    expected = 3 if fastloss.openmp_enabled() else 1
+    assert f"threads  {expected} " in out
+
+
+def test_kernels_release_the_gil():
+    # A Python thread keeps counting while a long kernel runs in the main thread.
+    logits = np.random.default_rng(0).standard_normal((2000, 4000)).astype(np.float32)
+    target = np.zeros(2000, dtype=np.intp)
+    ticks = 0
+    stop = threading.Event()
+
+    def count():
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            time.sleep(0.0005)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    time.sleep(0.01)
+    before = ticks
+    start = time.perf_counter()
+    for _ in range(5):
+        fastloss.cross_entropy(logits, target, return_grad=True, n_threads=1)
+    elapsed = time.perf_counter() - start
+    during = ticks - before
+    stop.set()
+    counter.join()
+    # Holding the GIL would leave the counter at ~1 tick per switch interval (5 ms).
+    assert during > elapsed / 0.005 * 2, (during, elapsed)
