@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -10,7 +12,10 @@ settings.register_profile(
     "fastloss", deadline=None, max_examples=60,
     suppress_health_check=[HealthCheck.too_slow],
 )
-settings.load_profile("fastloss")
+# CI explores a fixed set of examples, so a red run can be reproduced.
+settings.register_profile("ci", parent=settings.get_profile("fastloss"), derandomize=True,
+                          max_examples=150)
+settings.load_profile("ci" if os.environ.get("CI") else "fastloss")
 
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["f32", "f64"]

@@ -108,7 +108,7 @@ def test_grad_out_is_written_and_returned(rng, dtype):
     logits = make_logits(rng, (20, 30), dtype)
     target = make_target(rng, 20, 30)
     out = np.full_like(logits, np.nan)
-    loss, grad = fastloss.cross_entropy(logits, target, grad_out=out)
+    _loss, grad = fastloss.cross_entropy(logits, target, grad_out=out)
     assert grad is out
     _, expected = fastloss.cross_entropy(logits, target, return_grad=True)
     np.testing.assert_array_equal(out, expected)
@@ -233,7 +233,7 @@ class TestEmptyBatch:
 
     def test_gradient(self, dtype):
         logits = np.empty((0, 5), dtype=dtype)
-        loss, grad = fastloss.cross_entropy(logits, np.empty(0, dtype=int), return_grad=True)
+        _loss, grad = fastloss.cross_entropy(logits, np.empty(0, dtype=int), return_grad=True)
         assert grad.shape == (0, 5) and grad.dtype == dtype
 
 

@@ -111,7 +111,7 @@ class TestGradOut:
             fastloss.cross_entropy(LOGITS, TARGET, grad_out=np.empty((3, 4)).T)
 
     def test_not_an_array(self):
-        with pytest.raises(TypeError, match="grad_out must be a numpy.ndarray, got list"):
+        with pytest.raises(TypeError, match=r"grad_out must be a numpy\.ndarray, got list"):
             fastloss.cross_entropy(LOGITS, TARGET, grad_out=LOGITS.tolist())
 
     def test_read_only(self):

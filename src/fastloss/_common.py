@@ -117,7 +117,7 @@ class Rows:
 
     def restore(self, rows: np.ndarray) -> np.ndarray:
         """(N, C) results back to the caller's shape (a view when the axis was moved)."""
-        moved = self.batch_shape + (self.shape[self.axis],)
+        moved = (*self.batch_shape, self.shape[self.axis])
         return np.moveaxis(rows.reshape(moved), -1, self.axis)
 
 

@@ -20,7 +20,7 @@ def _shifted(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     """x - m and m (kept dims), with m the max along axis, or 0 where it is not finite."""
     x = np.asarray(x, dtype=np.float64)
     if x.shape[axis] == 0:
-        m = np.zeros(x.shape[:axis % x.ndim] + (1,) + x.shape[axis % x.ndim + 1:])
+        m = np.zeros((*x.shape[:axis % x.ndim], 1, *x.shape[axis % x.ndim + 1:]))
     else:
         m = np.max(x, axis=axis, keepdims=True)
         m = np.where(np.isfinite(m), m, 0.0)

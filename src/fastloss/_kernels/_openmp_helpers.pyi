@@ -1,0 +1,13 @@
+from typing import TypedDict
+
+class BuildInfo(TypedDict):
+    openmp: bool
+    openmp_version: int
+    simd: str
+    compiler: str
+    cflags: str
+
+def openmp_enabled() -> bool: ...
+def max_threads() -> int: ...
+def num_procs() -> int: ...
+def build_info() -> BuildInfo: ...
