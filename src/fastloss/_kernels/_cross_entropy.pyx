@@ -9,7 +9,6 @@ row's target logit is read before its row is overwritten.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.math cimport exp
 from libc.stdlib cimport free
 
 cimport numpy as cnp
@@ -21,6 +20,7 @@ from fastloss._kernels._rows cimport (
     n_row_chunks,
     row_stats,
     scale_stored_exp,
+    scaled_softmax_minus_one,
 )
 
 cnp.import_array()
@@ -61,10 +61,7 @@ def cross_entropy_grad_rows(
             target_logit = logits[i, y]
             st = row_stats(&logits[i, 0], n_cols, &grad_out[i, 0], my_shifts)
             scale_stored_exp(&grad_out[i, 0], n_cols, my_shifts, st, grad_scale)
-            # The target entry in double: p_y - 1 cancels, so round only once, at the end.
-            grad_out[i, y] = <floating>(
-                exp(target_logit - st.max) * (grad_scale / st.sumexp) - grad_scale
-            )
+            grad_out[i, y] = <floating> scaled_softmax_minus_one(st, target_logit, grad_scale)
             loss_out[i] = cross_entropy_row_loss(st, target_logit)
     finally:
         free(shifts)

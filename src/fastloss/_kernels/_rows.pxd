@@ -116,6 +116,14 @@ cdef inline double cross_entropy_row_loss(RowStats st, double target_logit) noex
     return (st.max - target_logit) + log(st.sumexp)
 
 
+cdef inline double scaled_softmax_minus_one(
+    RowStats st, double target_logit, double scale
+) noexcept nogil:
+    """scale * (softmax(x)_y - 1) for the target entry, in double: p_y - 1 cancels when the
+    prediction is confident, so it is rounded only once, by the caller's store."""
+    return exp(target_logit - st.max) * (scale / st.sumexp) - scale
+
+
 cdef inline double* alloc_chunk_shifts(int n_threads, Py_ssize_t n_chunks) except NULL:
     """Scratch for the chunk shifts: one row of n_chunks doubles per thread (not N x C)."""
     cdef double* buf = <double*> malloc(sizeof(double) * n_chunks * n_threads)
