@@ -63,10 +63,10 @@ def _probe_openmp(compiler, compile_flags, link_flags):
             capture_output=True, text=True, timeout=60, check=True,
         ).stdout
         if out.strip() != "1":
-            return False, f"probe program printed {out!r}"
+            return False, f"the OpenMP probe program printed {out!r}"
         return True, ""
     except Exception as exc:  # any failure means: no usable OpenMP
-        return False, f"{type(exc).__name__}: {exc}"
+        return False, f"the compiler cannot build and run an OpenMP program: {exc}"
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -90,8 +90,8 @@ class BuildExt(build_ext):
             have_omp, reason = _probe_openmp(self.compiler, omp_compile, omp_link)
         if not have_omp:
             msg = (
-                "fastloss: the compiler cannot build and run an OpenMP program "
-                f"({reason}); building the kernels serial (single-threaded)."
+                f"fastloss: building the kernels without OpenMP ({reason}); "
+                "they will run single-threaded."
             )
             if _env_flag("FASTLOSS_REQUIRE_OPENMP"):
                 raise RuntimeError(msg + " FASTLOSS_REQUIRE_OPENMP is set: refusing.")
