@@ -166,10 +166,20 @@ def softmax_peer(func: str, peer: str, inputs: Inputs, n_threads: int) -> Callba
     raise ValueError(f"unknown softmax peer {peer!r}")
 
 
+def _is_large(shape: tuple[int, int]) -> bool:
+    return shape[0] * shape[1] > 10_000_000
+
+
 def rounds_for(peer: str, shape: tuple[int, int]) -> int:
-    """Timed rounds per peer: few for the slow NumPy reference on the large shape (over a
-    second a call), more for the fast peers so their medians settle on a noisy machine."""
-    large = shape[0] * shape[1] > 10_000_000
+    """Timed rounds per peer: few for the slow NumPy reference on the large shape (one to
+    several seconds a call), more for the fast peers so their medians settle on a noisy
+    machine, while the whole suite stays near three minutes on two cores."""
     if peer == "numpy":
-        return 5 if large else 20
-    return 15 if large else 40
+        return 5 if _is_large(shape) else 15
+    return 15 if _is_large(shape) else 30
+
+
+def warmup_rounds_for(peer: str, shape: tuple[int, int]) -> int:
+    """Untimed rounds first: they absorb lazy initialisation (PyTorch's autograd engine and
+    thread pool, OpenMP's team). The NumPy reference has none worth a multi-second call."""
+    return 0 if peer == "numpy" and _is_large(shape) else 1

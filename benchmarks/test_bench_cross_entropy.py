@@ -26,6 +26,7 @@ from bench_common import (
     moved_bytes,
     rounds_for,
     softmax_peer,
+    warmup_rounds_for,
 )
 from pytest_benchmark.fixture import BenchmarkFixture
 
@@ -47,9 +48,8 @@ def _run(benchmark: BenchmarkFixture, fn: Callback, func: str, peer: str, inputs
         func=func, peer=peer, dtype=dtype, shape=list(shape), n_threads=n_threads,
         bytes=moved_bytes(func, inputs),
     )
-    # One untimed warm-up round: first calls pay for lazy initialisation (PyTorch's
-    # autograd engine and thread pool, OpenMP's team) that is not part of the steady state.
-    benchmark.pedantic(fn, rounds=rounds_for(peer, shape), iterations=1, warmup_rounds=1)
+    benchmark.pedantic(fn, rounds=rounds_for(peer, shape), iterations=1,
+                       warmup_rounds=warmup_rounds_for(peer, shape))
 
 
 @pytest.mark.parametrize("peer", _peer_params(CE_PEERS))

@@ -51,8 +51,10 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 def _one_hot(target: np.ndarray, n_classes: int, axis: int, ndim: int) -> np.ndarray:
     """One-hot encoding of integer targets, with the class axis inserted at ``axis``."""
-    eye = np.eye(n_classes)[np.asarray(target)]        # class axis last
-    return np.moveaxis(eye, -1, axis % ndim)
+    target = np.asarray(target)
+    onehot = np.zeros((*target.shape, n_classes))      # class axis last
+    np.put_along_axis(onehot, target[..., None], 1.0, axis=-1)
+    return np.moveaxis(onehot, -1, axis % ndim)
 
 
 def cross_entropy(
