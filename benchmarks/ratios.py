@@ -43,8 +43,7 @@ from bench_common import (
 
 # Rounds per case in the interleaved run, and how often the NumPy reference joins a round:
 # on 1024x32000 one reference call takes seconds (several N x C float64 temporaries), so
-# it runs in
-# every 4th round only, which keeps the whole script well under two minutes.
+# it runs in every 4th round only, which keeps the whole script well under two minutes.
 ROUNDS = {"small": 30, "large": 12}
 NUMPY_EVERY = {"small": 2, "large": 4}
 PEERS = ("fastloss", "copy", "numpy", "torch")

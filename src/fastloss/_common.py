@@ -18,10 +18,11 @@ import numpy as np
 
 from fastloss._kernels import _openmp_helpers
 
-#: Below this many scores (N x C) a call runs on one thread: starting a parallel region
-#: costs more than it saves. Measured with benchmarks/bench_threshold.py on the 2-core
-#: project machine (4096 x 10 float32 ran as fast on one thread as on two).
-PARALLEL_MIN_ELEMENTS = 1 << 16
+#: Below this many scores (N x C) a call runs on one thread. benchmarks/threshold.py on
+#: the 2-core project machine: with OpenMP's workers awake, two threads already win at 320
+#: elements (1.3x) and reach 1.9x by 10k; the margin covers waking a worker that went to
+#: sleep, which costs from tens of microseconds to milliseconds depending on the machine.
+PARALLEL_MIN_ELEMENTS = 1 << 14
 
 #: The dtypes the kernels are compiled for.
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))

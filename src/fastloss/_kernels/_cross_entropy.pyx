@@ -16,6 +16,7 @@ cimport numpy as cnp
 from fastloss._kernels._rows cimport (
     RowStats,
     alloc_chunk_shifts,
+    chunk_shift_stride,
     cross_entropy_row_loss,
     n_row_chunks,
     row_stats,
@@ -56,7 +57,7 @@ def cross_entropy_grad_rows(
     shifts = alloc_chunk_shifts(n_threads, n_chunks)
     try:
         for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
-            my_shifts = shifts + threadid() * n_chunks
+            my_shifts = shifts + threadid() * chunk_shift_stride(n_chunks)
             y = target[i]
             target_logit = logits[i, y]
             st = row_stats(&logits[i, 0], n_cols, &grad_out[i, 0], my_shifts)

@@ -124,9 +124,16 @@ cdef inline double scaled_softmax_minus_one(
     return exp(target_logit - st.max) * (scale / st.sumexp) - scale
 
 
+cdef inline Py_ssize_t chunk_shift_stride(Py_ssize_t n_chunks) noexcept nogil:
+    """Doubles between two threads' scratch: n_chunks rounded up to a 64-byte line, plus a
+    line of gap, so no two threads ever write the same cache line (false sharing made a
+    second thread useless for small C)."""
+    return (n_chunks + 7) // 8 * 8 + 8
+
+
 cdef inline double* alloc_chunk_shifts(int n_threads, Py_ssize_t n_chunks) except NULL:
-    """Scratch for the chunk shifts: one row of n_chunks doubles per thread (not N x C)."""
-    cdef double* buf = <double*> malloc(sizeof(double) * n_chunks * n_threads)
+    """Scratch for the chunk shifts: chunk_shift_stride(n_chunks) doubles per thread."""
+    cdef double* buf = <double*> malloc(sizeof(double) * chunk_shift_stride(n_chunks) * n_threads)
     if buf == NULL:
         raise MemoryError("fastloss: cannot allocate the per-thread row scratch")
     return buf

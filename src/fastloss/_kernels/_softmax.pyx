@@ -12,6 +12,7 @@ from libc.stdlib cimport free
 from fastloss._kernels._rows cimport (
     RowStats,
     alloc_chunk_shifts,
+    chunk_shift_stride,
     n_row_chunks,
     row_stats,
     scale_stored_exp,
@@ -32,7 +33,7 @@ def softmax_rows(
     shifts = alloc_chunk_shifts(n_threads, n_chunks)
     try:
         for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
-            my_shifts = shifts + threadid() * n_chunks
+            my_shifts = shifts + threadid() * chunk_shift_stride(n_chunks)
             st = row_stats(&x[i, 0], n_cols, &out[i, 0], my_shifts)
             scale_stored_exp(&out[i, 0], n_cols, my_shifts, st, 1.0)
     finally:
