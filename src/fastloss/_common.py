@@ -122,7 +122,7 @@ class Rows:
         return np.moveaxis(rows.reshape(moved), -1, self.axis)
 
 
-def to_rows(x: np.ndarray, axis: int, name: str) -> Rows:
+def to_rows(x: np.ndarray, axis: int) -> Rows:
     """View ``x`` as rows when it is C-contiguous float32/float64 with the class axis last
     (the fast path); otherwise make one contiguous copy in the kernel dtype."""
     n_classes = x.shape[axis]

@@ -139,15 +139,14 @@ def cross_entropy(
     n_classes = logits.shape[axis]
     if n_classes == 0:
         raise ValueError(f"logits must have at least one class along axis {axis}, got 0")
-    layout = to_rows(logits, axis, "logits")
-    given_target, flat_target = _check_class_target(
-        target, layout.batch_shape, n_classes, axis
-    )
+    batch_shape = logits.shape[:axis] + logits.shape[axis + 1:]
+    given_target, flat_target = _check_class_target(target, batch_shape, n_classes, axis)
     with_grad = bool(return_grad) or grad_out is not None
     if grad_out is not None:
         check_out(grad_out, "grad_out", logits.shape, logits.dtype, may_alias=logits,
                   no_overlap=(("target", given_target),), require_c_contiguous=True)
 
+    layout = to_rows(logits, axis)
     n_rows = layout.rows.shape[0]
     row_losses = np.empty(n_rows, dtype=np.float64)
     threads = effective_n_threads(n_threads, logits.size)
@@ -158,8 +157,8 @@ def cross_entropy(
             _cross_entropy.cross_entropy_grad_rows(
                 layout.rows, flat_target, row_losses, grad_buf, scale, threads
             )
-        loss = _reduce(row_losses, reduction, layout.batch_shape, layout.dtype)
+        loss = _reduce(row_losses, reduction, batch_shape, layout.dtype)
         return loss, finish()
     if n_rows:
         _cross_entropy.cross_entropy_rows(layout.rows, flat_target, row_losses, threads)
-    return _reduce(row_losses, reduction, layout.batch_shape, layout.dtype)
+    return _reduce(row_losses, reduction, batch_shape, layout.dtype)

@@ -26,7 +26,7 @@ def _rowwise(kernel: Any, x: Any, axis: int, out: np.ndarray | None,
     axis = normalize_axis(axis, x.ndim, "x")
     if out is not None:
         check_out(out, "out", x.shape, x.dtype, may_alias=x)
-    layout = to_rows(x, axis, "x")
+    layout = to_rows(x, axis)
     buf, finish = full_output(layout, out)
     if buf.size:
         kernel(layout.rows, buf, effective_n_threads(n_threads, buf.size))
@@ -142,7 +142,7 @@ def logsumexp(
     """
     x = as_floating(x, "x")
     axis = normalize_axis(axis, x.ndim, "x")
-    layout = to_rows(x, axis, "x")
+    layout = to_rows(x, axis)
     batch_shape = layout.batch_shape
     if out is not None:
         check_out(out, "out", batch_shape, x.dtype, may_alias=None, no_overlap=(("x", x),))
