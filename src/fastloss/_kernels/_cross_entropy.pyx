@@ -20,8 +20,8 @@ from fastloss._kernels._rows cimport (
     cross_entropy_row_loss,
     n_row_chunks,
     row_stats,
-    scale_stored_exp,
     scaled_softmax_minus_one,
+    scaled_softmax_row,
 )
 
 cnp.import_array()
@@ -60,8 +60,8 @@ def cross_entropy_grad_rows(
             my_shifts = shifts + threadid() * chunk_shift_stride(n_chunks)
             y = target[i]
             target_logit = logits[i, y]
-            st = row_stats(&logits[i, 0], n_cols, &grad_out[i, 0], my_shifts)
-            scale_stored_exp(&grad_out[i, 0], n_cols, my_shifts, st, grad_scale)
+            st = scaled_softmax_row(&logits[i, 0], n_cols, &grad_out[i, 0], my_shifts,
+                                    grad_scale)
             grad_out[i, y] = <floating> scaled_softmax_minus_one(st, target_logit, grad_scale)
             loss_out[i] = cross_entropy_row_loss(st, target_logit)
     finally:

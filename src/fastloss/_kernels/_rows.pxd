@@ -110,6 +110,19 @@ cdef inline void scale_stored_exp(
         start = stop
 
 
+cdef inline RowStats scaled_softmax_row(
+    const floating* x,      # IN: one row
+    Py_ssize_t n,
+    floating* out,          # OUT (may alias x): scale * softmax(x)
+    double* shift,          # scratch: one double per chunk
+    double scale,
+) noexcept nogil:
+    """Both passes of a row: read it once, storing exponentials, then rescale them."""
+    cdef RowStats st = row_stats(x, n, out, shift)
+    scale_stored_exp(out, n, shift, st, scale)
+    return st
+
+
 cdef inline double cross_entropy_row_loss(RowStats st, double target_logit) noexcept nogil:
     """-log softmax(x)[y] = logsumexp(x) - x_y, with the max subtracted from x_y first:
     exact for nearby values, so large logits (1e4 in float32) lose no accuracy."""

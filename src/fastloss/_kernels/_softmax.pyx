@@ -15,7 +15,7 @@ from fastloss._kernels._rows cimport (
     chunk_shift_stride,
     n_row_chunks,
     row_stats,
-    scale_stored_exp,
+    scaled_softmax_row,
     stats_lse,
 )
 
@@ -28,14 +28,12 @@ def softmax_rows(
     cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], n_chunks, i
     cdef double* shifts
     cdef double* my_shifts
-    cdef RowStats st
     n_chunks = n_row_chunks(n_cols)
     shifts = alloc_chunk_shifts(n_threads, n_chunks)
     try:
         for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
             my_shifts = shifts + threadid() * chunk_shift_stride(n_chunks)
-            st = row_stats(&x[i, 0], n_cols, &out[i, 0], my_shifts)
-            scale_stored_exp(&out[i, 0], n_cols, my_shifts, st, 1.0)
+            scaled_softmax_row(&x[i, 0], n_cols, &out[i, 0], my_shifts, 1.0)
     finally:
         free(shifts)
 
