@@ -58,3 +58,41 @@ def test_softmax_family_like_pytorch(rng, dtype, name, axis):
           "logsumexp": torch.logsumexp}[name]
     theirs = fn(torch.from_numpy(x), axis).numpy()
     np.testing.assert_allclose(ours, theirs, **TOL[dtype])
+
+
+TORCH_OPTIONS = [
+    dict(soft=soft, weight=weight, ignore=ignore, smoothing=smoothing)
+    for soft in (False, True) for weight in (False, True) for ignore in (False, True)
+    for smoothing in (0.0, 0.15) if not (soft and ignore)
+]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("opts", TORCH_OPTIONS,
+                         ids=lambda o: "-".join(k for k, v in o.items() if v) or "plain")
+@pytest.mark.parametrize("shape", [(12, 7), (3, 5, 4, 2)], ids=["NC", "NCHW"])
+def test_cross_entropy_options_like_pytorch(rng, dtype, shape, opts, reduction):
+    logits = make_logits(rng, shape, dtype)
+    batch = shape[:1] + shape[2:]
+    kwargs = {"label_smoothing": opts["smoothing"]}
+    if opts["weight"]:
+        kwargs["weight"] = rng.random(shape[1]) * 2
+    if opts["soft"]:
+        raw = rng.random(shape)
+        target = (raw / raw.sum(axis=1, keepdims=True)).astype(dtype)
+        torch_target = torch.from_numpy(target)
+    else:
+        target = rng.integers(0, shape[1], size=batch)
+        if opts["ignore"]:
+            target[rng.random(batch) < 0.3] = -100
+        torch_target = torch.from_numpy(target)
+    loss, grad = fastloss.cross_entropy(logits, target, axis=1, reduction=reduction,
+                                        return_grad=True, **kwargs)
+    x = torch.from_numpy(logits.copy()).requires_grad_(True)
+    torch_kwargs = dict(kwargs)
+    if "weight" in torch_kwargs:
+        torch_kwargs["weight"] = torch.from_numpy(kwargs["weight"].astype(dtype))
+    theirs = F.cross_entropy(x, torch_target, reduction=reduction, **torch_kwargs)
+    theirs.sum().backward()
+    np.testing.assert_allclose(loss, theirs.detach().numpy(), **TOL[dtype])
+    np.testing.assert_allclose(grad, x.grad.numpy(), **TOL[dtype])

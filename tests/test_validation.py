@@ -31,13 +31,20 @@ class TestNonFloatScores:
 
 
 @pytest.mark.parametrize(
-    "target",
-    [TARGET.astype(np.float64), TARGET.astype(bool), TARGET.astype(object), ["a"] * 4],
-    ids=["float", "bool", "object", "str"],
+    "target", [TARGET.astype(bool), TARGET.astype(object), ["a"] * 4, TARGET + 0j],
+    ids=["bool", "object", "str", "complex"],
 )
 def test_non_integer_target(target):
-    with pytest.raises(TypeError, match="target must be an array of integer class indices"):
+    with pytest.raises(TypeError, match="target must be an array of integer class indices "
+                                        "or of floating-point class probabilities"):
         fastloss.cross_entropy(LOGITS, target)
+
+
+def test_float_class_indices_are_read_as_probabilities():
+    with pytest.raises(ValueError, match=r"target probabilities must have the shape of "
+                                         r"logits, \(4, 3\), got \(4,\) \(class indices "
+                                         r"need an integer dtype\)"):
+        fastloss.cross_entropy(LOGITS, TARGET.astype(np.float64))
 
 
 @pytest.mark.parametrize(
@@ -55,8 +62,8 @@ def test_target_shape_mismatch(logits, target, axis):
 def test_target_out_of_range(bad_value, index):
     target = TARGET.copy()
     target[index] = bad_value
-    with pytest.raises(IndexError, match=rf"class indices in \[0, 3\), got {bad_value} "
-                                         rf"at index \({index},\)"):
+    with pytest.raises(IndexError, match=rf"class indices in \[0, 3\) or ignore_index "
+                                         rf"\(-100\), got {bad_value} at index \({index},\)"):
         fastloss.cross_entropy(LOGITS, target)
 
 
@@ -178,3 +185,93 @@ class TestThreads:
         assert _common.effective_n_threads(4, big - 1) == 1      # too small to pay
         from fastloss._kernels import _openmp_helpers
         assert _common.effective_n_threads(None, big) == _openmp_helpers.max_threads()
+
+
+class TestCrossEntropyOptions:
+    @pytest.mark.parametrize(
+        "weight, exc, message",
+        [(np.ones(4), ValueError, r"weight must have shape \(3,\), got \(4,\)"),
+         (np.ones((3, 1)), ValueError, r"weight must have shape \(3,\)"),
+         ([1.0, -0.5, 1.0], ValueError, "weight must be non-negative, got -0.5"),
+         ([1.0, np.nan, 1.0], ValueError, "weight must be finite"),
+         ([1.0, np.inf, 1.0], ValueError, "weight must be finite"),
+         (np.ones(3, dtype=complex), TypeError, "weight must be an array of real numbers"),
+         (["a", "b", "c"], TypeError, "weight must be an array of real numbers")],
+        ids=["long", "2d", "negative", "nan", "inf", "complex", "str"],
+    )
+    def test_bad_class_weight(self, weight, exc, message):
+        with pytest.raises(exc, match=message):
+            fastloss.cross_entropy(LOGITS, TARGET, weight=weight)
+
+    @pytest.mark.parametrize("value", [-0.1, 1.5, np.nan, np.inf])
+    def test_label_smoothing_outside_unit_interval(self, value):
+        with pytest.raises(ValueError, match=r"label_smoothing must be \[0.0, 1.0\]"):
+            fastloss.cross_entropy(LOGITS, TARGET, label_smoothing=value)
+
+    @pytest.mark.parametrize("value", ["0.1", None, True])
+    def test_label_smoothing_not_a_number(self, value):
+        with pytest.raises(TypeError, match="label_smoothing must be a real number"):
+            fastloss.cross_entropy(LOGITS, TARGET, label_smoothing=value)
+
+    def test_soft_target_wrong_shape(self):
+        with pytest.raises(ValueError, match=r"target probabilities must have the shape of "
+                                             r"logits, \(4, 3\), got \(4, 2\)"):
+            fastloss.cross_entropy(LOGITS, np.full((4, 2), 0.5))
+
+    def test_soft_target_negative(self):
+        target = np.full((4, 3), 0.5)
+        target[2, 1] = -0.25
+        with pytest.raises(ValueError, match=r"target probabilities must be non-negative, "
+                                             "got -0.25"):
+            fastloss.cross_entropy(LOGITS, target)
+
+    @pytest.mark.parametrize("bad", [np.nan, np.inf])
+    def test_soft_target_not_finite(self, bad):
+        target = np.full((4, 3), 0.5)
+        target[0, 0] = bad
+        with pytest.raises(ValueError, match="target probabilities must be finite"):
+            fastloss.cross_entropy(LOGITS, target)
+
+    def test_ignore_index_with_soft_targets(self):
+        with pytest.raises(ValueError, match=r"ignore_index applies to integer class targets "
+                                             "only.*sample_weight=0"):
+            fastloss.cross_entropy(LOGITS, np.full((4, 3), 1 / 3), ignore_index=0)
+
+    @pytest.mark.parametrize("bad", [1.5, "0", True, None])
+    def test_ignore_index_not_an_int(self, bad):
+        with pytest.raises(TypeError, match=r"ignore_index must be an int|integer"):
+            fastloss.cross_entropy(LOGITS, TARGET, ignore_index=bad)
+
+    @pytest.mark.parametrize(
+        "sample_weight, message",
+        [(np.ones(3), r"sample_weight must have shape \(4,\), got \(3,\)"),
+         (np.ones((4, 1)), r"sample_weight must have shape \(4,\)"),
+         ([1.0, 1.0, -2.0, 1.0], "sample_weight must be non-negative, got -2.0"),
+         ([1.0, np.nan, 1.0, 1.0], "sample_weight must be finite")],
+        ids=["short", "2d", "negative", "nan"],
+    )
+    def test_bad_sample_weight(self, sample_weight, message):
+        with pytest.raises(ValueError, match=message):
+            fastloss.cross_entropy(LOGITS, TARGET, sample_weight=sample_weight)
+
+    @pytest.mark.parametrize("value", [-1e-3, np.nan, -np.inf])
+    def test_negative_z_loss(self, value):
+        with pytest.raises(ValueError, match=r"z_loss must be >= 0\.0"):
+            fastloss.cross_entropy(LOGITS, TARGET, z_loss=value)
+
+    def test_grad_out_must_not_overlap_soft_target(self):
+        target = np.full((4, 3), 1 / 3)
+        with pytest.raises(ValueError, match="grad_out must not share memory with target"):
+            fastloss.cross_entropy(LOGITS, target, grad_out=target)
+
+    def test_grad_out_may_overlap_weights(self):
+        # Weights are copied before the kernel runs, so overwriting them is harmless.
+        rng = np.random.default_rng(1)
+        logits = rng.standard_normal((4, 3))
+        buf = np.ones(15)
+        expected = fastloss.cross_entropy(logits, TARGET, sample_weight=buf[:4].copy(),
+                                          return_grad=True)
+        loss, grad = fastloss.cross_entropy(logits, TARGET, sample_weight=buf[:4],
+                                            grad_out=buf[3:].reshape(4, 3))
+        assert loss == expected[0]
+        np.testing.assert_array_equal(grad, expected[1])

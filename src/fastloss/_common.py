@@ -201,3 +201,40 @@ def full_output(
         return out
 
     return buf, finish
+
+
+def class_view(x: np.ndarray, axis: int) -> np.ndarray:
+    """``x`` as (outer, C, inner), C-contiguous in the kernel dtype: a view of ``x`` when
+    it already is C-contiguous float32/float64, else one copy (documented)."""
+    contiguous = np.ascontiguousarray(x, dtype=compute_dtype(x.dtype))
+    outer = math.prod(x.shape[:axis])
+    inner = math.prod(x.shape[axis + 1:])
+    return contiguous.reshape(outer, x.shape[axis], inner)
+
+
+def check_weights(weights: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Finite, non-negative real weights of the given shape, as a flat float64 copy: the
+    copy (N or C numbers) keeps a grad_out that overlaps the caller's weights from
+    changing them while the kernel reads them."""
+    arr = np.asarray(weights)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
+    arr = np.array(arr, dtype=np.float64).reshape(-1)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite")
+    if (arr < 0).any():
+        raise ValueError(f"{name} must be non-negative, got {arr.min()}")
+    return arr
+
+
+def check_real(value: Any, name: str, low: float, high: float = math.inf) -> float:
+    """A real number in [low, high]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not low <= value <= high:
+        bounds = f"[{low}, {high}]" if math.isfinite(high) else f">= {low}"
+        raise ValueError(f"{name} must be {bounds}, got {value}")
+    return value

@@ -1,7 +1,8 @@
-"""cross_entropy: validation, dispatch to the fused kernels, and the reduction."""
+"""cross_entropy: validation, the reduction's denominator, and dispatch to the fused kernels."""
 
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -9,50 +10,86 @@ import numpy as np
 from fastloss._common import (
     as_floating,
     check_out,
+    check_real,
     check_reduction,
+    check_weights,
+    class_view,
     effective_n_threads,
-    full_output,
     normalize_axis,
-    to_rows,
 )
 from fastloss._kernels import _cross_entropy
 
 __all__ = ["cross_entropy"]
 
+_NO_WEIGHTS = np.empty(0, dtype=np.float64)
+_NO_CLASSES = np.empty(0, dtype=np.intp)
 
-def _check_class_target(target: Any, batch_shape: tuple[int, ...], n_classes: int,
-                        axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return (the target as given, the target as flat C-contiguous intp for the kernel)."""
-    given = np.asarray(target)
-    if given.dtype.kind not in "iu":
-        raise TypeError(
-            f"target must be an array of integer class indices, got dtype {given.dtype}"
-        )
+
+def _check_class_target(given: np.ndarray, batch_shape: tuple[int, ...], n_classes: int,
+                        axis: int, ignore_index: int) -> np.ndarray:
+    """Integer class targets as flat intp; ``ignore_index`` is never range-checked."""
     if given.shape != batch_shape:
         raise ValueError(
             f"target must have the shape of logits without its class axis ({axis}), "
-            f"{batch_shape}, got {given.shape}"
+            f"{batch_shape}, got {given.shape} (or the logits' shape for probabilities)"
         )
-    if given.size and (given.min() < 0 or given.max() >= n_classes):
-        flat = given.reshape(-1)
-        first = int(np.flatnonzero((flat < 0) | (flat >= n_classes))[0])
-        where = np.unravel_index(first, batch_shape) if batch_shape else ()
-        raise IndexError(
-            f"target must hold class indices in [0, {n_classes}), "
-            f"got {flat[first]} at index {tuple(int(i) for i in where)}"
-        )
-    return given, np.ascontiguousarray(given, dtype=np.intp).reshape(-1)
+    flat = given.reshape(-1)
+    if flat.size:
+        counted = flat[flat != ignore_index]
+        if counted.size and (counted.min() < 0 or counted.max() >= n_classes):
+            bad = ((flat < 0) | (flat >= n_classes)) & (flat != ignore_index)
+            first = int(np.flatnonzero(bad)[0])
+            where = np.unravel_index(first, batch_shape) if batch_shape else ()
+            raise IndexError(
+                f"target must hold class indices in [0, {n_classes}) or ignore_index "
+                f"({ignore_index}), got {flat[first]} at index {tuple(int(i) for i in where)}"
+            )
+    return np.ascontiguousarray(flat, dtype=np.intp)
 
 
-def _reduce(row_losses: np.ndarray, reduction: str, batch_shape: tuple[int, ...],
-            dtype: np.dtype) -> Any:
+def _check_soft_target(given: np.ndarray, logits: np.ndarray, ignore_index: int) -> None:
+    if given.shape != logits.shape:
+        raise ValueError(
+            f"target probabilities must have the shape of logits, {logits.shape}, got "
+            f"{given.shape} (class indices need an integer dtype)"
+        )
+    if ignore_index != -100:
+        raise ValueError(
+            "ignore_index applies to integer class targets only; to leave out rows of "
+            "probability targets, give them sample_weight=0"
+        )
+    if not np.isfinite(given).all():
+        raise ValueError("target probabilities must be finite")
+    if given.size and given.min() < 0:
+        raise ValueError(f"target probabilities must be non-negative, got {given.min()}")
+
+
+def _denominator(reduction: str, n_rows: int, soft: bool, classes: np.ndarray,
+                 ignore_index: int, weight: np.ndarray | None,
+                 sample_weight: np.ndarray | None) -> float:
+    """What "mean" divides the summed losses by (1 for "sum" and "none")."""
+    if reduction != "mean":
+        return 1.0
+    if soft:
+        return float(np.sum(sample_weight)) if sample_weight is not None else float(n_rows)
+    counted = classes != ignore_index
+    effective = counted.astype(np.float64)
+    if weight is not None:
+        effective *= weight[np.where(counted, classes, 0)]
+    if sample_weight is not None:
+        effective *= sample_weight
+    return float(np.sum(effective))
+
+
+def _reduce(row_losses: np.ndarray, reduction: str, denominator: float,
+            batch_shape: tuple[int, ...], dtype: np.dtype) -> Any:
     """Per-row float64 losses to the result. The sum is NumPy's pairwise sum over a buffer
     written in row order, so it does not depend on the number of threads."""
     if reduction == "none":
         return row_losses.reshape(batch_shape).astype(dtype, copy=False)
     total = float(np.sum(row_losses))
     if reduction == "mean":
-        total = total / row_losses.size if row_losses.size else float("nan")
+        total = total / denominator if denominator > 0 else float("nan")
     return dtype.type(total)
 
 
@@ -60,52 +97,92 @@ def cross_entropy(
     logits: Any,
     target: Any,
     *,
+    weight: Any = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    sample_weight: Any = None,
+    z_loss: float = 0.0,
     reduction: str = "mean",
     axis: int = -1,
     n_threads: int | None = None,
     return_grad: bool = False,
     grad_out: np.ndarray | None = None,
+    return_lse: bool = False,
 ) -> Any:
-    r"""Cross-entropy between softmax(logits) and integer class targets, optionally fused
-    with its gradient.
+    r"""Cross-entropy between softmax(logits) and class or probability targets, fused with
+    its gradient.
 
-    For a row of scores :math:`x` (length C) and its class :math:`y`:
+    For a row of scores :math:`x` (C classes along ``axis``), write
+    :math:`\ell_j = -\log\mathrm{softmax}(x)_j = \mathrm{lse}(x) - x_j` with
+    :math:`\mathrm{lse}(x) = m + \log\sum_j e^{x_j - m}`, :math:`m = \max_j x_j`, class
+    weights :math:`w` (1 without ``weight``), smoothing :math:`\varepsilon` and sample
+    weight :math:`s` (1 without ``sample_weight``). The row's loss is
+
+    - integer target :math:`y`:
+      :math:`L = (1-\varepsilon)\,w_y\,\ell_y + \frac{\varepsilon}{C}\sum_j w_j\,\ell_j`
+    - probability target :math:`t`:
+      :math:`L = \sum_j w_j\,t'_j\,\ell_j` with :math:`t' = (1-\varepsilon)\,t + \varepsilon/C`
+
+    plus :math:`z\,\mathrm{lse}(x)^2` (``z_loss``), all times :math:`s`. Rows whose target
+    is ``ignore_index``, and rows with :math:`s = 0`, contribute 0 loss and 0 gradient.
+
+    Reductions: ``"none"`` returns each row's (weighted) loss; ``"sum"`` their sum;
+    ``"mean"`` their sum divided by
+
+    - integer targets: :math:`\sum_i s_i\,w_{y_i}` over the rows not ignored (the number
+      of such rows without weights), as PyTorch's ``weight`` does;
+    - probability targets: :math:`\sum_i s_i` (the number of rows; class weights are not
+      in the denominator), as PyTorch does.
+
+    So sample weights act like repeating rows, and with ``weight`` the effective weight
+    of a row is :math:`s_i\,w_{y_i}`. A "mean" over no counted rows is NaN (as in
+    PyTorch) and its gradient is 0.
+
+    The gradient with respect to the logits is, per row,
 
     .. math::
 
-        \ell = -\log \mathrm{softmax}(x)_y = \operatorname{logsumexp}(x) - x_y
-             = (m - x_y) + \log \sum_j e^{x_j - m}, \quad m = \max_j x_j
+        \frac{s}{D}\Big[(h + A + 2z\,\mathrm{lse})\,\mathrm{softmax}(x) - a - h\,e_y\Big]
 
-    .. math::
+    with :math:`a_j` the coefficients of :math:`\ell_j` above (:math:`A = \sum_j a_j`),
+    :math:`h = (1-\varepsilon)w_y` for an integer target (0 for probabilities) and
+    :math:`D` the denominator of the reduction (1 for "sum"; for "none", the gradient of
+    the sum of the row losses).
 
-        \frac{\partial \ell}{\partial x_k} = \mathrm{softmax}(x)_k - [k = y]
-
-    ``reduction="mean"`` averages over the N rows (every position of the target), so its
-    gradient is the one above divided by N; ``"sum"`` adds them; ``"none"`` returns each
-    row's loss, and the gradient of their sum. This matches
-    ``torch.nn.functional.cross_entropy`` with integer targets (and no weight,
-    ignore_index or label smoothing) when ``axis`` names the class axis (PyTorch's is 1).
-
-    The loss and gradient of a row come out of one fused kernel: the first pass reads the
-    row once and stores its exponentials in the gradient buffer, the second rescales them
-    while the row is in cache. Each row's loss is formed in double before it is rounded,
-    and reductions sum float64 row losses in a fixed order, so they are the same bits for
-    any ``n_threads`` and whether or not the gradient is computed.
+    Everything is computed in one fused kernel that reads each row once: loss, gradient
+    and logsumexp, in double before rounding. Reduced losses are the same bits for any
+    ``n_threads`` and whether or not the gradient is computed.
 
     Parameters
     ----------
-    logits : array_like of float32 or float64, shape (..., C, ...)
-        Unnormalised scores, C classes along ``axis``. Other float dtypes are computed in
-        float32 (float16) or float64 (long double) and returned in their own dtype.
+    logits : array_like of float32 or float64
+        Unnormalised scores with C classes along ``axis``. float16 is computed in
+        float32 and long double in float64, and results come back in the input's dtype.
         ``-inf`` masks a class; NaN gives NaN for its row (and any reduction over it).
-    target : array_like of int
-        Class indices in ``[0, C)``, shape of ``logits`` without ``axis``.
+    target : array_like
+        Integer class indices in ``[0, C)`` (or ``ignore_index``), with the shape of
+        ``logits`` without ``axis``; or floating-point class probabilities with the
+        shape of ``logits`` (finite, non-negative; rows need not sum to 1 and are not
+        renormalised).
+    weight : array_like, shape (C,), optional
+        Non-negative class weights.
+    ignore_index : int, default -100
+        Integer targets equal to it are ignored (never range-checked). With probability
+        targets it must stay -100: give rows ``sample_weight=0`` instead.
+    label_smoothing : float in [0, 1], default 0
+        Mixes the target with the uniform distribution: :math:`(1-\varepsilon)` target
+        :math:`+\ \varepsilon/C`.
+    sample_weight : array_like, optional
+        Non-negative weight of each row, shape of ``logits`` without ``axis`` (PyTorch has
+        no such argument; scikit-learn's losses do).
+    z_loss : float >= 0, default 0
+        Adds :math:`z\,\mathrm{lse}(x)^2` per row (the PaLM auxiliary loss), weighted by
+        ``sample_weight`` but not by ``weight``; ignored rows add none.
     reduction : {"mean", "sum", "none"}, default "mean"
-        With N = 0 rows, "sum" gives 0 and "mean" NaN, like PyTorch.
     axis : int, default -1
-        The class axis. The fast path (no copy) is the last axis of a C-contiguous array;
-        otherwise one contiguous copy with the class axis last is made, and the returned
-        gradient is a view of a buffer in that layout.
+        The class axis (PyTorch's is 1: pass ``axis=1`` for its (N, C, d1, ...) layout).
+        Any axis of a C-contiguous float32/float64 array is read in place; other inputs
+        are first made C-contiguous in the kernel dtype (one copy).
     n_threads : int, optional
         OpenMP threads. None: OpenMP's default (``OMP_NUM_THREADS``); -1: all CPUs;
         0 is an error.
@@ -113,15 +190,26 @@ def cross_entropy(
         Also return the gradient of the loss with respect to ``logits``.
     grad_out : ndarray, optional
         C-contiguous buffer of the shape and dtype of ``logits`` for the gradient (implies
-        ``return_grad=True``). It may be ``logits`` itself: on the fast path the logits
-        are then overwritten by the gradient and no N x C memory is allocated.
+        ``return_grad``). It may be ``logits`` itself: the logits are then overwritten by
+        the gradient, and no memory of their size is allocated.
+    return_lse : bool, default False
+        Also return each row's logsumexp (shape of the batch, dtype of ``logits``),
+        which the kernel computes anyway, e.g. for a later backward pass.
 
     Returns
     -------
     loss : ndarray or scalar of the dtype of ``logits``
-        Shape of ``target`` for "none", else a NumPy scalar.
-    grad : ndarray, only with ``return_grad`` or ``grad_out``
-        Same shape and dtype as ``logits`` (``grad_out`` if given).
+        Shape of the batch for "none", else a NumPy scalar.
+    grad : ndarray, with ``return_grad`` or ``grad_out``
+    lse : ndarray, with ``return_lse``
+        Returned in this order: ``loss``, ``(loss, grad)``, ``(loss, lse)`` or
+        ``(loss, grad, lse)``.
+
+    Notes
+    -----
+    Where PyTorch gives NaN because a zero coefficient meets a ``-inf`` logit (a class of
+    target probability 0, or of weight 0, that is masked), fastloss takes the term as 0,
+    as for 0 log 0, so masked vocabularies work with soft targets.
 
     Examples
     --------
@@ -132,6 +220,9 @@ def cross_entropy(
     3.52975
     >>> grad.round(5)                         # softmax - onehot
     array([[ 0.97069, -0.97069]])
+    >>> soft = np.array([[0.2, 0.8]])
+    >>> round(float(fastloss.cross_entropy(logits, soft, label_smoothing=0.1)), 5)
+    2.6886
     """
     logits = as_floating(logits, "logits")
     axis = normalize_axis(axis, logits.ndim, "logits")
@@ -140,25 +231,76 @@ def cross_entropy(
     if n_classes == 0:
         raise ValueError(f"logits must have at least one class along axis {axis}, got 0")
     batch_shape = logits.shape[:axis] + logits.shape[axis + 1:]
-    given_target, flat_target = _check_class_target(target, batch_shape, n_classes, axis)
+
+    if isinstance(ignore_index, bool):
+        raise TypeError("ignore_index must be an int")
+    ignore_index = operator.index(ignore_index)
+    given_target = np.asarray(target)
+    soft = given_target.dtype.kind == "f"
+    if soft:
+        _check_soft_target(given_target, logits, ignore_index)
+        classes = _NO_CLASSES
+    elif given_target.dtype.kind in "iu":
+        classes = _check_class_target(given_target, batch_shape, n_classes, axis,
+                                      ignore_index)
+    else:
+        raise TypeError(
+            "target must be an array of integer class indices or of floating-point class "
+            f"probabilities, got dtype {given_target.dtype}"
+        )
+    class_weight = None if weight is None else check_weights(weight, "weight", (n_classes,))
+    label_smoothing = check_real(label_smoothing, "label_smoothing", 0.0, 1.0)
+    row_weight = (None if sample_weight is None
+                  else check_weights(sample_weight, "sample_weight", batch_shape))
+    z_loss = check_real(z_loss, "z_loss", 0.0)
     with_grad = bool(return_grad) or grad_out is not None
     if grad_out is not None:
         check_out(grad_out, "grad_out", logits.shape, logits.dtype, may_alias=logits,
                   no_overlap=(("target", given_target),), require_c_contiguous=True)
 
-    layout = to_rows(logits, axis)
-    n_rows = layout.rows.shape[0]
-    row_losses = np.empty(n_rows, dtype=np.float64)
-    threads = effective_n_threads(n_threads, logits.size)
+    view = class_view(logits, axis)
+    n_rows = view.shape[0] * view.shape[2]
+    denominator = _denominator(reduction, n_rows, soft, classes, ignore_index,
+                               class_weight, row_weight)
+    kdtype = view.dtype
+    empty = np.empty((0, 0, 0), dtype=kdtype)
+    soft_view = class_view(given_target.astype(kdtype, copy=False), axis) if soft else empty
     if with_grad:
-        grad_buf, finish = full_output(layout, grad_out)
-        scale = 1.0 / n_rows if reduction == "mean" and n_rows else 1.0
-        if n_rows:
-            _cross_entropy.cross_entropy_grad_rows(
-                layout.rows, flat_target, row_losses, grad_buf, scale, threads
-            )
-        loss = _reduce(row_losses, reduction, batch_shape, layout.dtype)
-        return loss, finish()
-    if n_rows:
-        _cross_entropy.cross_entropy_rows(layout.rows, flat_target, row_losses, threads)
-    return _reduce(row_losses, reduction, batch_shape, layout.dtype)
+        direct = grad_out is not None and grad_out.dtype == kdtype
+        grad_view = grad_out.reshape(view.shape) if direct else np.empty_like(view)
+    else:
+        grad_view = empty
+    row_losses = np.empty(n_rows, dtype=np.float64)
+    lse = np.empty(n_rows if return_lse else 0, dtype=np.float64)
+
+    args = (
+        class_weight if class_weight is not None else _NO_WEIGHTS,
+        row_weight if row_weight is not None else _NO_WEIGHTS,
+        row_losses,
+    )
+    options = (label_smoothing, z_loss, ignore_index,
+               1.0 / denominator if denominator > 0 else 0.0,
+               effective_n_threads(n_threads, logits.size))
+    if view.shape[2] == 1:            # class axis last: plain rows
+        flat = (view.shape[0], n_classes)
+        _cross_entropy.cross_entropy_rows(
+            view.reshape(flat), classes, soft_view.reshape(flat if soft else (0, 0)),
+            *args, grad_view.reshape(flat if with_grad else (0, 0)), lse, *options,
+        )
+    else:
+        _cross_entropy.cross_entropy_strided(
+            view, classes, soft_view, *args, grad_view, lse, *options,
+        )
+
+    loss = _reduce(row_losses, reduction, denominator, batch_shape, logits.dtype)
+    results = [loss]
+    if grad_out is not None:
+        if not direct:                # float16 / long double: computed in a kernel dtype
+            grad_out[...] = grad_view.reshape(logits.shape)
+        results.append(grad_out)
+    elif with_grad:
+        results.append(grad_view.reshape(logits.shape).astype(logits.dtype, copy=False))
+    if return_lse:
+        results.append(lse.reshape(batch_shape).astype(logits.dtype))
+    return results[0] if len(results) == 1 else tuple(results)
+

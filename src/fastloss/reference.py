@@ -61,37 +61,72 @@ def cross_entropy(
     logits: np.ndarray,
     target: np.ndarray,
     *,
+    weight: np.ndarray | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    sample_weight: np.ndarray | None = None,
+    z_loss: float = 0.0,
     reduction: str = "mean",
     axis: int = -1,
     return_grad: bool = False,
+    return_lse: bool = False,
 ):
-    """-log softmax(logits)_y per row; gradient softmax - onehot (divided by N for mean).
+    """Cross-entropy of softmax(logits) against class indices or probabilities.
 
-    Per row the loss is written as (m - x_y) + log(sum_j exp(x_j - m)): the same value as
-    logsumexp(x) - x_y, without rounding logsumexp first.
+    Per row, with q the target distribution times the class weights,
+    q = ((1 - eps) * onehot(y) + eps / C) * w for a class y, or
+    q = ((1 - eps) * t + eps / C) * w for probabilities t, the loss is
+    -sum_j q_j log_softmax(x)_j + z * logsumexp(x)^2, times the sample weight s; a
+    term with q_j = 0 counts 0. Ignored rows, and rows with s = 0, count 0.
+    "mean" divides by sum(s * w_y) over counted rows (class targets) or sum(s)
+    (probabilities). The gradient of a row is s / D * ((sum_j q_j + 2 z lse) softmax - q).
     """
     x = np.asarray(logits, dtype=np.float64)
     axis = axis % x.ndim
     n_classes = x.shape[axis]
-    onehot = _one_hot(target, n_classes, axis, x.ndim)
-    z, _ = _shifted(x, axis)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        log_sum = np.log(np.sum(np.exp(z), axis=axis))
-        # -sum_k onehot_k * z_k picks -z_y; masking with where() keeps -inf * 0 out.
-        z_target = np.sum(np.where(onehot == 1, z, 0.0), axis=axis)
-        losses = log_sum - z_target
-    n = losses.size
+    target = np.asarray(target)
+    soft = target.dtype.kind == "f"
+    shape_w = [1] * x.ndim
+    shape_w[axis] = n_classes
+    w = np.ones(n_classes) if weight is None else np.asarray(weight, dtype=np.float64)
+    if soft:
+        counted = np.ones(x.shape[:axis] + x.shape[axis + 1:], dtype=bool)
+        dist = target.astype(np.float64)
+        w_target = None
+    else:
+        counted = target != ignore_index
+        classes = np.where(counted, target, 0)
+        dist = _one_hot(classes, n_classes, axis, x.ndim)
+        w_target = w[classes]
+    s = np.ones(counted.shape) if sample_weight is None else np.asarray(sample_weight, float)
+    counted = counted & (s != 0)
+    q = ((1.0 - label_smoothing) * dist + label_smoothing / n_classes) * w.reshape(shape_w)
+    q = q * np.expand_dims(counted, axis)
+    logp = log_softmax(x, axis)
+    lse = logsumexp(x, axis)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(q == 0, 0.0, -q * logp)
+    losses = np.sum(terms, axis=axis) + z_loss * lse**2
+    losses = np.where(counted, s * losses, 0.0)
     if reduction == "none":
         loss = losses
+        denominator = 1.0
     elif reduction == "sum":
         loss = np.sum(losses)
+        denominator = 1.0
     elif reduction == "mean":
-        loss = np.sum(losses) / n if n else np.nan
+        denominator = np.sum(np.where(counted, s * (1.0 if soft else w_target), 0.0))
+        loss = np.sum(losses) / denominator if denominator > 0 else np.nan
     else:
         raise ValueError(f"unknown reduction {reduction!r}")
-    if not return_grad:
-        return loss
-    grad = softmax(x, axis) - onehot
-    if reduction == "mean" and n:
-        grad = grad / n
-    return loss, grad
+    results = [loss]
+    if return_grad:
+        slope = np.sum(q, axis=axis, keepdims=True) + 2 * z_loss * np.expand_dims(lse, axis)
+        row_scale = np.expand_dims(np.where(counted, s, 0.0), axis)
+        with np.errstate(invalid="ignore"):
+            grad = row_scale * (slope * softmax(x, axis) - q)
+        grad = np.where(np.expand_dims(counted, axis), grad, 0.0)
+        results.append(grad / denominator if denominator > 0 else grad * 0.0)
+    if return_lse:
+        results.append(lse)
+    return results[0] if len(results) == 1 else tuple(results)

@@ -19,8 +19,20 @@ cdef enum:
 
 
 ctypedef struct RowStats:
-    double max      # the shift: max of the finite-or-+inf scores, -inf if none
-    double sumexp   # sum_j exp(x_j - max)
+    double max       # the shift: max of the finite-or-+inf scores, -inf if none
+    double sumexp    # sum_j exp(x_j - max)
+    double coef_sum  # A = sum_j a_j (0 unless CoefSpec.active)
+    double coef_dot  # sum_j a_j * (max - x_j) (0 unless CoefSpec.active)
+
+
+ctypedef struct CoefSpec:
+    # Per-class coefficients a_j = (alpha * t_j + beta) * w_j of a weighted sum of
+    # -log softmax(x)_j: t a soft-target row (passed beside), w class weights (NULL: 1).
+    # Cross-entropy with soft targets has alpha = 1 - eps, label smoothing beta = eps / C.
+    const double* class_weight
+    double alpha
+    double beta
+    bint active
 
 
 cdef inline Py_ssize_t n_row_chunks(Py_ssize_t n_cols) noexcept nogil:
@@ -41,27 +53,62 @@ cdef inline double chunk_max(const floating* x, Py_ssize_t n) noexcept nogil:
     return m
 
 
+cdef inline double coef_at(
+    const floating* t, const CoefSpec* spec, Py_ssize_t j
+) noexcept nogil:
+    """a_j = (alpha * t_j + beta) * w_j (t may be NULL: no soft target)."""
+    cdef double a = spec.beta
+    if t != NULL:
+        a = a + spec.alpha * t[j]
+    if spec.class_weight != NULL:
+        a = a * spec.class_weight[j]
+    return a
+
+
 cdef inline RowStats row_stats(
     const floating* x,      # IN: one row
     Py_ssize_t n,
     floating* exp_out,      # OUT (may be NULL, may alias x): exp(x - chunk shift)
     double* shift_out,      # OUT (NULL iff exp_out is NULL): one shift per chunk
+    const floating* t,      # IN (may be NULL): soft-target row, for the coefficients
+    const CoefSpec* spec,   # IN (may be NULL): coefficients a_j, see CoefSpec
 ) noexcept nogil:
-    """The row's max and sum of exp(x - max), optionally storing the exponentials.
+    """The row's max, sum of exp(x - max) and, with coefficients, sum_j a_j and
+    sum_j a_j (max - x_j), optionally storing the exponentials.
 
-    Storing or not, the sum is formed by the same operations in the same order, so the
-    loss is the same bits whether or not a gradient is computed.
+    Storing or not, the sums are formed by the same operations in the same order, so the
+    loss is the same bits whether or not a gradient is computed. A term whose coefficient
+    is 0 contributes 0, even where x_j is -inf (0 * log 0 = 0).
     """
     cdef RowStats st
-    cdef double shift, sub, ex, csum
+    cdef double shift, sub, ex, csum, cdot, ccount, a
     cdef Py_ssize_t start = 0, stop, i, k = 0
+    cdef bint with_coefs = spec != NULL and spec.active
     st.max = -INFINITY
     st.sumexp = 0.0
+    st.coef_sum = 0.0
+    st.coef_dot = 0.0
     while start < n:
         stop = start + ROW_CHUNK if start + ROW_CHUNK < n else n
         shift = chunk_max(x + start, stop - start)
         # A chunk of -inf (and NaN) has no shift: exp(x - 0) gives its 0 (or NaN) terms.
         sub = shift if shift != -INFINITY else 0.0
+        if with_coefs:
+            # Before the exponentials, which may overwrite x in place.
+            ccount = 0.0
+            cdot = 0.0
+            for i in range(start, stop):
+                a = coef_at(t, spec, i)
+                ccount = ccount + a
+                if a != 0.0:
+                    cdot = cdot + a * (sub - x[i])
+            # Terms so far were relative to st.max; rebase them when the max grows.
+            if shift > st.max and st.coef_sum != 0.0:
+                st.coef_dot = st.coef_dot + (shift - st.max) * st.coef_sum
+            if shift != -INFINITY and shift < st.max:
+                cdot = cdot + (st.max - shift) * ccount
+            st.coef_dot = st.coef_dot + cdot
+            st.coef_sum = st.coef_sum + ccount
         csum = 0.0
         if exp_out != NULL:
             for i in range(start, stop):
@@ -91,21 +138,29 @@ cdef inline double stats_lse(RowStats st) noexcept nogil:
 
 
 cdef inline void scale_stored_exp(
-    floating* e,            # IN/OUT: what row_stats stored; becomes scale * softmax
+    floating* e,            # IN/OUT: what row_stats stored; becomes the result
     Py_ssize_t n,
     const double* shift,    # IN: the chunk shifts row_stats stored
     RowStats st,
     double scale,
+    const floating* t,      # IN (may be NULL): soft-target row
+    const CoefSpec* spec,   # IN (may be NULL): coefficients to subtract
+    double coef_scale,
 ) noexcept nogil:
-    """Second pass: e_i <- scale * exp(x_i - max) / sumexp, chunk by chunk."""
+    """Second pass: e_j <- scale * softmax(x)_j - coef_scale * a_j, chunk by chunk."""
     cdef double factor
     cdef Py_ssize_t start = 0, stop, i, k = 0
+    cdef bint with_coefs = spec != NULL and spec.active
     while start < n:
         stop = start + ROW_CHUNK if start + ROW_CHUNK < n else n
         # exp(-inf - max) = 0 zeroes a masked chunk.
         factor = exp(shift[k] - st.max) * (scale / st.sumexp)
-        for i in range(start, stop):
-            e[i] = <floating>(e[i] * factor)
+        if with_coefs:
+            for i in range(start, stop):
+                e[i] = <floating>(e[i] * factor - coef_scale * coef_at(t, spec, i))
+        else:
+            for i in range(start, stop):
+                e[i] = <floating>(e[i] * factor)
         k += 1
         start = stop
 
@@ -118,23 +173,9 @@ cdef inline RowStats scaled_softmax_row(
     double scale,
 ) noexcept nogil:
     """Both passes of a row: read it once, storing exponentials, then rescale them."""
-    cdef RowStats st = row_stats(x, n, out, shift)
-    scale_stored_exp(out, n, shift, st, scale)
+    cdef RowStats st = row_stats(x, n, out, shift, <floating*> NULL, NULL)
+    scale_stored_exp(out, n, shift, st, scale, <floating*> NULL, NULL, 0.0)
     return st
-
-
-cdef inline double cross_entropy_row_loss(RowStats st, double target_logit) noexcept nogil:
-    """-log softmax(x)[y] = logsumexp(x) - x_y, with the max subtracted from x_y first:
-    exact for nearby values, so large logits (1e4 in float32) lose no accuracy."""
-    return (st.max - target_logit) + log(st.sumexp)
-
-
-cdef inline double scaled_softmax_minus_one(
-    RowStats st, double target_logit, double scale
-) noexcept nogil:
-    """scale * (softmax(x)_y - 1) for the target entry, in double: p_y - 1 cancels when the
-    prediction is confident, so it is rounded only once, by the caller's store."""
-    return exp(target_logit - st.max) * (scale / st.sumexp) - scale
 
 
 cdef inline Py_ssize_t chunk_shift_stride(Py_ssize_t n_chunks) noexcept nogil:
@@ -144,9 +185,10 @@ cdef inline Py_ssize_t chunk_shift_stride(Py_ssize_t n_chunks) noexcept nogil:
     return (n_chunks + 7) // 8 * 8 + 8
 
 
-cdef inline double* alloc_chunk_shifts(int n_threads, Py_ssize_t n_chunks) except NULL:
-    """Scratch for the chunk shifts: chunk_shift_stride(n_chunks) doubles per thread."""
-    cdef double* buf = <double*> malloc(sizeof(double) * chunk_shift_stride(n_chunks) * n_threads)
+cdef inline double* alloc_thread_scratch(int n_threads, Py_ssize_t per_thread) except NULL:
+    """per_thread doubles for each thread (callers pad per_thread, e.g. with
+    chunk_shift_stride, so that threads never share a cache line)."""
+    cdef double* buf = <double*> malloc(sizeof(double) * per_thread * n_threads)
     if buf == NULL:
-        raise MemoryError("fastloss: cannot allocate the per-thread row scratch")
+        raise MemoryError("fastloss: cannot allocate the per-thread scratch")
     return buf

@@ -11,7 +11,7 @@ from libc.stdlib cimport free
 
 from fastloss._kernels._rows cimport (
     RowStats,
-    alloc_chunk_shifts,
+    alloc_thread_scratch,
     chunk_shift_stride,
     n_row_chunks,
     row_stats,
@@ -25,15 +25,12 @@ def softmax_rows(
     floating[:, ::1] out,           # OUT (may be x itself)
     int n_threads,
 ):
-    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], n_chunks, i
-    cdef double* shifts
-    cdef double* my_shifts
-    n_chunks = n_row_chunks(n_cols)
-    shifts = alloc_chunk_shifts(n_threads, n_chunks)
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i
+    cdef Py_ssize_t stride = chunk_shift_stride(n_row_chunks(n_cols))
+    cdef double* shifts = alloc_thread_scratch(n_threads, stride)
     try:
         for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
-            my_shifts = shifts + threadid() * chunk_shift_stride(n_chunks)
-            scaled_softmax_row(&x[i, 0], n_cols, &out[i, 0], my_shifts, 1.0)
+            scaled_softmax_row(&x[i, 0], n_cols, &out[i, 0], shifts + threadid() * stride, 1.0)
     finally:
         free(shifts)
 
@@ -47,7 +44,7 @@ def log_softmax_rows(
     cdef RowStats st
     cdef double log_sum
     for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
-        st = row_stats(&x[i, 0], n_cols, <floating*> NULL, <double*> NULL)
+        st = row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL)
         log_sum = log(st.sumexp)
         # (x - max) - log(sum) rather than x - lse: x - max is exact for nearby values.
         for j in range(n_cols):
@@ -62,5 +59,5 @@ def logsumexp_rows(
     cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i
     for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
         out[i] = <floating> stats_lse(
-            row_stats(&x[i, 0], n_cols, <floating*> NULL, <double*> NULL)
+            row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL)
         )
