@@ -81,6 +81,87 @@ def make_inputs(dtype: str, n: int, c: int) -> Inputs:
     return Inputs(logits=logits, target=target, scratch=scratch)
 
 
+# cross_entropy's options, on float32 4096x1000 (issue: all options within 1.3x of plain).
+# "options": class weights, 10% ignored rows, label smoothing (PyTorch has all three);
+# "all-options" adds sample weights and z-loss (PyTorch has neither, so no torch peer);
+# "soft*": probability targets instead of classes (ignore_index does not apply).
+OPTION_VARIANTS: tuple[str, ...] = ("plain", "options", "all-options", "soft",
+                                    "soft-all-options")
+OPTION_SHAPE: tuple[int, int] = (4096, 1000)
+OPTION_DTYPE = "float32"
+TORCH_VARIANTS = frozenset({"plain", "options", "soft"})
+
+
+@dataclass(frozen=True)
+class OptionInputs:
+    """A case's logits with every kind of target and weight the options need."""
+
+    logits: np.ndarray
+    classes: np.ndarray         # with 10% ignore_index (-100)
+    probabilities: np.ndarray   # rows sum to 1
+    class_weight: np.ndarray
+    sample_weight: np.ndarray
+    scratch: np.ndarray
+
+
+def make_option_inputs(dtype: str, n: int, c: int) -> OptionInputs:
+    base = make_inputs(dtype, n, c)
+    rng = np.random.default_rng([SEED, n, c, 1])
+    classes = base.target.copy()
+    classes[rng.random(n) < 0.1] = -100
+    raw = rng.random((n, c)).astype(dtype)
+    return OptionInputs(
+        logits=base.logits, classes=classes, probabilities=raw / raw.sum(1, keepdims=True),
+        class_weight=rng.random(c) + 0.5, sample_weight=rng.random(n) * 2,
+        scratch=base.scratch,
+    )
+
+
+def variant_arguments(variant: str, inputs: OptionInputs,
+                      plain_target: np.ndarray) -> tuple[np.ndarray, dict[str, object]]:
+    """(target, keyword arguments) of fastloss.cross_entropy for one option variant."""
+    soft = variant.startswith("soft")
+    target = inputs.probabilities if soft else inputs.classes
+    kwargs: dict[str, object] = {}
+    if variant == "plain":
+        return plain_target, kwargs
+    if "options" in variant:
+        kwargs.update(weight=inputs.class_weight, label_smoothing=0.1)
+    if "all-options" in variant:
+        kwargs.update(sample_weight=inputs.sample_weight, z_loss=1e-4)
+    return target, kwargs
+
+
+def option_peer(variant: str, peer: str, inputs: OptionInputs, plain_target: np.ndarray,
+                n_threads: int) -> Callback:
+    """The callable that times ``peer`` on one option variant (loss and gradient)."""
+    x, buf = inputs.logits, inputs.scratch
+    target, kwargs = variant_arguments(variant, inputs, plain_target)
+    if peer == "fastloss":
+        return lambda: fastloss.cross_entropy(x, target, n_threads=n_threads, grad_out=buf,
+                                              **kwargs)
+    if peer == "numpy":
+        return lambda: reference.cross_entropy(x, target, return_grad=True, **kwargs)
+    if peer == "torch" and variant in TORCH_VARIANTS:
+        torch = load_torch()
+        if torch is None:
+            raise RuntimeError("torch is not installed")
+        leaf = torch.from_numpy(x).requires_grad_(True)
+        torch_target = torch.from_numpy(target)
+        torch_target = torch_target if variant.startswith("soft") else torch_target.long()
+        torch_kwargs = dict(kwargs)
+        if "weight" in torch_kwargs:
+            torch_kwargs["weight"] = torch.from_numpy(inputs.class_weight.astype(x.dtype))
+        ce = torch.nn.functional.cross_entropy
+
+        def run() -> None:
+            leaf.grad = None
+            ce(leaf, torch_target, **torch_kwargs).backward()
+
+        return run
+    raise ValueError(f"no {peer!r} peer for variant {variant!r}")
+
+
 def group_name(func: str, dtype: str, shape: tuple[int, int], n_threads: int) -> str:
     """pytest-benchmark group of one case, e.g. ``cross_entropy-float32-4096x1000-t2``."""
     return f"{func}-{dtype}-{shape[0]}x{shape[1]}-t{n_threads}"

@@ -31,13 +31,19 @@ from pathlib import Path
 from bench_common import (
     CE_SHAPES,
     DTYPES,
+    OPTION_DTYPE,
+    OPTION_SHAPE,
+    OPTION_VARIANTS,
     THREADS,
+    TORCH_VARIANTS,
     Callback,
     cross_entropy_peer,
     group_name,
     load_torch,
     make_inputs,
+    make_option_inputs,
     moved_bytes,
+    option_peer,
     torch_threads,
 )
 
@@ -155,6 +161,39 @@ def print_table(rows: list[Row]) -> None:
               f"{_fmt(_ratio(row.times['torch'], fl), '9.2f')}")
 
 
+def measure_options(scale: float) -> None:
+    """Print what each option variant costs relative to the plain kernel, all variants and
+    their NumPy and PyTorch peers interleaved in the same rounds."""
+    have_torch = load_torch() is not None
+    plain = make_inputs(OPTION_DTYPE, *OPTION_SHAPE)
+    inputs = make_option_inputs(OPTION_DTYPE, *OPTION_SHAPE)
+    print(f"\ncross_entropy options, {OPTION_DTYPE} {OPTION_SHAPE[0]}x{OPTION_SHAPE[1]}: "
+          "time vs the plain kernel (cost of the options), speed-up vs NumPy and PyTorch")
+    header = (f"{'variant':<20} {'threads':>7} {'fastloss ms':>11} {'vs plain':>9} "
+              f"{'vs numpy':>9} {'vs torch':>9}")
+    print(header)
+    print("-" * len(header))
+    for n_threads in THREADS:
+        peers: dict[str, tuple[Callback, int]] = {}
+        for variant in OPTION_VARIANTS:
+            peers[f"{variant}/fastloss"] = (
+                option_peer(variant, "fastloss", inputs, plain.target, n_threads), 1)
+            peers[f"{variant}/numpy"] = (
+                option_peer(variant, "numpy", inputs, plain.target, n_threads),
+                NUMPY_EVERY["small"] * 2)
+            if have_torch and variant in TORCH_VARIANTS:
+                peers[f"{variant}/torch"] = (
+                    option_peer(variant, "torch", inputs, plain.target, n_threads), 1)
+        with torch_threads(n_threads):
+            medians = interleaved_medians(peers, max(1, round(ROUNDS["small"] * scale)))
+        base = medians["plain/fastloss"]
+        for variant in OPTION_VARIANTS:
+            fl = medians[f"{variant}/fastloss"]
+            print(f"{variant:<20} {n_threads:>7} {fl * 1e3:>11.2f} {fl / base:>9.2f} "
+                  f"{_fmt(_ratio(medians.get(f'{variant}/numpy'), fl), '9.2f')} "
+                  f"{_fmt(_ratio(medians.get(f'{variant}/torch'), fl), '9.2f')}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json-in", type=Path, metavar="FILE",
@@ -172,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
               f"torch: {torch.__version__ if torch else 'not installed'}", flush=True)
         rows = measure(args.rounds_scale)
     print_table(rows)
+    if args.json_in is None:
+        measure_options(args.rounds_scale)
     return 0
 
 

@@ -13,17 +13,24 @@ from bench_common import (
     CE_PEERS,
     CE_SHAPES,
     DTYPES,
+    OPTION_DTYPE,
+    OPTION_SHAPE,
+    OPTION_VARIANTS,
     SOFTMAX_DTYPE,
     SOFTMAX_FUNCS,
     SOFTMAX_PEERS,
     SOFTMAX_SHAPE,
+    TORCH_VARIANTS,
     Callback,
     Inputs,
     InputsGetter,
+    OptionInputs,
     cross_entropy_peer,
     group_name,
     load_torch,
+    make_option_inputs,
     moved_bytes,
+    option_peer,
     rounds_for,
     softmax_peer,
     warmup_rounds_for,
@@ -71,3 +78,25 @@ def test_softmax_family(benchmark: BenchmarkFixture, bench_inputs: InputsGetter,
     inputs = bench_inputs(SOFTMAX_DTYPE, SOFTMAX_SHAPE)
     _run(benchmark, softmax_peer(func, peer, inputs, n_threads), func, peer, inputs,
          n_threads)
+
+
+@pytest.fixture(scope="session")
+def option_inputs(bench_inputs: InputsGetter) -> tuple[OptionInputs, Inputs]:
+    """The option variants' inputs, and the plain case's (whose classes have no ignored
+    rows) on the same logits."""
+    return (make_option_inputs(OPTION_DTYPE, *OPTION_SHAPE),
+            bench_inputs(OPTION_DTYPE, OPTION_SHAPE))
+
+
+@pytest.mark.parametrize("peer", _peer_params(("fastloss", "numpy", "torch")))
+@pytest.mark.parametrize("variant", OPTION_VARIANTS)
+def test_cross_entropy_options(benchmark: BenchmarkFixture,
+                               option_inputs: tuple[OptionInputs, Inputs], variant: str,
+                               n_threads: int, peer: str) -> None:
+    """Loss and gradient with options on; group per variant, so that the "plain" group
+    is the yardstick for the cost of the options (same inputs, same peers)."""
+    if peer == "torch" and variant not in TORCH_VARIANTS:
+        pytest.skip("PyTorch has no sample_weight or z_loss")
+    inputs, plain = option_inputs
+    fn = option_peer(variant, peer, inputs, plain.target, n_threads)
+    _run(benchmark, fn, f"cross_entropy[{variant}]", peer, plain, n_threads)

@@ -58,10 +58,13 @@ def _check_soft_target(given: np.ndarray, logits: np.ndarray, ignore_index: int)
             "ignore_index applies to integer class targets only; to leave out rows of "
             "probability targets, give them sample_weight=0"
         )
-    if not np.isfinite(given).all():
-        raise ValueError("target probabilities must be finite")
-    if given.size and given.min() < 0:
-        raise ValueError(f"target probabilities must be non-negative, got {given.min()}")
+    if given.size:
+        # Two reductions, no temporary: NaN propagates through min, +inf shows in max.
+        low, high = given.min(), given.max()
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError("target probabilities must be finite")
+        if low < 0:
+            raise ValueError(f"target probabilities must be non-negative, got {low}")
 
 
 def _denominator(reduction: str, n_rows: int, soft: bool, classes: np.ndarray,
