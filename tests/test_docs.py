@@ -1,0 +1,18 @@
+"""The examples in the public docstrings run and print what they say."""
+
+from __future__ import annotations
+
+import doctest
+
+import pytest
+
+import fastloss._cross_entropy
+import fastloss._softmax
+
+
+@pytest.mark.parametrize("module", [fastloss._softmax, fastloss._cross_entropy],
+                         ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
