@@ -238,3 +238,19 @@ def check_real(value: Any, name: str, low: float, high: float = math.inf) -> flo
         bounds = f"[{low}, {high}]" if math.isfinite(high) else f">= {low}"
         raise ValueError(f"{name} must be {bounds}, got {value}")
     return value
+
+
+def log_base(base: Any) -> float:
+    """ln(base), the divisor that turns nats into units of ``base`` (1 for None: nats).
+
+    ``base`` must be a positive real number other than 1 (2 gives bits).
+    """
+    if base is None:
+        return 1.0
+    if isinstance(base, bool) or not isinstance(base, (int, float, np.integer, np.floating)):
+        raise TypeError(f"base must be a positive real number or None, got "
+                        f"{type(base).__name__}")
+    base = float(base)
+    if not (base > 0 and base != 1 and math.isfinite(base)):
+        raise ValueError(f"base must be a finite positive number other than 1, got {base}")
+    return math.log(base)
