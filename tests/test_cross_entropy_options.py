@@ -361,3 +361,24 @@ def test_property_options_match_reference(case, reduction):
     atol = 1e-11 if dtype == np.float64 else 1e-6
     assert_close(loss, ref_loss, dtype, ulps=16, atol=atol, what="loss")
     assert_close(grad, ref_grad, dtype, ulps=16, atol=grad_atol(ref_grad, dtype), what="grad")
+
+
+@pytest.mark.parametrize("scale", [5e-324, 1e-310, 1e-200, 1e300])
+@pytest.mark.parametrize("which", ["weight", "sample_weight", "both"])
+def test_mean_with_uniform_weights_of_any_scale(rng, scale, which):
+    # A mean does not depend on the weights' scale, so uniform weights give the unweighted
+    # mean even where the denominator underflows (subnormal) or 1 / denominator would.
+    logits = make_logits(rng, (3, 4), np.float64)
+    target = np.array([0, 1, 3])
+    kwargs = {} if which == "weight" else {"z_loss": 1e-2}     # z-loss ignores class weight
+    expected = fastloss.cross_entropy(logits, target, return_grad=True, **kwargs)
+    if which in ("weight", "both"):
+        kwargs["weight"] = np.full(4, scale)
+    if which in ("sample_weight", "both"):
+        kwargs["sample_weight"] = np.full(3, scale)
+    if which == "both":
+        kwargs.pop("z_loss")
+        expected = fastloss.cross_entropy(logits, target, return_grad=True)
+    loss, grad = fastloss.cross_entropy(logits, target, return_grad=True, **kwargs)
+    np.testing.assert_allclose(loss, expected[0], rtol=1e-13)
+    np.testing.assert_allclose(grad, expected[1], rtol=1e-13, atol=1e-16)

@@ -84,6 +84,28 @@ def _denominator(reduction: str, n_rows: int, soft: bool, classes: np.ndarray,
     return float(np.sum(effective))
 
 
+def _rescale_for_mean(class_weight: np.ndarray | None, row_weight: np.ndarray | None,
+                      z_loss: float):
+    """Weights of an extreme scale, divided by their maximum.
+
+    A "mean" does not change when the sample weights, or the class weights and z_loss
+    together, are divided by a constant; doing so for weights far from 1 keeps the
+    denominator (a sum of products of weights) and its reciprocal from under- or
+    overflowing. Returns (class_weight, row_weight, z_loss).
+    """
+    def scale_of(weights: np.ndarray | None) -> float:
+        top = 0.0 if weights is None or weights.size == 0 else float(weights.max())
+        return top if top > 0 and not 1e-100 <= top <= 1e100 else 1.0
+
+    top = scale_of(row_weight)
+    if top != 1.0:
+        row_weight = row_weight / top
+    top = scale_of(class_weight)
+    if top != 1.0:
+        class_weight, z_loss = class_weight / top, z_loss / top
+    return class_weight, row_weight, z_loss
+
+
 def _reduce(row_losses: np.ndarray, reduction: str, denominator: float,
             batch_shape: tuple[int, ...], dtype: np.dtype) -> Any:
     """Per-row float64 losses to the result. The sum is NumPy's pairwise sum over a buffer
@@ -263,6 +285,8 @@ def cross_entropy(
 
     view = class_view(logits, axis)
     n_rows = view.shape[0] * view.shape[2]
+    if reduction == "mean":
+        class_weight, row_weight, z_loss = _rescale_for_mean(class_weight, row_weight, z_loss)
     denominator = _denominator(reduction, n_rows, soft, classes, ignore_index,
                                class_weight, row_weight)
     kdtype = view.dtype
