@@ -6,6 +6,9 @@ and follow ``torch.nn.functional`` where PyTorch has the same function.
 """
 
 from fastloss._cross_entropy import cross_entropy
+from fastloss._distill import kl_div_with_logits
+from fastloss._encoding import one_hot
+from fastloss._entropy import entropy, entropy_from_logits
 from fastloss._kernels._openmp_helpers import build_info, openmp_enabled
 from fastloss._softmax import log_softmax, logsumexp, softmax
 
@@ -15,8 +18,12 @@ __all__ = [
     "__version__",
     "build_info",
     "cross_entropy",
+    "entropy",
+    "entropy_from_logits",
+    "kl_div_with_logits",
     "log_softmax",
     "logsumexp",
+    "one_hot",
     "openmp_enabled",
     "softmax",
 ]

@@ -254,3 +254,22 @@ def log_base(base: Any) -> float:
     if not (base > 0 and base != 1 and math.isfinite(base)):
         raise ValueError(f"base must be a finite positive number other than 1, got {base}")
     return math.log(base)
+
+
+def check_probabilities(arr: np.ndarray, name: str, *, nan_ok: bool = False) -> None:
+    """Raise unless every entry is finite and non-negative (rows need not sum to 1).
+
+    Two reductions and no temporary: NaN propagates through min, +inf shows in max. With
+    ``nan_ok`` NaN entries pass (and propagate to the result) and only the others count.
+    """
+    if not arr.size:
+        return
+    flat = arr.reshape(-1) if arr.flags.c_contiguous else arr
+    low, high = ((np.fmin.reduce(flat, axis=None), np.fmax.reduce(flat, axis=None)) if nan_ok
+                 else (flat.min(), flat.max()))
+    if nan_ok and np.isnan(low):          # nothing but NaN
+        return
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise ValueError(f"{name} must be finite" + (" (or NaN)" if nan_ok else ""))
+    if low < 0:
+        raise ValueError(f"{name} must be non-negative, got {low}")

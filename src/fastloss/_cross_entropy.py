@@ -10,11 +10,13 @@ import numpy as np
 from fastloss._common import (
     as_floating,
     check_out,
+    check_probabilities,
     check_real,
     check_reduction,
     check_weights,
     class_view,
     effective_n_threads,
+    log_base,
     normalize_axis,
 )
 from fastloss._kernels import _cross_entropy
@@ -58,13 +60,7 @@ def _check_soft_target(given: np.ndarray, logits: np.ndarray, ignore_index: int)
             "ignore_index applies to integer class targets only; to leave out rows of "
             "probability targets, give them sample_weight=0"
         )
-    if given.size:
-        # Two reductions, no temporary: NaN propagates through min, +inf shows in max.
-        low, high = given.min(), given.max()
-        if not (np.isfinite(low) and np.isfinite(high)):
-            raise ValueError("target probabilities must be finite")
-        if low < 0:
-            raise ValueError(f"target probabilities must be non-negative, got {low}")
+    check_probabilities(given, "target probabilities")
 
 
 def _denominator(reduction: str, n_rows: int, soft: bool, classes: np.ndarray,
@@ -106,7 +102,7 @@ def _rescale_for_mean(class_weight: np.ndarray | None, row_weight: np.ndarray | 
     return class_weight, row_weight, z_loss
 
 
-def _reduce(row_losses: np.ndarray, reduction: str, denominator: float,
+def reduce_rows(row_losses: np.ndarray, reduction: str, denominator: float,
             batch_shape: tuple[int, ...], dtype: np.dtype) -> Any:
     """Per-row float64 losses to the result. The sum is NumPy's pairwise sum over a buffer
     written in row order, so it does not depend on the number of threads."""
@@ -116,6 +112,86 @@ def _reduce(row_losses: np.ndarray, reduction: str, denominator: float,
     if reduction == "mean":
         total = total / denominator if denominator > 0 else float("nan")
     return dtype.type(total)
+
+
+# The kernels' TargetKind.
+TARGET_CLASSES, TARGET_PROBS, KL_PROBS, KL_LOG_PROBS, KL_LOGITS = range(5)
+
+
+def fused_rows(
+    view: np.ndarray,
+    logits: np.ndarray,
+    axis: int,
+    kind: int,
+    target_rows: np.ndarray | None,
+    classes: np.ndarray,
+    *,
+    class_weight: np.ndarray | None = None,
+    row_weight: np.ndarray | None = None,
+    label_smoothing: float = 0.0,
+    z_loss: float = 0.0,
+    ignore_index: int = -100,
+    denominator: float = 1.0,
+    unit: float = 1.0,
+    temperature: float = 1.0,
+    loss_factor: float = 1.0,
+    with_grad: bool = False,
+    grad_out: np.ndarray | None = None,
+    return_lse: bool = False,
+    n_threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Run the fused row kernel on validated arguments, for cross_entropy and
+    kl_div_with_logits: (float64 row losses, gradient or None, logsumexp or None).
+
+    ``view`` is ``class_view(logits, axis)``; ``target_rows`` has the logits' shape (any
+    float dtype; converted to the kernel's); losses and gradient are divided by ``unit``
+    (ln of the base), the gradient also by ``denominator``.
+    """
+    n_classes = view.shape[1]
+    n_rows = view.shape[0] * view.shape[2]
+    kdtype = view.dtype
+    empty = np.empty((0, 0, 0), dtype=kdtype)
+    rows_view = (class_view(target_rows.astype(kdtype, copy=False), axis)
+                 if target_rows is not None else empty)
+    direct = grad_out is not None and grad_out.dtype == kdtype
+    if with_grad:
+        grad_view = grad_out.reshape(view.shape) if direct else np.empty_like(view)
+    else:
+        grad_view = empty
+    row_losses = np.empty(n_rows, dtype=np.float64)
+    lse = np.empty(n_rows if return_lse else 0, dtype=np.float64)
+    buffers = (
+        class_weight if class_weight is not None else _NO_WEIGHTS,
+        row_weight if row_weight is not None else _NO_WEIGHTS,
+        row_losses,
+    )
+    grad_scale = 1.0 / (denominator * unit) if denominator > 0 else 0.0
+    options = (kind, label_smoothing, z_loss, ignore_index, grad_scale, temperature,
+               loss_factor, effective_n_threads(n_threads, logits.size))
+    if view.shape[2] == 1:            # class axis last: plain rows
+        flat = (view.shape[0], n_classes)
+        _cross_entropy.cross_entropy_rows(
+            view.reshape(flat), classes,
+            rows_view.reshape(flat if target_rows is not None else (0, 0)), *buffers,
+            grad_view.reshape(flat if with_grad else (0, 0)), lse, *options,
+        )
+    else:
+        _cross_entropy.cross_entropy_strided(
+            view, classes, rows_view, *buffers, grad_view, lse, *options,
+        )
+    if unit != 1.0:
+        row_losses /= unit
+    grad = None
+    if grad_out is not None:
+        if not direct:                # float16 / long double: computed in a kernel dtype
+            grad_out[...] = grad_view.reshape(logits.shape)
+        grad = grad_out
+    elif with_grad:
+        grad = grad_view.reshape(logits.shape).astype(logits.dtype, copy=False)
+    batch_shape = logits.shape[:axis] + logits.shape[axis + 1:]
+    # logsumexp is a property of the logits, in nats whatever the loss's base.
+    lse_out = lse.reshape(batch_shape).astype(logits.dtype) if return_lse else None
+    return row_losses, grad, lse_out
 
 
 def cross_entropy(
@@ -133,6 +209,7 @@ def cross_entropy(
     return_grad: bool = False,
     grad_out: np.ndarray | None = None,
     return_lse: bool = False,
+    base: float | None = None,
 ) -> Any:
     r"""Cross-entropy between softmax(logits) and class or probability targets, fused with
     its gradient.
@@ -220,6 +297,10 @@ def cross_entropy(
     return_lse : bool, default False
         Also return each row's logsumexp (shape of the batch, dtype of ``logits``),
         which the kernel computes anyway, e.g. for a later backward pass.
+    base : float, optional
+        Unit of the loss and its gradient: None for nats (natural log), 2 for bits, any
+        positive number other than 1 (the loss is divided by ln(base)). The returned
+        logsumexp stays in nats.
 
     Returns
     -------
@@ -278,6 +359,7 @@ def cross_entropy(
     row_weight = (None if sample_weight is None
                   else check_weights(sample_weight, "sample_weight", batch_shape))
     z_loss = check_real(z_loss, "z_loss", 0.0)
+    unit = log_base(base)
     with_grad = bool(return_grad) or grad_out is not None
     if grad_out is not None:
         check_out(grad_out, "grad_out", logits.shape, logits.dtype, may_alias=logits,
@@ -289,45 +371,17 @@ def cross_entropy(
         class_weight, row_weight, z_loss = _rescale_for_mean(class_weight, row_weight, z_loss)
     denominator = _denominator(reduction, n_rows, soft, classes, ignore_index,
                                class_weight, row_weight)
-    kdtype = view.dtype
-    empty = np.empty((0, 0, 0), dtype=kdtype)
-    soft_view = class_view(given_target.astype(kdtype, copy=False), axis) if soft else empty
-    if with_grad:
-        direct = grad_out is not None and grad_out.dtype == kdtype
-        grad_view = grad_out.reshape(view.shape) if direct else np.empty_like(view)
-    else:
-        grad_view = empty
-    row_losses = np.empty(n_rows, dtype=np.float64)
-    lse = np.empty(n_rows if return_lse else 0, dtype=np.float64)
-
-    args = (
-        class_weight if class_weight is not None else _NO_WEIGHTS,
-        row_weight if row_weight is not None else _NO_WEIGHTS,
-        row_losses,
+    row_losses, grad, lse = fused_rows(
+        view, logits, axis, TARGET_PROBS if soft else TARGET_CLASSES,
+        given_target if soft else None, classes, class_weight=class_weight,
+        row_weight=row_weight, label_smoothing=label_smoothing, z_loss=z_loss,
+        ignore_index=ignore_index, denominator=denominator, unit=unit,
+        with_grad=with_grad, grad_out=grad_out, return_lse=return_lse, n_threads=n_threads,
     )
-    options = (label_smoothing, z_loss, ignore_index,
-               1.0 / denominator if denominator > 0 else 0.0,
-               effective_n_threads(n_threads, logits.size))
-    if view.shape[2] == 1:            # class axis last: plain rows
-        flat = (view.shape[0], n_classes)
-        _cross_entropy.cross_entropy_rows(
-            view.reshape(flat), classes, soft_view.reshape(flat if soft else (0, 0)),
-            *args, grad_view.reshape(flat if with_grad else (0, 0)), lse, *options,
-        )
-    else:
-        _cross_entropy.cross_entropy_strided(
-            view, classes, soft_view, *args, grad_view, lse, *options,
-        )
-
-    loss = _reduce(row_losses, reduction, denominator, batch_shape, logits.dtype)
-    results = [loss]
-    if grad_out is not None:
-        if not direct:                # float16 / long double: computed in a kernel dtype
-            grad_out[...] = grad_view.reshape(logits.shape)
-        results.append(grad_out)
-    elif with_grad:
-        results.append(grad_view.reshape(logits.shape).astype(logits.dtype, copy=False))
+    results = [reduce_rows(row_losses, reduction, denominator, batch_shape, logits.dtype)]
+    if with_grad:
+        results.append(grad)
     if return_lse:
-        results.append(lse.reshape(batch_shape).astype(logits.dtype))
+        results.append(lse)
     return results[0] if len(results) == 1 else tuple(results)
 

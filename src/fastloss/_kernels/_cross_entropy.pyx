@@ -21,7 +21,9 @@ from libc.stdlib cimport free
 cimport numpy as cnp
 
 from fastloss._kernels._rows cimport (
-    CoefSpec,
+    COEF_EXP,
+    COEF_LINEAR,
+    RowSpec,
     RowStats,
     alloc_thread_scratch,
     chunk_shift_stride,
@@ -29,6 +31,7 @@ from fastloss._kernels._rows cimport (
     n_row_chunks,
     row_stats,
     scale_stored_exp,
+    stats_lse,
 )
 
 cnp.import_array()
@@ -38,16 +41,27 @@ cdef enum:
     LANES = 16
 
 
+cdef enum TargetKind:
+    # Cross-entropy
+    TARGET_CLASSES = 0          # integer class indices
+    TARGET_PROBS = 1            # probability rows
+    # Distillation, KL(teacher || softmax(x / T)): the teacher's row as
+    KL_PROBS = 2                # probabilities
+    KL_LOG_PROBS = 3            # log-probabilities
+    KL_LOGITS = 4               # logits, divided by T like the student's
+
+
 ctypedef struct CESpec:
-    CoefSpec coefs              # soft targets / label smoothing / class weights
-    const double* class_weight  # NULL: 1 (also inside coefs)
+    RowSpec row                 # x_scale = 1 / T; coefficients from the target row
+    const double* class_weight  # NULL: 1 (also inside row.coefs)
     # NULL: 1; a row of weight 0 is skipped like an ignored one
     const double* sample_weight
     double hard_scale           # 1 - eps: weight of the hard target (integer targets)
     double z_loss
+    double loss_factor          # T^2 (distillation's usual scaling) or 1
     double grad_scale           # 1 / denominator of the reduction (1 for sum and none)
     Py_ssize_t ignore_index
-    bint soft                   # targets are probability rows
+    TargetKind kind
     bint with_grad
     bint with_lse
 
@@ -56,7 +70,7 @@ cdef inline void ce_row(
     const floating* x,          # IN: logits row (C)
     Py_ssize_t n_classes,
     Py_ssize_t y,               # IN: class index (integer targets)
-    const floating* t,          # IN: probability row (soft targets), else NULL
+    const floating* t,          # IN: target row (probabilities, teacher), else NULL
     Py_ssize_t row,             # index into the per-row buffers below
     const CESpec* spec,
     double* loss_out,           # OUT (N): sample_weight * row loss
@@ -64,83 +78,104 @@ cdef inline void ce_row(
     double* lse_out,            # OUT (N): logsumexp of the row (NULL: none)
     double* shift,              # scratch: one double per chunk
 ) noexcept nogil:
-    """One row of
+    """One row of, with scores x s (s = 1 / T, 1 but for distillation),
 
-        loss = hard * (lse - x_y) + sum_j a_j (lse - x_j) + z * lse^2
-        grad = s / D * ((hard + A + 2 z lse) * softmax(x) - a - hard * onehot(y))
+        loss = f * (hard (lse - x_y s) + sum_j a_j (lse - x_j s) + N_a) + z lse^2
+        grad = w / D * f s ((hard + A + 2 z lse) softmax(x s) - a - hard onehot(y))
 
-    with hard = (1 - eps) w_y for integer targets (0 for soft ones), a_j the CoefSpec
-    coefficients, A = sum_j a_j, s the sample weight, D the reduction's denominator.
+    hard = (1 - eps) w_y for integer targets (else 0), a_j the coefficients of the target
+    row (RowSpec), A = sum_j a_j, N_a = sum_j a_j log a_j for distillation (else 0; the
+    loss is then KL(a || softmax)), f the loss factor (T^2 or 1), w the sample weight, D
+    the reduction's denominator.
     """
     cdef RowStats st
+    cdef RowSpec row_spec = spec.row
     cdef double weight = 1.0, hard = 0.0, target_logit = 0.0, a_target = 0.0
+    cdef double s = spec.row.x_scale
     cdef double log_sum, lse, slope, loss, scale
     cdef Py_ssize_t j
     if spec.sample_weight != NULL:
         weight = spec.sample_weight[row]
-    if weight == 0.0 or (not spec.soft and y == spec.ignore_index):
+    if weight == 0.0 or (spec.kind == TARGET_CLASSES and y == spec.ignore_index):
         loss_out[row] = 0.0
         if spec.with_lse:
-            st = row_stats(x, n_classes, <floating*> NULL, NULL, <floating*> NULL, NULL)
-            lse_out[row] = st.max + log(st.sumexp)
+            st = row_stats(x, n_classes, <floating*> NULL, NULL, <floating*> NULL, &row_spec)
+            lse_out[row] = stats_lse(st, s)
         if spec.with_grad:
             for j in range(n_classes):
                 grad[j] = 0
         return
-    if not spec.soft:
+    if spec.kind == KL_LOGITS:
+        # The teacher's probabilities are exp(t s - lse(t s)): one more read of its row.
+        row_spec.coefs.active = False
+        st = row_stats(t, n_classes, <floating*> NULL, NULL, <floating*> NULL, &row_spec)
+        row_spec.coefs = spec.row.coefs
+        row_spec.coefs.t_shift = stats_lse(st, s)
+    elif spec.kind == TARGET_CLASSES:
         target_logit = x[y]
         hard = spec.hard_scale
         if spec.class_weight != NULL:
             hard = hard * spec.class_weight[y]
-        if spec.coefs.active:
-            a_target = coef_at(t, &spec.coefs, y)
-    st = row_stats(x, n_classes, grad, shift, t, &spec.coefs)
+        if spec.row.coefs.active:
+            a_target = coef_at(t, &spec.row.coefs, y)
+    st = row_stats(x, n_classes, grad, shift, t, &row_spec)
     log_sum = log(st.sumexp)
-    lse = st.max + log_sum
+    lse = st.max * s + log_sum
     # Differences from the max first: exact for nearby values, so large logits (1e4 in
     # float32) lose nothing. A zero coefficient contributes 0 even against a -inf logit.
-    loss = st.coef_dot + st.coef_sum * log_sum
+    loss = st.coef_dot * s + st.coef_sum * log_sum + st.coef_entropy
     if hard != 0.0:
-        loss = loss + hard * ((st.max - target_logit) + log_sum)
+        loss = loss + hard * ((st.max - target_logit) * s + log_sum)
+    loss = loss * spec.loss_factor
     if spec.z_loss != 0.0:
         loss = loss + spec.z_loss * lse * lse
     loss_out[row] = weight * loss
     if spec.with_lse:
         lse_out[row] = lse
     if spec.with_grad:
-        scale = weight * spec.grad_scale
-        slope = hard + st.coef_sum + 2.0 * spec.z_loss * lse
-        scale_stored_exp(grad, n_classes, shift, st, scale * slope, t, &spec.coefs, scale)
-        if not spec.soft:
+        scale = weight * spec.grad_scale * spec.loss_factor * s
+        slope = hard + st.coef_sum + 2.0 * spec.z_loss * lse / spec.loss_factor
+        scale_stored_exp(grad, n_classes, shift, st, scale * slope, t, &row_spec, scale)
+        if spec.kind == TARGET_CLASSES:
             # In double from the target logit: p_y - 1 cancels, so round only once.
-            grad[y] = <floating>(
-                scale * (slope * exp(target_logit - st.max) / st.sumexp - a_target - hard)
-            )
+            grad[y] = <floating>(scale * (
+                slope * exp((target_logit - st.max) * s) / st.sumexp - a_target - hard
+            ))
 
 
 cdef CESpec make_spec(
     const double[::1] class_weight,
     const double[::1] sample_weight,
-    bint soft,
+    TargetKind kind,
     double label_smoothing,
     Py_ssize_t n_classes,
     double z_loss,
     Py_ssize_t ignore_index,
     double grad_scale,
+    double temperature,
+    double loss_factor,
     bint with_grad,
     bint with_lse,
 ):
     """The per-call constants; empty weight arrays mean "no weights"."""
     cdef CESpec spec
+    cdef bint distill = kind >= KL_PROBS
     spec.class_weight = &class_weight[0] if class_weight.shape[0] else NULL
     spec.sample_weight = &sample_weight[0] if sample_weight.shape[0] else NULL
-    spec.soft = soft
+    spec.kind = kind
     spec.hard_scale = 1.0 - label_smoothing
-    spec.coefs.class_weight = spec.class_weight
-    spec.coefs.alpha = 1.0 - label_smoothing if soft else 0.0
-    spec.coefs.beta = label_smoothing / n_classes
-    spec.coefs.active = soft or label_smoothing != 0.0
+    spec.row.x_scale = 1.0 / temperature
+    spec.row.self_dot = False
+    spec.row.coefs.class_weight = spec.class_weight
+    spec.row.coefs.alpha = 1.0 - label_smoothing if kind != TARGET_CLASSES else 0.0
+    spec.row.coefs.beta = label_smoothing / n_classes
+    spec.row.coefs.kind = COEF_EXP if kind == KL_LOG_PROBS or kind == KL_LOGITS else COEF_LINEAR
+    spec.row.coefs.t_scale = spec.row.x_scale if kind == KL_LOGITS else 1.0
+    spec.row.coefs.t_shift = 0.0
+    spec.row.coefs.active = kind != TARGET_CLASSES or label_smoothing != 0.0
+    spec.row.coefs.with_entropy = distill
     spec.z_loss = z_loss
+    spec.loss_factor = loss_factor
     spec.grad_scale = grad_scale
     spec.ignore_index = ignore_index
     spec.with_grad = with_grad
@@ -151,24 +186,29 @@ cdef CESpec make_spec(
 def cross_entropy_rows(
     const floating[:, ::1] logits,      # IN (N, C)
     const cnp.intp_t[::1] target,       # IN (N,): classes; empty with soft targets
-    const floating[:, ::1] soft_target,  # IN (N, C) probabilities, or (0, 0)
+    const floating[:, ::1] soft_target,  # IN (N, C) target rows, or (0, 0)
     const double[::1] class_weight,     # IN (C,) or (0,)
     const double[::1] sample_weight,    # IN (N,) or (0,)
     double[::1] loss_out,               # OUT (N,): weighted row losses
     floating[:, ::1] grad_out,          # OUT (N, C) or (0, 0); may be logits itself
     double[::1] lse_out,                # OUT (N,) or (0,)
+    int target_kind,
     double label_smoothing,
     double z_loss,
     Py_ssize_t ignore_index,
     double grad_scale,
+    double temperature,
+    double loss_factor,
     int n_threads,
 ):
-    """Cross-entropy over rows of a C-contiguous (N, C) array: see ce_row."""
+    """Cross-entropy (or distillation KL) over rows of a C-contiguous (N, C) array: see
+    ce_row; target_kind is a TargetKind."""
     cdef Py_ssize_t n_rows = logits.shape[0], n_classes = logits.shape[1], i, stride
-    cdef bint soft = soft_target.shape[0] > 0
+    cdef bint soft = target_kind != TARGET_CLASSES
     cdef CESpec spec = make_spec(
-        class_weight, sample_weight, soft, label_smoothing, n_classes, z_loss,
-        ignore_index, grad_scale, grad_out.shape[0] > 0, lse_out.shape[0] > 0,
+        class_weight, sample_weight, <TargetKind> target_kind, label_smoothing, n_classes,
+        z_loss, ignore_index, grad_scale, temperature, loss_factor, grad_out.shape[0] > 0,
+        lse_out.shape[0] > 0,
     )
     cdef double* lse_ptr = &lse_out[0] if spec.with_lse else NULL
     cdef double* scratch
@@ -193,19 +233,23 @@ def cross_entropy_rows(
 def cross_entropy_strided(
     const floating[:, :, ::1] logits,       # IN (outer, C, inner)
     const cnp.intp_t[::1] target,           # IN (outer * inner,) or empty
-    const floating[:, :, ::1] soft_target,  # IN (outer, C, inner) or (0, 0, 0)
+    const floating[:, :, ::1] soft_target,  # IN (outer, C, inner) target rows, or empty
     const double[::1] class_weight,         # IN (C,) or (0,)
     const double[::1] sample_weight,        # IN (outer * inner,) or (0,)
     double[::1] loss_out,                   # OUT (outer * inner,)
     floating[:, :, ::1] grad_out,           # OUT (outer, C, inner) or (0, 0, 0)
     double[::1] lse_out,                    # OUT (outer * inner,) or (0,)
+    int target_kind,
     double label_smoothing,
     double z_loss,
     Py_ssize_t ignore_index,
     double grad_scale,
+    double temperature,
+    double loss_factor,
     int n_threads,
 ):
-    """Cross-entropy with the class axis in the middle, row r = o * inner + i.
+    """Cross-entropy (or distillation KL) with the class axis in the middle, row
+    r = o * inner + i.
 
     Each tile of LANES consecutive inner positions is gathered (with its soft targets)
     into per-thread scratch as LANES contiguous rows, run through ce_row, and its
@@ -216,10 +260,11 @@ def cross_entropy_strided(
     cdef Py_ssize_t n_inner = logits.shape[2]
     cdef Py_ssize_t tiles_per_outer = (n_inner + LANES - 1) // LANES
     cdef Py_ssize_t tile, o, i0, lanes, b, c, row, per_thread, shifts_len
-    cdef bint soft = soft_target.shape[0] > 0
+    cdef bint soft = target_kind != TARGET_CLASSES
     cdef CESpec spec = make_spec(
-        class_weight, sample_weight, soft, label_smoothing, n_classes, z_loss,
-        ignore_index, grad_scale, grad_out.shape[0] > 0, lse_out.shape[0] > 0,
+        class_weight, sample_weight, <TargetKind> target_kind, label_smoothing, n_classes,
+        z_loss, ignore_index, grad_scale, temperature, loss_factor, grad_out.shape[0] > 0,
+        lse_out.shape[0] > 0,
     )
     cdef double* lse_ptr = &lse_out[0] if spec.with_lse else NULL
     cdef double* scratch

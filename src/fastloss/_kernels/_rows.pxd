@@ -7,7 +7,11 @@
 # each chunk is scanned for its maximum and then exponentiated while it is still in L1
 # (two passes over the chunk, one over memory). The chunk sums are merged into a running
 # (max, sum-of-exp) pair, the "online softmax" of Milakov & Gimelshein (2018), which
-# keeps exp from overflowing without a separate max pass over the whole row.
+# keeps exp from overflowing without a separate max pass over the whole row. Every other
+# sum over the row is kept relative to the running max in the same way.
+#
+# The scores of a row are x_j * s with s = RowSpec.x_scale > 0 (1 / temperature): the max
+# and the shifts are in units of x, the exponentials are exp((x_j - shift) * s).
 
 from cython cimport floating
 from libc.math cimport INFINITY, exp, log
@@ -17,22 +21,39 @@ cdef enum:
     # 2048 elements: 8 KiB of float32 or 16 KiB of float64, well inside L1.
     ROW_CHUNK = 2048
 
+cdef enum CoefKind:
+    COEF_LINEAR = 0     # a_j = (alpha * t_j + beta) * w_j
+    COEF_EXP = 1        # a_j = exp(t_j * t_scale - t_shift) * w_j: t log-probs or logits
+
 
 ctypedef struct RowStats:
-    double max       # the shift: max of the finite-or-+inf scores, -inf if none
-    double sumexp    # sum_j exp(x_j - max)
-    double coef_sum  # A = sum_j a_j (0 unless CoefSpec.active)
-    double coef_dot  # sum_j a_j * (max - x_j) (0 unless CoefSpec.active)
+    double max           # the shift: max of the finite-or-+inf x, -inf if none
+    double sumexp        # S = sum_j exp((x_j - max) s)
+    double coef_sum      # A = sum_j a_j (0 without coefficients)
+    double coef_dot      # sum_j a_j (max - x_j) (0 without coefficients)
+    double coef_entropy  # sum_j a_j log a_j (0 unless CoefSpec.with_entropy)
+    double self_dot      # sum_j exp((x_j - max) s) (max - x_j) (0 unless RowSpec.self_dot)
 
 
 ctypedef struct CoefSpec:
-    # Per-class coefficients a_j = (alpha * t_j + beta) * w_j of a weighted sum of
-    # -log softmax(x)_j: t a soft-target row (passed beside), w class weights (NULL: 1).
-    # Cross-entropy with soft targets has alpha = 1 - eps, label smoothing beta = eps / C.
+    # Per-class coefficients a_j of a weighted sum of -log softmax(x s)_j, from a target
+    # row t passed beside (NULL: none) and class weights w (NULL: 1). Cross-entropy with
+    # soft targets has alpha = 1 - eps, label smoothing beta = eps / C; distillation from
+    # teacher log-probabilities or logits uses COEF_EXP.
     const double* class_weight
     double alpha
     double beta
+    double t_scale
+    double t_shift
+    CoefKind kind
     bint active
+    bint with_entropy
+
+
+ctypedef struct RowSpec:
+    CoefSpec coefs
+    double x_scale       # s: the scores are x * s
+    bint self_dot        # also sum_j exp((x_j - max) s) (max - x_j), for softmax's entropy
 
 
 cdef inline Py_ssize_t n_row_chunks(Py_ssize_t n_cols) noexcept nogil:
@@ -56,72 +77,93 @@ cdef inline double chunk_max(const floating* x, Py_ssize_t n) noexcept nogil:
 cdef inline double coef_at(
     const floating* t, const CoefSpec* spec, Py_ssize_t j
 ) noexcept nogil:
-    """a_j = (alpha * t_j + beta) * w_j (t may be NULL: no soft target)."""
-    cdef double a = spec.beta
-    if t != NULL:
-        a = a + spec.alpha * t[j]
+    """a_j (t may be NULL for COEF_LINEAR: no target row)."""
+    cdef double a
+    if spec.kind == COEF_EXP:
+        a = exp(t[j] * spec.t_scale - spec.t_shift)
+    else:
+        a = spec.beta
+        if t != NULL:
+            a = a + spec.alpha * t[j]
     if spec.class_weight != NULL:
         a = a * spec.class_weight[j]
     return a
 
 
+cdef inline double coef_log(
+    const floating* t, const CoefSpec* spec, Py_ssize_t j, double a
+) noexcept nogil:
+    """log a_j for a_j > 0 (COEF_EXP knows it without a log; no class weights there)."""
+    if spec.kind == COEF_EXP:
+        return t[j] * spec.t_scale - spec.t_shift
+    return log(a)
+
+
+cdef inline void coef_term(
+    const floating* x, const floating* t, const CoefSpec* spec, Py_ssize_t i,
+    double shift, double* coef_sum, double* coef_dot, double* coef_entropy,
+) noexcept nogil:
+    """Adds a_i, a_i (shift - x_i) and a_i log a_i; a zero a_i adds 0 (even at x = -inf)."""
+    cdef double a = coef_at(t, spec, i)
+    coef_sum[0] += a
+    if a != 0.0:
+        coef_dot[0] += a * (shift - x[i])
+        if spec.with_entropy:
+            coef_entropy[0] += a * coef_log(t, spec, i, a)
+
+
 cdef inline void coef_chunk(
     const floating* x, const floating* t, const CoefSpec* spec, Py_ssize_t start,
     Py_ssize_t stop, double shift, double* coef_sum, double* coef_dot,
+    double* coef_entropy,
 ) noexcept nogil:
-    """sum_j a_j and sum_j a_j (shift - x_j) over x[start:stop], a term with a_j = 0
-    counting 0. Four interleaved accumulators, added in a fixed order, keep the adds'
-    latency from serialising the loop (without reordering that depends on the data)."""
+    """The coefficient sums of coef_term over x[start:stop]. Four interleaved
+    accumulators, added in a fixed order, keep the adds' latency from serialising the
+    loop (the order depends on the positions only, never on the data or the threads)."""
     cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
     cdef double d0 = 0.0, d1 = 0.0, d2 = 0.0, d3 = 0.0
-    cdef double a0, a1, a2, a3
+    cdef double h0 = 0.0, h1 = 0.0, h2 = 0.0, h3 = 0.0
     cdef Py_ssize_t i = start
     while i + 4 <= stop:
-        a0 = coef_at(t, spec, i)
-        a1 = coef_at(t, spec, i + 1)
-        a2 = coef_at(t, spec, i + 2)
-        a3 = coef_at(t, spec, i + 3)
-        s0 += a0
-        s1 += a1
-        s2 += a2
-        s3 += a3
-        d0 += a0 * (shift - x[i]) if a0 != 0.0 else 0.0
-        d1 += a1 * (shift - x[i + 1]) if a1 != 0.0 else 0.0
-        d2 += a2 * (shift - x[i + 2]) if a2 != 0.0 else 0.0
-        d3 += a3 * (shift - x[i + 3]) if a3 != 0.0 else 0.0
+        coef_term(x, t, spec, i, shift, &s0, &d0, &h0)
+        coef_term(x, t, spec, i + 1, shift, &s1, &d1, &h1)
+        coef_term(x, t, spec, i + 2, shift, &s2, &d2, &h2)
+        coef_term(x, t, spec, i + 3, shift, &s3, &d3, &h3)
         i += 4
     while i < stop:
-        a0 = coef_at(t, spec, i)
-        s0 += a0
-        d0 += a0 * (shift - x[i]) if a0 != 0.0 else 0.0
+        coef_term(x, t, spec, i, shift, &s0, &d0, &h0)
         i += 1
     coef_sum[0] = (s0 + s1) + (s2 + s3)
     coef_dot[0] = (d0 + d1) + (d2 + d3)
+    coef_entropy[0] = (h0 + h1) + (h2 + h3)
 
 
 cdef inline RowStats row_stats(
     const floating* x,      # IN: one row
     Py_ssize_t n,
-    floating* exp_out,      # OUT (may be NULL, may alias x): exp(x - chunk shift)
+    floating* exp_out,      # OUT (may be NULL, may alias x): exp((x - chunk shift) s)
     double* shift_out,      # OUT (NULL iff exp_out is NULL): one shift per chunk
-    const floating* t,      # IN (may be NULL): soft-target row, for the coefficients
-    const CoefSpec* spec,   # IN (may be NULL): coefficients a_j, see CoefSpec
+    const floating* t,      # IN (may be NULL): target row, for the coefficients
+    const RowSpec* spec,    # IN (NULL: s = 1, no coefficients, no self dot)
 ) noexcept nogil:
-    """The row's max, sum of exp(x - max) and, with coefficients, sum_j a_j and
-    sum_j a_j (max - x_j), optionally storing the exponentials.
+    """The row's max and sums (see RowStats), optionally storing the exponentials.
 
-    Storing or not, the sums are formed by the same operations in the same order, so the
+    Storing or not, the sums are formed by the same operations in the same order, so a
     loss is the same bits whether or not a gradient is computed. A term whose coefficient
     is 0 contributes 0, even where x_j is -inf (0 * log 0 = 0).
     """
     cdef RowStats st
-    cdef double shift, sub, ex, csum, cdot, ccount
+    cdef double shift, sub, ex, xi, csum, csd, cdot, ccount, cent, rescale
+    cdef double s = 1.0 if spec == NULL else spec.x_scale
+    cdef bint with_coefs = spec != NULL and spec.coefs.active
+    cdef bint with_self_dot = spec != NULL and spec.self_dot
     cdef Py_ssize_t start = 0, stop, i, k = 0
-    cdef bint with_coefs = spec != NULL and spec.active
     st.max = -INFINITY
     st.sumexp = 0.0
     st.coef_sum = 0.0
     st.coef_dot = 0.0
+    st.coef_entropy = 0.0
+    st.self_dot = 0.0
     while start < n:
         stop = start + ROW_CHUNK if start + ROW_CHUNK < n else n
         shift = chunk_max(x + start, stop - start)
@@ -129,7 +171,7 @@ cdef inline RowStats row_stats(
         sub = shift if shift != -INFINITY else 0.0
         if with_coefs:
             # Before the exponentials, which may overwrite x in place.
-            coef_chunk(x, t, spec, start, stop, sub, &ccount, &cdot)
+            coef_chunk(x, t, &spec.coefs, start, stop, sub, &ccount, &cdot, &cent)
             # Terms so far were relative to st.max; rebase them when the max grows.
             if shift > st.max and st.coef_sum != 0.0:
                 st.coef_dot = st.coef_dot + (shift - st.max) * st.coef_sum
@@ -137,32 +179,61 @@ cdef inline RowStats row_stats(
                 cdot = cdot + (st.max - shift) * ccount
             st.coef_dot = st.coef_dot + cdot
             st.coef_sum = st.coef_sum + ccount
+            st.coef_entropy = st.coef_entropy + cent
+        # Three copies of one loop, so that the common ones carry no per-element branch;
+        # each forms csum by the same operations in the same order.
         csum = 0.0
-        if exp_out != NULL:
+        csd = 0.0
+        if with_self_dot:
             for i in range(start, stop):
-                ex = exp(x[i] - sub)
+                xi = x[i]                   # before a store in place overwrites it
+                ex = exp((xi - sub) * s)
+                if exp_out != NULL:
+                    exp_out[i] = <floating>ex
+                csum = csum + ex
+                if ex != 0.0:
+                    csd = csd + ex * (sub - xi)
+        elif exp_out != NULL:
+            for i in range(start, stop):
+                ex = exp((x[i] - sub) * s)
                 exp_out[i] = <floating>ex
                 csum = csum + ex
-            shift_out[k] = shift
         else:
             for i in range(start, stop):
-                ex = exp(x[i] - sub)
-                csum = csum + ex
+                csum = csum + exp((x[i] - sub) * s)
+        if exp_out != NULL:
+            shift_out[k] = shift
         k += 1
         if shift == -INFINITY:
             st.sumexp = st.sumexp + csum        # adds 0, or NaN
+            st.self_dot = st.self_dot + csd
         elif shift > st.max:
-            st.sumexp = st.sumexp * exp(st.max - shift) + csum
+            rescale = exp((st.max - shift) * s)
+            if with_self_dot and st.sumexp != 0.0:
+                st.self_dot = rescale * (st.self_dot + (shift - st.max) * st.sumexp)
+            st.self_dot = st.self_dot + csd
+            st.sumexp = st.sumexp * rescale + csum
             st.max = shift
         else:
-            st.sumexp = st.sumexp + csum * exp(shift - st.max)
+            rescale = exp((shift - st.max) * s)
+            st.sumexp = st.sumexp + csum * rescale
+            if with_self_dot:
+                st.self_dot = st.self_dot + rescale * (csd + (st.max - shift) * csum)
         start = stop
     return st
 
 
-cdef inline double stats_lse(RowStats st) noexcept nogil:
-    """log(sum_j exp(x_j)) of the row."""
-    return st.max + log(st.sumexp)
+cdef inline double stats_lse(RowStats st, double s) noexcept nogil:
+    """log(sum_j exp(x_j s)) of the row."""
+    return st.max * s + log(st.sumexp)
+
+
+cdef inline double chunk_factor(
+    const double* shift, Py_ssize_t k, RowStats st, double s
+) noexcept nogil:
+    """exp((shift_k - max) s) / S: turns chunk k's stored exponentials into softmax.
+    exp(-inf - max) = 0 zeroes a masked chunk."""
+    return exp((shift[k] - st.max) * s) / st.sumexp
 
 
 cdef inline void scale_stored_exp(
@@ -171,21 +242,21 @@ cdef inline void scale_stored_exp(
     const double* shift,    # IN: the chunk shifts row_stats stored
     RowStats st,
     double scale,
-    const floating* t,      # IN (may be NULL): soft-target row
-    const CoefSpec* spec,   # IN (may be NULL): coefficients to subtract
+    const floating* t,      # IN (may be NULL): target row
+    const RowSpec* spec,    # IN (may be NULL): x_scale, and coefficients to subtract
     double coef_scale,
 ) noexcept nogil:
-    """Second pass: e_j <- scale * softmax(x)_j - coef_scale * a_j, chunk by chunk."""
+    """Second pass: e_j <- scale * softmax(x s)_j - coef_scale * a_j, chunk by chunk."""
     cdef double factor
+    cdef double s = 1.0 if spec == NULL else spec.x_scale
+    cdef bint with_coefs = spec != NULL and spec.coefs.active
     cdef Py_ssize_t start = 0, stop, i, k = 0
-    cdef bint with_coefs = spec != NULL and spec.active
     while start < n:
         stop = start + ROW_CHUNK if start + ROW_CHUNK < n else n
-        # exp(-inf - max) = 0 zeroes a masked chunk.
-        factor = exp(shift[k] - st.max) * (scale / st.sumexp)
+        factor = chunk_factor(shift, k, st, s) * scale
         if with_coefs:
             for i in range(start, stop):
-                e[i] = <floating>(e[i] * factor - coef_scale * coef_at(t, spec, i))
+                e[i] = <floating>(e[i] * factor - coef_scale * coef_at(t, &spec.coefs, i))
         else:
             for i in range(start, stop):
                 e[i] = <floating>(e[i] * factor)
@@ -204,6 +275,36 @@ cdef inline RowStats scaled_softmax_row(
     cdef RowStats st = row_stats(x, n, out, shift, <floating*> NULL, NULL)
     scale_stored_exp(out, n, shift, st, scale, <floating*> NULL, NULL, 0.0)
     return st
+
+
+cdef inline double softmax_entropy(RowStats st) noexcept nogil:
+    """H(softmax(x)) = lse - sum_j q_j x_j = log S + self_dot / S (row_stats with
+    self_dot, s = 1)."""
+    return log(st.sumexp) + st.self_dot / st.sumexp
+
+
+cdef inline void scale_entropy_grad(
+    floating* e,            # IN/OUT: what row_stats stored (s = 1); becomes the gradient
+    Py_ssize_t n,
+    const double* shift,    # IN: the chunk shifts row_stats stored
+    RowStats st,
+    double entropy,         # IN: softmax_entropy(st)
+    double scale,
+) noexcept nogil:
+    """Second pass for H(softmax(x)): e_j <- scale * q_j (lse - x_j - H), with
+    lse - x_j = (max - shift_k) - log(e_j) + log S recovered from the stored e_j (x may
+    have been overwritten in place). A class of probability 0 gets gradient 0."""
+    cdef double factor, offset, ej, log_sum = log(st.sumexp)
+    cdef Py_ssize_t start = 0, stop, i, k = 0
+    while start < n:
+        stop = start + ROW_CHUNK if start + ROW_CHUNK < n else n
+        factor = chunk_factor(shift, k, st, 1.0) * scale
+        offset = (st.max - shift[k]) + log_sum - entropy
+        for i in range(start, stop):
+            ej = e[i]
+            e[i] = <floating>(ej * factor * (offset - log(ej)) if ej != 0.0 else 0.0)
+        k += 1
+        start = stop
 
 
 cdef inline Py_ssize_t chunk_shift_stride(Py_ssize_t n_chunks) noexcept nogil:

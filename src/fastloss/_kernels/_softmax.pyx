@@ -1,4 +1,5 @@
-"""Row kernels for softmax, log_softmax and logsumexp over the last axis of (N, C) arrays.
+"""Row kernels over the last axis of (N, C) arrays: softmax, log_softmax, logsumexp, and
+the entropies of probability rows and of softmax(logits).
 
 Layer 2: typed loops over validated, C-contiguous memoryviews, without the GIL. The maths
 of one row lives in _rows.pxd.
@@ -10,12 +11,15 @@ from libc.math cimport log
 from libc.stdlib cimport free
 
 from fastloss._kernels._rows cimport (
+    RowSpec,
     RowStats,
     alloc_thread_scratch,
     chunk_shift_stride,
     n_row_chunks,
     row_stats,
+    scale_entropy_grad,
     scaled_softmax_row,
+    softmax_entropy,
     stats_lse,
 )
 
@@ -59,5 +63,59 @@ def logsumexp_rows(
     cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i
     for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
         out[i] = <floating> stats_lse(
-            row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL)
+            row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL), 1.0
         )
+
+
+def entropy_rows(
+    const floating[:, ::1] p,       # IN: probability rows
+    double[::1] out,                # OUT: -sum_j p_j log p_j, times unit
+    double unit,                    # 1 / ln(base)
+    int n_threads,
+):
+    cdef Py_ssize_t n_rows = p.shape[0], n_cols = p.shape[1], i, j
+    cdef double h, pj
+    for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
+        h = 0.0
+        for j in range(n_cols):
+            pj = p[i, j]
+            if pj != 0.0:               # 0 log 0 = 0; NaN != 0 propagates
+                h = h - pj * log(pj)
+        out[i] = h * unit
+
+
+def entropy_from_logits_rows(
+    const floating[:, ::1] x,       # IN: logits rows
+    double[::1] out,                # OUT: H(softmax(x)) of each row, times unit
+    floating[:, ::1] grad_out,      # OUT: grad_scale * dH/dx, or (0, 0); may be x
+    double grad_scale,
+    double unit,                    # 1 / ln(base)
+    int n_threads,
+):
+    """H = lse - sum_j q_j x_j from one read of each row (row_stats' self dot), and its
+    gradient dH/dx_j = q_j (lse - x_j - H) in a second pass over the stored exponentials."""
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i
+    cdef Py_ssize_t stride = chunk_shift_stride(n_row_chunks(n_cols))
+    cdef bint with_grad = grad_out.shape[0] > 0
+    cdef double* shifts
+    cdef double* mine
+    cdef double h
+    cdef RowStats st
+    cdef RowSpec spec
+    spec.x_scale = 1.0
+    spec.self_dot = True
+    spec.coefs.active = False
+    if n_rows == 0:
+        return
+    shifts = alloc_thread_scratch(n_threads, stride)
+    try:
+        for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
+            mine = shifts + threadid() * stride
+            st = row_stats(&x[i, 0], n_cols, &grad_out[i, 0] if with_grad else NULL,
+                           mine, <floating*> NULL, &spec)
+            h = softmax_entropy(st)
+            if with_grad:
+                scale_entropy_grad(&grad_out[i, 0], n_cols, mine, st, h, grad_scale * unit)
+            out[i] = h * unit
+    finally:
+        free(shifts)
