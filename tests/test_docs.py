@@ -7,10 +7,16 @@ import doctest
 import pytest
 
 import fastloss._cross_entropy
+import fastloss._distill
+import fastloss._encoding
+import fastloss._entropy
 import fastloss._softmax
 
+MODULES = [fastloss._softmax, fastloss._cross_entropy, fastloss._distill, fastloss._entropy,
+           fastloss._encoding]
 
-@pytest.mark.parametrize("module", [fastloss._softmax, fastloss._cross_entropy],
+
+@pytest.mark.parametrize("module", MODULES,
                          ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -96,3 +96,43 @@ def test_cross_entropy_options_like_pytorch(rng, dtype, shape, opts, reduction):
     theirs.sum().backward()
     np.testing.assert_allclose(loss, theirs.detach().numpy(), **TOL[dtype])
     np.testing.assert_allclose(grad, x.grad.numpy(), **TOL[dtype])
+
+
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss:UserWarning")
+@pytest.mark.parametrize("reduction", ["batchmean", "mean", "sum"])
+@pytest.mark.parametrize("temperature", [1.0, 3.0])
+@pytest.mark.parametrize("kind", ["probs", "log_probs", "logits"])
+def test_kl_div_with_logits_like_pytorch_distillation(rng, dtype, kind, temperature,
+                                                      reduction):
+    # The usual PyTorch idiom: F.kl_div(log_softmax(s / T), p, reduction) * T**2.
+    student = make_logits(rng, (16, 1000), dtype)
+    teacher_logits = make_logits(rng, (16, 1000), dtype)
+    t = torch.from_numpy(teacher_logits)
+    teacher = {"probs": torch.softmax(t / temperature, 1),
+               "log_probs": torch.log_softmax(t / temperature, 1), "logits": t}[kind]
+    loss, grad = fastloss.kl_div_with_logits(
+        student, teacher.numpy(), teacher_kind=kind, temperature=temperature,
+        reduction=reduction, return_grad=True,
+    )
+    x = torch.from_numpy(student.copy()).requires_grad_(True)
+    theirs = F.kl_div(F.log_softmax(x / temperature, 1), torch.softmax(t / temperature, 1),
+                      reduction=reduction) * temperature**2
+    theirs.backward()
+    np.testing.assert_allclose(loss, theirs.item(), **TOL[dtype])
+    np.testing.assert_allclose(grad, x.grad.numpy(), **TOL[dtype])
+
+
+def test_entropy_from_logits_like_categorical(rng, dtype):
+    logits = make_logits(rng, (32, 500), dtype)
+    entropy, grad = fastloss.entropy_from_logits(logits, reduction="sum", return_grad=True)
+    x = torch.from_numpy(logits.copy()).requires_grad_(True)
+    theirs = torch.distributions.Categorical(logits=x).entropy()
+    theirs.sum().backward()
+    np.testing.assert_allclose(entropy, theirs.sum().item(), **TOL[dtype])
+    np.testing.assert_allclose(grad, x.grad.numpy(), **TOL[dtype])
+
+
+def test_one_hot_like_pytorch(rng):
+    labels = rng.integers(0, 7, (4, 5))
+    theirs = F.one_hot(torch.from_numpy(labels), 7).numpy()
+    np.testing.assert_array_equal(fastloss.one_hot(labels, 7, dtype=np.int64), theirs)

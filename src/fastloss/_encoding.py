@@ -35,9 +35,12 @@ def one_hot(labels: Any, num_classes: int, *, dtype: DTypeLike = np.float32) -> 
     given = np.asarray(labels)
     if given.dtype.kind not in "iu":
         raise TypeError(f"labels must be integer class indices, got dtype {given.dtype}")
-    if isinstance(num_classes, bool):
-        raise TypeError("num_classes must be an int")
-    num_classes = operator.index(num_classes)
+    try:
+        if isinstance(num_classes, bool):
+            raise TypeError
+        num_classes = operator.index(num_classes)
+    except TypeError:
+        raise TypeError(f"num_classes must be an int, got {num_classes!r}") from None
     if num_classes < 1:
         raise ValueError(f"num_classes must be at least 1, got {num_classes}")
     if given.size and (given.min() < 0 or given.max() >= num_classes):

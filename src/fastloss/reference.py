@@ -13,7 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["cross_entropy", "log_softmax", "logsumexp", "softmax"]
+__all__ = [
+    "cross_entropy",
+    "entropy",
+    "entropy_from_logits",
+    "kl_div_with_logits",
+    "log_softmax",
+    "logsumexp",
+    "softmax",
+]
 
 
 def _shifted(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,6 +78,7 @@ def cross_entropy(
     axis: int = -1,
     return_grad: bool = False,
     return_lse: bool = False,
+    base: float | None = None,
 ):
     """Cross-entropy of softmax(logits) against class indices or probabilities.
 
@@ -80,7 +89,9 @@ def cross_entropy(
     term with q_j = 0 counts 0. Ignored rows, and rows with s = 0, count 0.
     "mean" divides by sum(s * w_y) over counted rows (class targets) or sum(s)
     (probabilities). The gradient of a row is s / D * ((sum_j q_j + 2 z lse) softmax - q).
+    Loss and gradient are divided by ln(base) (base None: nats).
     """
+    unit = 1.0 if base is None else np.log(base)
     x = np.asarray(logits, dtype=np.float64)
     axis = axis % x.ndim
     n_classes = x.shape[axis]
@@ -119,14 +130,105 @@ def cross_entropy(
         loss = np.sum(losses) / denominator if denominator > 0 else np.nan
     else:
         raise ValueError(f"unknown reduction {reduction!r}")
-    results = [loss]
+    results = [loss / unit]
     if return_grad:
         slope = np.sum(q, axis=axis, keepdims=True) + 2 * z_loss * np.expand_dims(lse, axis)
         row_scale = np.expand_dims(np.where(counted, s, 0.0), axis)
         with np.errstate(invalid="ignore"):
             grad = row_scale * (slope * softmax(x, axis) - q)
         grad = np.where(np.expand_dims(counted, axis), grad, 0.0)
-        results.append(grad / denominator if denominator > 0 else grad * 0.0)
+        results.append((grad / denominator if denominator > 0 else grad * 0.0) / unit)
     if return_lse:
         results.append(lse)
     return results[0] if len(results) == 1 else tuple(results)
+
+
+def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x * log(y), and 0 where x == 0 (whatever y is)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x == 0, 0.0, x * np.log(y))
+
+
+def _reduce(values: np.ndarray, reduction: str, denominator: float):
+    if reduction == "none":
+        return values
+    total = np.sum(values)
+    if reduction == "sum":
+        return total
+    return total / denominator if denominator else np.nan
+
+
+def entropy(p: np.ndarray, axis: int = -1, base: float | None = None) -> np.ndarray:
+    """-sum_j p_j log p_j along axis, with 0 log 0 = 0, divided by ln(base)."""
+    p = np.asarray(p, dtype=np.float64)
+    unit = 1.0 if base is None else np.log(base)
+    return -np.sum(_xlogy(p, p), axis=axis) / unit
+
+
+def entropy_from_logits(
+    logits: np.ndarray,
+    axis: int = -1,
+    base: float | None = None,
+    reduction: str = "none",
+    return_grad: bool = False,
+):
+    """H(softmax(x)) = -sum_j q_j log q_j per row; gradient -q_j (log q_j + H)."""
+    x = np.asarray(logits, dtype=np.float64)
+    unit = 1.0 if base is None else np.log(base)
+    q = softmax(x, axis)
+    logq = log_softmax(x, axis)
+    with np.errstate(invalid="ignore"):
+        h = -np.sum(np.where(q == 0, 0.0, q * logq), axis=axis)
+    n_rows = h.size
+    result = _reduce(h, reduction, n_rows) / unit
+    if not return_grad:
+        return result
+    with np.errstate(invalid="ignore"):
+        grad = np.where(q == 0, 0.0, -q * (logq + np.expand_dims(h, axis)))
+    if reduction == "mean":
+        grad = grad / n_rows if n_rows else grad
+    return result, grad / unit
+
+
+def kl_div_with_logits(
+    student_logits: np.ndarray,
+    teacher: np.ndarray,
+    *,
+    teacher_kind: str = "probs",
+    temperature: float = 1.0,
+    scale_by_temperature: bool = True,
+    reduction: str = "batchmean",
+    axis: int = -1,
+    base: float | None = None,
+    return_grad: bool = False,
+):
+    """T^2 * sum_j p_j (log p_j - log q_j) per row, q = softmax(s / T), p the teacher's
+    distribution (given, exp of given log-probabilities, or softmax(t / T)); terms with
+    p_j = 0 count 0. Gradient T * (q * sum_j p_j - p) (without the T^2: divided by T^2)."""
+    s = np.asarray(student_logits, dtype=np.float64)
+    t = np.asarray(teacher, dtype=np.float64)
+    axis = axis % s.ndim
+    temp = float(temperature)
+    if teacher_kind == "probs":
+        p = t
+        with np.errstate(divide="ignore"):
+            logp = np.log(t)
+    elif teacher_kind == "log_probs":
+        p, logp = np.exp(t), t
+    else:
+        p, logp = softmax(t / temp, axis), log_softmax(t / temp, axis)
+    logq = log_softmax(s / temp, axis)
+    with np.errstate(invalid="ignore"):
+        terms = np.where(p == 0, 0.0, p * (logp - logq))
+    factor = temp**2 if scale_by_temperature else 1.0
+    rows = factor * np.sum(terms, axis=axis)
+    unit = 1.0 if base is None else np.log(base)
+    denominator = {"batchmean": s.shape[0], "mean": s.size}.get(reduction, 1)
+    loss = _reduce(rows, reduction, denominator) / unit
+    if not return_grad:
+        return loss
+    q = softmax(s / temp, axis)
+    grad = factor / temp * (q * np.sum(p, axis=axis, keepdims=True) - p)
+    if reduction in ("batchmean", "mean"):
+        grad = grad / denominator if denominator else grad
+    return loss, grad / unit
