@@ -68,3 +68,15 @@ def make_logits(rng, shape, dtype, scale=3.0):
 
 def make_target(rng, shape, n_classes):
     return rng.integers(0, n_classes, size=shape)
+
+
+def check_fd_gradient(total, x, grad, indices=None, *, h=1e-3, rel=1e-7, abs_tol=1e-9):
+    """Compare ``grad`` with 4th-order central differences of the scalar function
+    ``total`` at float64 ``x``, at ``indices`` (default: every entry)."""
+    for index in (np.ndindex(*x.shape) if indices is None else indices):
+        def at(delta, index=index):
+            shifted = x.copy()
+            shifted[index] += delta
+            return total(shifted)
+        numeric = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
+        assert grad[index] == pytest.approx(numeric, rel=rel, abs=abs_tol), index

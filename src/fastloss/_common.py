@@ -273,3 +273,15 @@ def check_probabilities(arr: np.ndarray, name: str, *, nan_ok: bool = False) -> 
         raise ValueError(f"{name} must be finite" + (" (or NaN)" if nan_ok else ""))
     if low < 0:
         raise ValueError(f"{name} must be non-negative, got {low}")
+
+
+def gradient_requested(return_grad: bool, grad_out: Any, x: np.ndarray,
+                       no_overlap: tuple[tuple[str, Any], ...] = ()) -> bool:
+    """Whether a gradient is wanted (``grad_out`` implies it), after validating
+    ``grad_out``: C-contiguous, ``x``'s shape and dtype, ``x`` itself or no overlap with
+    it, and no overlap with the other inputs."""
+    if grad_out is None:
+        return bool(return_grad)
+    check_out(grad_out, "grad_out", x.shape, x.dtype, may_alias=x, no_overlap=no_overlap,
+              require_c_contiguous=True)
+    return True

@@ -9,13 +9,13 @@ import numpy as np
 
 from fastloss._common import (
     as_floating,
-    check_out,
     check_probabilities,
     check_real,
     check_reduction,
     check_weights,
     class_view,
     effective_n_threads,
+    gradient_requested,
     log_base,
     normalize_axis,
 )
@@ -147,7 +147,6 @@ def fused_rows(
     float dtype; converted to the kernel's); losses and gradient are divided by ``unit``
     (ln of the base), the gradient also by ``denominator``.
     """
-    n_classes = view.shape[1]
     n_rows = view.shape[0] * view.shape[2]
     kdtype = view.dtype
     empty = np.empty((0, 0, 0), dtype=kdtype)
@@ -160,25 +159,14 @@ def fused_rows(
         grad_view = empty
     row_losses = np.empty(n_rows, dtype=np.float64)
     lse = np.empty(n_rows if return_lse else 0, dtype=np.float64)
-    buffers = (
+    _cross_entropy.cross_entropy_kernel(
+        view, classes, rows_view,
         class_weight if class_weight is not None else _NO_WEIGHTS,
         row_weight if row_weight is not None else _NO_WEIGHTS,
-        row_losses,
+        row_losses, grad_view, lse, kind, label_smoothing, z_loss, ignore_index,
+        1.0 / (denominator * unit) if denominator > 0 else 0.0,    # the gradient's scale
+        temperature, loss_factor, effective_n_threads(n_threads, logits.size),
     )
-    grad_scale = 1.0 / (denominator * unit) if denominator > 0 else 0.0
-    options = (kind, label_smoothing, z_loss, ignore_index, grad_scale, temperature,
-               loss_factor, effective_n_threads(n_threads, logits.size))
-    if view.shape[2] == 1:            # class axis last: plain rows
-        flat = (view.shape[0], n_classes)
-        _cross_entropy.cross_entropy_rows(
-            view.reshape(flat), classes,
-            rows_view.reshape(flat if target_rows is not None else (0, 0)), *buffers,
-            grad_view.reshape(flat if with_grad else (0, 0)), lse, *options,
-        )
-    else:
-        _cross_entropy.cross_entropy_strided(
-            view, classes, rows_view, *buffers, grad_view, lse, *options,
-        )
     if unit != 1.0:
         row_losses /= unit
     grad = None
@@ -360,10 +348,8 @@ def cross_entropy(
                   else check_weights(sample_weight, "sample_weight", batch_shape))
     z_loss = check_real(z_loss, "z_loss", 0.0)
     unit = log_base(base)
-    with_grad = bool(return_grad) or grad_out is not None
-    if grad_out is not None:
-        check_out(grad_out, "grad_out", logits.shape, logits.dtype, may_alias=logits,
-                  no_overlap=(("target", given_target),), require_c_contiguous=True)
+    with_grad = gradient_requested(return_grad, grad_out, logits,
+                                   no_overlap=(("target", given_target),))
 
     view = class_view(logits, axis)
     n_rows = view.shape[0] * view.shape[2]

@@ -8,10 +8,10 @@ import numpy as np
 
 from fastloss._common import (
     as_floating,
-    check_out,
     check_probabilities,
     check_real,
     class_view,
+    gradient_requested,
     log_base,
     normalize_axis,
 )
@@ -140,10 +140,8 @@ def kl_div_with_logits(
     if temperature == 0 or not np.isfinite(temperature):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
     unit = log_base(base)
-    with_grad = bool(return_grad) or grad_out is not None
-    if grad_out is not None:
-        check_out(grad_out, "grad_out", logits.shape, logits.dtype, may_alias=logits,
-                  no_overlap=(("teacher", target),), require_c_contiguous=True)
+    with_grad = gradient_requested(return_grad, grad_out, logits,
+                                   no_overlap=(("teacher", target),))
 
     view = class_view(logits, axis)
     if reduction == "batchmean":

@@ -8,11 +8,11 @@ import numpy as np
 
 from fastloss._common import (
     as_floating,
-    check_out,
     check_probabilities,
     check_reduction,
     effective_n_threads,
     full_output,
+    gradient_requested,
     log_base,
     normalize_axis,
     to_rows,
@@ -123,10 +123,7 @@ def entropy_from_logits(
     axis = normalize_axis(axis, logits.ndim, "logits")
     reduction = check_reduction(reduction)
     unit = log_base(base)
-    with_grad = bool(return_grad) or grad_out is not None
-    if grad_out is not None:
-        check_out(grad_out, "grad_out", logits.shape, logits.dtype, may_alias=logits,
-                  require_c_contiguous=True)
+    with_grad = gradient_requested(return_grad, grad_out, logits)
     layout = to_rows(logits, axis)
     n_rows = layout.rows.shape[0]
     row_entropy = np.empty(n_rows, dtype=np.float64)

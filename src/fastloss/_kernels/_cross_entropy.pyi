@@ -3,25 +3,7 @@ from numpy.typing import NDArray
 
 _Float = np.float32 | np.float64
 
-def cross_entropy_rows(
-    logits: NDArray[_Float],
-    target: NDArray[np.intp],
-    soft_target: NDArray[_Float],
-    class_weight: NDArray[np.float64],
-    sample_weight: NDArray[np.float64],
-    loss_out: NDArray[np.float64],
-    grad_out: NDArray[_Float],
-    lse_out: NDArray[np.float64],
-    target_kind: int,
-    label_smoothing: float,
-    z_loss: float,
-    ignore_index: int,
-    grad_scale: float,
-    temperature: float,
-    loss_factor: float,
-    n_threads: int,
-) -> None: ...
-def cross_entropy_strided(
+def cross_entropy_kernel(
     logits: NDArray[_Float],
     target: NDArray[np.intp],
     soft_target: NDArray[_Float],

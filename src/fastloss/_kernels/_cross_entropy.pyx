@@ -183,61 +183,14 @@ cdef CESpec make_spec(
     return spec
 
 
-def cross_entropy_rows(
-    const floating[:, ::1] logits,      # IN (N, C)
-    const cnp.intp_t[::1] target,       # IN (N,): classes; empty with soft targets
-    const floating[:, ::1] soft_target,  # IN (N, C) target rows, or (0, 0)
-    const double[::1] class_weight,     # IN (C,) or (0,)
-    const double[::1] sample_weight,    # IN (N,) or (0,)
-    double[::1] loss_out,               # OUT (N,): weighted row losses
-    floating[:, ::1] grad_out,          # OUT (N, C) or (0, 0); may be logits itself
-    double[::1] lse_out,                # OUT (N,) or (0,)
-    int target_kind,
-    double label_smoothing,
-    double z_loss,
-    Py_ssize_t ignore_index,
-    double grad_scale,
-    double temperature,
-    double loss_factor,
-    int n_threads,
-):
-    """Cross-entropy (or distillation KL) over rows of a C-contiguous (N, C) array: see
-    ce_row; target_kind is a TargetKind."""
-    cdef Py_ssize_t n_rows = logits.shape[0], n_classes = logits.shape[1], i, stride
-    cdef bint soft = target_kind != TARGET_CLASSES
-    cdef CESpec spec = make_spec(
-        class_weight, sample_weight, <TargetKind> target_kind, label_smoothing, n_classes,
-        z_loss, ignore_index, grad_scale, temperature, loss_factor, grad_out.shape[0] > 0,
-        lse_out.shape[0] > 0,
-    )
-    cdef double* lse_ptr = &lse_out[0] if spec.with_lse else NULL
-    cdef double* scratch
-    if n_rows == 0:
-        return
-    stride = chunk_shift_stride(n_row_chunks(n_classes))
-    scratch = alloc_thread_scratch(n_threads, stride)
-    try:
-        for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
-            ce_row(
-                &logits[i, 0], n_classes,
-                target[i] if not soft else 0,
-                &soft_target[i, 0] if soft else NULL,
-                i, &spec, &loss_out[0],
-                &grad_out[i, 0] if spec.with_grad else NULL,
-                lse_ptr, scratch + threadid() * stride,
-            )
-    finally:
-        free(scratch)
-
-
-def cross_entropy_strided(
+def cross_entropy_kernel(
     const floating[:, :, ::1] logits,       # IN (outer, C, inner)
-    const cnp.intp_t[::1] target,           # IN (outer * inner,) or empty
-    const floating[:, :, ::1] soft_target,  # IN (outer, C, inner) target rows, or empty
+    const cnp.intp_t[::1] target,           # IN (outer * inner,): classes, or empty
+    const floating[:, :, ::1] soft_target,  # IN like logits: target rows, or (0, 0, 0)
     const double[::1] class_weight,         # IN (C,) or (0,)
     const double[::1] sample_weight,        # IN (outer * inner,) or (0,)
-    double[::1] loss_out,                   # OUT (outer * inner,)
-    floating[:, :, ::1] grad_out,           # OUT (outer, C, inner) or (0, 0, 0)
+    double[::1] loss_out,                   # OUT (outer * inner,): weighted row losses
+    floating[:, :, ::1] grad_out,           # OUT like logits, or (0, 0, 0); may be logits
     double[::1] lse_out,                    # OUT (outer * inner,) or (0,)
     int target_kind,
     double label_smoothing,
@@ -248,36 +201,85 @@ def cross_entropy_strided(
     double loss_factor,
     int n_threads,
 ):
-    """Cross-entropy (or distillation KL) with the class axis in the middle, row
-    r = o * inner + i.
+    """Cross-entropy (or distillation KL, by target_kind, a TargetKind) of every row
+    r = o * inner + i of a C-contiguous (outer, C, inner) array: see ce_row.
 
-    Each tile of LANES consecutive inner positions is gathered (with its soft targets)
+    With the class axis last (inner = 1) rows are contiguous and read in place. Otherwise
+    each tile of LANES consecutive inner positions is gathered (with its target rows)
     into per-thread scratch as LANES contiguous rows, run through ce_row, and its
-    gradient scattered back: the same bits as the class-last kernel on a transposed copy,
-    without the copy.
+    gradient scattered back: the same bits as on a transposed copy, without the copy.
     """
+    cdef CESpec spec = make_spec(
+        class_weight, sample_weight, <TargetKind> target_kind, label_smoothing,
+        logits.shape[1], z_loss, ignore_index, grad_scale, temperature, loss_factor,
+        grad_out.shape[0] > 0, lse_out.shape[0] > 0,
+    )
+    if logits.shape[0] == 0 or logits.shape[2] == 0:
+        return
+    if logits.shape[2] == 1:
+        rows_loop(logits, target, soft_target, loss_out, grad_out, lse_out, &spec, n_threads)
+    else:
+        tiles_loop(logits, target, soft_target, loss_out, grad_out, lse_out, &spec, n_threads)
+
+
+cdef int rows_loop(
+    const floating[:, :, ::1] logits,
+    const cnp.intp_t[::1] target,
+    const floating[:, :, ::1] soft_target,
+    double[::1] loss_out,
+    floating[:, :, ::1] grad_out,
+    double[::1] lse_out,
+    const CESpec* spec,
+    int n_threads,
+) except -1:
+    """ce_row over the rows of an (N, C, 1) array, in place."""
+    cdef Py_ssize_t n_rows = logits.shape[0], n_classes = logits.shape[1], i
+    cdef Py_ssize_t stride = chunk_shift_stride(n_row_chunks(n_classes))
+    cdef bint soft = spec.kind != TARGET_CLASSES
+    cdef double* lse_ptr = &lse_out[0] if spec.with_lse else NULL
+    cdef double* scratch = alloc_thread_scratch(n_threads, stride)
+    try:
+        for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
+            ce_row(
+                &logits[i, 0, 0], n_classes,
+                target[i] if not soft else 0,
+                &soft_target[i, 0, 0] if soft else NULL,
+                i, spec, &loss_out[0],
+                &grad_out[i, 0, 0] if spec.with_grad else NULL,
+                lse_ptr, scratch + threadid() * stride,
+            )
+    finally:
+        free(scratch)
+    return 0
+
+
+cdef int tiles_loop(
+    const floating[:, :, ::1] logits,
+    const cnp.intp_t[::1] target,
+    const floating[:, :, ::1] soft_target,
+    double[::1] loss_out,
+    floating[:, :, ::1] grad_out,
+    double[::1] lse_out,
+    const CESpec* spec,
+    int n_threads,
+) except -1:
+    """ce_row over tiles of LANES rows gathered from an (outer, C, inner) array."""
     cdef Py_ssize_t n_outer = logits.shape[0], n_classes = logits.shape[1]
     cdef Py_ssize_t n_inner = logits.shape[2]
     cdef Py_ssize_t tiles_per_outer = (n_inner + LANES - 1) // LANES
-    cdef Py_ssize_t tile, o, i0, lanes, b, c, row, per_thread, shifts_len
-    cdef bint soft = target_kind != TARGET_CLASSES
-    cdef CESpec spec = make_spec(
-        class_weight, sample_weight, <TargetKind> target_kind, label_smoothing, n_classes,
-        z_loss, ignore_index, grad_scale, temperature, loss_factor, grad_out.shape[0] > 0,
-        lse_out.shape[0] > 0,
-    )
+    cdef Py_ssize_t tile, o, i0, lanes, b, c, row
+    cdef bint soft = spec.kind != TARGET_CLASSES
     cdef double* lse_ptr = &lse_out[0] if spec.with_lse else NULL
-    cdef double* scratch
     cdef double* mine
     cdef floating* rows
     cdef floating* trows
-    if n_outer == 0 or n_inner == 0:
-        return
-    shifts_len = chunk_shift_stride(n_row_chunks(n_classes))
     # Per thread: shifts, then LANES rows of logits and LANES rows of targets (in doubles,
     # which also keeps the float rows 8-byte aligned).
-    per_thread = shifts_len + (2 * LANES * n_classes * sizeof(floating) + 7) // 8 + 8
-    scratch = alloc_thread_scratch(n_threads, per_thread)
+    cdef Py_ssize_t shifts_len = chunk_shift_stride(n_row_chunks(n_classes))
+    cdef Py_ssize_t per_thread = (
+        shifts_len + (2 * LANES * n_classes * sizeof(floating) + 7) // 8 + 8
+    )
+    cdef double* scratch = alloc_thread_scratch(n_threads, per_thread)
     try:
         for tile in prange(n_outer * tiles_per_outer, nogil=True, schedule="static",
                            num_threads=n_threads):
@@ -300,7 +302,7 @@ def cross_entropy_strided(
                     rows + b * n_classes, n_classes,
                     target[row] if not soft else 0,
                     trows + b * n_classes if soft else NULL,
-                    row, &spec, &loss_out[0],
+                    row, spec, &loss_out[0],
                     rows + b * n_classes if spec.with_grad else NULL,
                     lse_ptr, mine,
                 )
@@ -310,3 +312,4 @@ def cross_entropy_strided(
                         grad_out[o, c, i0 + b] = rows[b * n_classes + c]
     finally:
         free(scratch)
+    return 0
