@@ -6,11 +6,14 @@ import doctest
 
 import pytest
 
+import fastloss._binary
 import fastloss._cross_entropy
+import fastloss._kl
 import fastloss._softmax
 
 
-@pytest.mark.parametrize("module", [fastloss._softmax, fastloss._cross_entropy],
+@pytest.mark.parametrize("module", [fastloss._softmax, fastloss._cross_entropy,
+                                    fastloss._binary, fastloss._kl],
                          ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
