@@ -167,6 +167,27 @@ class TestEmpty:
             assert np.shape(loss) == () and grad.shape == ()
 
 
+@pytest.mark.parametrize("size", [1, 7, 4095, 4096, 4097, 3 * 4096 + 5, 70001])
+def test_value_range_per_block_ignores_nan(rng, dtype, size):
+    # The one-pass, parallel min and max behind the range checks, for every build.
+    v = (rng.standard_normal(size) * 5).astype(dtype)
+    v[rng.random(size) < 0.1] = np.nan
+    block = 4096
+    if size > block:
+        v[:block] = np.nan                                  # a block of NaN only
+    n_blocks = -(-size // block)
+    expected_low = np.array([np.fmin.reduce(v[i:i + block]) for i in range(0, size, block)])
+    expected_high = np.array([np.fmax.reduce(v[i:i + block]) for i in range(0, size, block)])
+    for kernels in _common.elementwise_builds().values():
+        for n_threads in (1, 2, 3):
+            lows, highs = np.empty(n_blocks), np.empty(n_blocks)
+            kernels.value_range(v, lows, highs, n_threads)
+            all_nan = np.isnan(expected_low)
+            np.testing.assert_array_equal(lows[~all_nan], expected_low[~all_nan])
+            np.testing.assert_array_equal(highs[~all_nan], expected_high[~all_nan])
+            assert (lows[all_nan] == np.inf).all() and (highs[all_nan] == -np.inf).all()
+
+
 # --- the errors of the arguments every elementwise loss has ------------------------------
 
 X = {"bce": np.full((4, 3), 0.5), "bce_logits": np.zeros((4, 3)),

@@ -306,13 +306,19 @@ def elementwise_target(target: Any, x: np.ndarray, x_name: str) -> np.ndarray:
 
 
 def check_range(flat: np.ndarray, name: str, low: float, high: float = math.inf,
-                what: str = "") -> None:
-    """Every value in [low, high], NaN allowed (it propagates into the loss).
+                what: str = "", n_threads: int = 1) -> None:
+    """Every value of a flat float32/float64 array in [low, high], NaN allowed (it
+    propagates into the loss).
 
-    NaN-ignoring min and max reductions over the array, without a temporary."""
+    The NaN-ignoring min and max come from one parallel pass of the kernels (per-block
+    extremes), without a temporary of the array's size."""
     if flat.size == 0:
         return
-    lowest, highest = np.fmin.reduce(flat, axis=None), np.fmax.reduce(flat, axis=None)
+    kernels = elementwise_kernels()
+    n_blocks = -(-flat.size // kernels.BLOCK_SIZE)
+    lows, highs = np.empty(n_blocks), np.empty(n_blocks)
+    kernels.value_range(flat, lows, highs, n_threads)
+    lowest, highest = lows.min(), highs.max()
     if lowest < low or highest > high:
         bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
         raise ValueError(f"{name} must be {bounds}{what}, got values from {lowest} to "
@@ -393,12 +399,13 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
     given = as_floating(x_given, spec.x_name)
     reduction = check_reduction(reduction, spec.reductions)
     ln_base = log_base(base)
+    threads = effective_n_threads(n_threads, given.size)
     x = np.ascontiguousarray(given, dtype=compute_dtype(given.dtype)).reshape(-1)
     y = elementwise_target(target, given, spec.x_name)
     for values, name, bounds in ((x, spec.x_name, spec.x_bounds),
                                  (y, "target", spec.target_bounds)):
         if bounds is not None:
-            check_range(values, name, *bounds, what=spec.bounds_hint)
+            check_range(values, name, *bounds, what=spec.bounds_hint, n_threads=threads)
     weights = periodic_weights(weight, "weight", given.shape, x.dtype, spec.x_name)
     pos_weights = periodic_weights(pos_weight, "pos_weight", given.shape, x.dtype, "target")
     if grad_out is not None:
@@ -421,7 +428,7 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
     scale = 1.0 / (denominator * ln_base) if denominator > 0 else 0.0
     kernels.elementwise_loss(
         spec.kind, x, y, weights, pos_weights, partials, loss_out, grad, label_smoothing,
-        1.0 / ln_base, scale, effective_n_threads(n_threads, n),
+        1.0 / ln_base, scale, threads,
     )
     # Results of a float16 input round to its range: 1e12 becomes inf, without a warning.
     with np.errstate(over="ignore"):

@@ -410,6 +410,52 @@ def elementwise_loss(
                   loss_scale, grad_scale, n_threads)
 
 
+# --- the range of the values, for validation ---------------------------------------------
+
+cdef void block_range(
+    const floating* v, Py_ssize_t n, double* low, double* high,
+) noexcept nogil:
+    """min and max of v[0:n], NaN ignored (+inf and -inf if all are NaN): LANES running
+    extremes compared lane by lane, then merged."""
+    cdef floating lo[LANES]
+    cdef floating hi[LANES]
+    cdef floating value
+    cdef Py_ssize_t i, j
+    for j in range(LANES):
+        lo[j] = INFINITY
+        hi[j] = -INFINITY
+    for i in range(n // LANES):
+        for j in range(LANES):
+            value = v[i * LANES + j]
+            lo[j] = value if value < lo[j] else lo[j]
+            hi[j] = value if value > hi[j] else hi[j]
+    for i in range(n - n % LANES, n):
+        value = v[i]
+        lo[0] = value if value < lo[0] else lo[0]
+        hi[0] = value if value > hi[0] else hi[0]
+    for j in range(1, LANES):
+        lo[0] = lo[j] if lo[j] < lo[0] else lo[0]
+        hi[0] = hi[j] if hi[j] > hi[0] else hi[0]
+    low[0] = lo[0]
+    high[0] = hi[0]
+
+
+def value_range(
+    const floating[::1] v,      # IN (n,)
+    double[::1] lows,           # OUT (ceil(n / BLOCK),): each block's minimum
+    double[::1] highs,          # OUT (ceil(n / BLOCK),): each block's maximum
+    int n_threads,
+):
+    """Each block's min and max, NaN ignored: one parallel pass over v, where NumPy's
+    fmin and fmax reductions take two serial ones."""
+    cdef Py_ssize_t n = v.shape[0], b, start
+    with nogil:
+        for b in prange(lows.shape[0], schedule="static", num_threads=n_threads):
+            start = b * BLOCK
+            block_range(&v[start], BLOCK if start + BLOCK < n else n - start,
+                        &lows[b], &highs[b])
+
+
 # --- which SIMD builds this CPU runs -----------------------------------------------------
 
 cdef extern from *:
