@@ -6,6 +6,7 @@ serial and a warning is printed; ``FASTLOSS_REQUIRE_OPENMP=1`` turns that into a
 """
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -18,7 +19,28 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_openmp_helpers", "_softmax", "_cross_entropy"]
+KERNELS = ["_openmp_helpers", "_softmax", "_cross_entropy", "_elementwise"]
+
+# Extra flags of some kernels, by compiler family. _elementwise's element loops compute
+# both sides of a choice and select (the compiler may do so only if it need not preserve
+# floating-point traps: -fno-trapping-math keeps IEEE results, infinities and NaN alike),
+# and never fuse a multiply and an add, so that every CPU gets the same bits.
+EXTRA_CFLAGS = {
+    "_elementwise": {"unix": ["-fno-trapping-math", "-ffp-contract=off"], "msvc": []},
+}
+
+# Kernels also built for wider SIMD instruction sets, on x86-64 with GCC or clang, where
+# the compiler accepts the flags: {kernel: {suffix: flags}}. A variant is a one-line .pyx
+# that includes the kernel's source; fastloss._common.elementwise_kernels picks the
+# widest one the CPU runs (AVX2; AVX-512 F, CD, BW, DQ and VL as in x86-64-v4). No FMA:
+# the variants compute the same bits as the portable build.
+SIMD_VARIANTS = {
+    "_elementwise": {
+        "avx2": ["-mavx2"],
+        "avx512": ["-mavx512f", "-mavx512cd", "-mavx512bw", "-mavx512dq", "-mavx512vl"],
+    },
+}
+SIMD_PLATFORM = platform.machine().lower() in ("x86_64", "amd64")
 
 OPENMP_PROBE = textwrap.dedent(
     """
@@ -71,6 +93,34 @@ def _probe_openmp(compiler, compile_flags, link_flags):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _compiler_accepts(compiler, flags):
+    """Whether the compiler builds a trivial C file with these flags."""
+    tmp = tempfile.mkdtemp(prefix="fastloss-flags-")
+    try:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write("int fastloss_probe(int x) { return x + 1; }\n")
+        compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+        return True
+    except Exception:  # any failure means: not these flags
+        return False
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _kernel_flags(ext_name, family, compiler):
+    """Extra flags of one extension, or None to skip it (a SIMD variant this compiler
+    cannot build)."""
+    name = ext_name.rsplit(".", 1)[-1]
+    for base, variants in SIMD_VARIANTS.items():
+        for suffix, simd in variants.items():
+            if name == f"{base}_{suffix}":
+                if family != "unix" or not _compiler_accepts(compiler, simd):
+                    return None
+                return EXTRA_CFLAGS.get(base, {}).get(family, []) + simd
+    return EXTRA_CFLAGS.get(name, {}).get(family, [])
+
+
 class BuildExt(build_ext):
     """build_ext that probes OpenMP once and records the flags in the extensions."""
 
@@ -99,11 +149,20 @@ class BuildExt(build_ext):
             print(msg, file=sys.stderr)
             omp_compile, omp_link = [], []
         cflags = base + omp_compile
+        family = "msvc" if ctype == "msvc" else "unix"
+        kept = []
         for ext in self.extensions:
-            ext.extra_compile_args = cflags + ext.extra_compile_args
+            extra = _kernel_flags(ext.name, family, self.compiler)
+            if extra is None:
+                print(f"fastloss: not building {ext.name} (no SIMD flags for this "
+                      "compiler); the portable kernels serve instead.", file=sys.stderr)
+                continue
+            kept.append(ext)
+            ext.extra_compile_args = cflags + extra + ext.extra_compile_args
             ext.extra_link_args = omp_link + ext.extra_link_args
             # What `python -m fastloss info` reports as the build flags.
             ext.define_macros.append(("FASTLOSS_CFLAGS", '"' + " ".join(cflags) + '"'))
+        self.extensions = kept
         super().build_extensions()
 
 
@@ -118,6 +177,10 @@ def _extensions():
         "embedsignature": True,
     }
     kernel_dir = os.path.join("src", "fastloss", "_kernels")
+    names = list(KERNELS)
+    if SIMD_PLATFORM:
+        names += [f"{base}_{suffix}" for base, variants in SIMD_VARIANTS.items()
+                  for suffix in variants]
     exts = [
         Extension(
             f"fastloss._kernels.{name}",
@@ -125,7 +188,7 @@ def _extensions():
             include_dirs=[np.get_include(), kernel_dir],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         )
-        for name in KERNELS
+        for name in names
     ]
     return cythonize(
         exts,

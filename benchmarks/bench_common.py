@@ -264,3 +264,60 @@ def warmup_rounds_for(peer: str, shape: tuple[int, int]) -> int:
     """Untimed rounds first: they absorb lazy initialisation (PyTorch's autograd engine and
     thread pool, OpenMP's team). The NumPy reference has none worth a multi-second call."""
     return 0 if peer == "numpy" and _is_large(shape) else 1
+
+
+# binary_cross_entropy_with_logits on 16M float32 elements, loss and gradient (mean).
+# "fastloss": fused, into a preallocated grad_out; "copy": np.copyto of the logits into a
+# same-size buffer (read + write of one array: the kernel must also read the targets, so
+# it moves 1.5 times the copy's bytes); "numpy": the float64 reference; "torch": forward
+# and backward through autograd.
+ELEMENTWISE_SHAPE: tuple[int, int] = (16384, 1024)
+ELEMENTWISE_DTYPE = "float32"
+ELEMENTWISE_PEERS: tuple[str, ...] = ("fastloss", "copy", "numpy", "torch")
+
+
+@dataclass(frozen=True)
+class ElementwiseInputs(Inputs):
+    """Inputs whose target holds labels of the logits' shape (0/1, in their dtype)."""
+
+    @property
+    def moved_bytes(self) -> int:
+        """What the fused kernel must move: read logits and targets, write the gradient."""
+        return self.logits.nbytes + self.target.nbytes + self.scratch.nbytes
+
+
+def make_elementwise_inputs(dtype: str, n: int, c: int) -> ElementwiseInputs:
+    """Logits ~ 3 * N(0, 1) and fair 0/1 labels from a fixed seed, all pages touched."""
+    rng = np.random.default_rng([SEED, n, c, 2])
+    logits = (rng.standard_normal((n, c)) * 3.0).astype(dtype)
+    target = (rng.random((n, c)) < 0.5).astype(dtype)
+    scratch = np.empty_like(logits)
+    scratch.fill(0.0)
+    return ElementwiseInputs(logits=logits, target=target, scratch=scratch)
+
+
+def bce_with_logits_peer(peer: str, inputs: ElementwiseInputs, n_threads: int) -> Callback:
+    """The callable that times ``peer`` on binary_cross_entropy_with_logits (loss and
+    gradient, mean reduction). PyTorch's threads: wrap calls in :func:`torch_threads`."""
+    x, y, buf = inputs.logits, inputs.target, inputs.scratch
+    if peer == "fastloss":
+        return lambda: fastloss.binary_cross_entropy_with_logits(x, y, n_threads=n_threads,
+                                                                 grad_out=buf)
+    if peer == "copy":
+        return lambda: np.copyto(buf, x)
+    if peer == "numpy":
+        return lambda: reference.binary_cross_entropy_with_logits(x, y, return_grad=True)
+    if peer == "torch":
+        torch = load_torch()
+        if torch is None:
+            raise RuntimeError("torch is not installed")
+        leaf = torch.from_numpy(x).requires_grad_(True)
+        labels = torch.from_numpy(y)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+
+        def run() -> None:
+            leaf.grad = None
+            bce(leaf, labels).backward()
+
+        return run
+    raise ValueError(f"unknown binary_cross_entropy_with_logits peer {peer!r}")

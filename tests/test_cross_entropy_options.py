@@ -375,3 +375,14 @@ def test_mean_with_uniform_weights_of_any_scale(rng, scale, which):
     loss, grad = fastloss.cross_entropy(logits, target, return_grad=True, **kwargs)
     np.testing.assert_allclose(loss, expected[0], rtol=1e-13)
     np.testing.assert_allclose(grad, expected[1], rtol=1e-13, atol=1e-16)
+
+
+def test_mean_of_soft_targets_with_tiny_class_weights(rng):
+    # The soft "mean" divides by the number of rows only: class weights far from 1 scale
+    # the loss and must not be normalised away.
+    logits = make_logits(rng, (3, 4), np.float64)
+    target = reference.softmax(make_logits(rng, (3, 4), np.float64))
+    weight = np.full(4, 3e-217)
+    loss = fastloss.cross_entropy(logits, target, weight=weight)
+    plain = fastloss.cross_entropy(logits, target)
+    assert loss == pytest.approx(plain * 3e-217, rel=1e-13)

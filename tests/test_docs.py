@@ -6,14 +6,16 @@ import doctest
 
 import pytest
 
+import fastloss._binary
 import fastloss._cross_entropy
 import fastloss._distill
 import fastloss._encoding
 import fastloss._entropy
+import fastloss._kl
 import fastloss._softmax
 
 MODULES = [fastloss._softmax, fastloss._cross_entropy, fastloss._distill, fastloss._entropy,
-           fastloss._encoding]
+           fastloss._encoding, fastloss._binary, fastloss._kl]
 
 
 @pytest.mark.parametrize("module", MODULES,

@@ -7,16 +7,19 @@ the argument and what was expected; the kernels trust what passes through here.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import math
 import operator
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 
-from fastloss._kernels import _openmp_helpers
+from fastloss._kernels import _elementwise, _openmp_helpers
 
 #: Below this many scores (N x C) a call runs on one thread. benchmarks/threshold.py on
 #: the 2-core project machine: with OpenMP's workers awake, two threads already win at 320
@@ -64,9 +67,9 @@ def effective_n_threads(n_threads: int | None, work: int) -> int:
     return 1 if work < PARALLEL_MIN_ELEMENTS else resolved
 
 
-def check_reduction(reduction: str) -> str:
-    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+def check_reduction(reduction: str, choices: tuple[str, ...] = REDUCTIONS) -> str:
+    if not isinstance(reduction, str) or reduction not in choices:
+        raise ValueError(f"reduction must be one of {choices}, got {reduction!r}")
     return reduction
 
 
@@ -285,3 +288,199 @@ def gradient_requested(return_grad: bool, grad_out: Any, x: np.ndarray,
     check_out(grad_out, "grad_out", x.shape, x.dtype, may_alias=x, no_overlap=no_overlap,
               require_c_contiguous=True)
     return True
+# --- elementwise losses: kernels, targets, broadcast weights, the reduction --------------
+
+@functools.cache
+def elementwise_builds() -> dict[str, ModuleType]:
+    """The builds of the elementwise kernels that this CPU runs, widest SIMD first.
+
+    Every build compiles the same source and gives the same bits (setup.py's
+    SIMD_VARIANTS); a variant is imported only after the portable build has checked
+    that the CPU and the OS support its instructions.
+    """
+    builds = {}
+    for name in _elementwise.cpu_builds():
+        if name == "portable":
+            builds[name] = _elementwise
+            continue
+        try:
+            builds[name] = importlib.import_module(f"fastloss._kernels._elementwise_{name}")
+        except ImportError:     # not built here (compiler, platform)
+            continue
+    return builds
+
+
+def elementwise_kernels() -> ModuleType:
+    """The build of the elementwise kernels to run: the widest this CPU supports, or the
+    one named by the environment variable ``FASTLOSS_SIMD`` (portable, avx2, avx512)."""
+    builds = elementwise_builds()
+    forced = os.environ.get("FASTLOSS_SIMD", "")
+    if not forced:
+        return next(iter(builds.values()))
+    if forced not in builds:
+        raise ValueError(f"FASTLOSS_SIMD={forced!r} names no build of the kernels that this "
+                         f"machine runs; it runs {tuple(builds)}")
+    return builds[forced]
+
+
+def elementwise_target(target: Any, x: np.ndarray, x_name: str) -> np.ndarray:
+    """``target`` as a flat C-contiguous array in the kernel dtype of ``x``, whose shape it
+    must have. Integer and boolean targets are converted; other non-real dtypes raise."""
+    arr = np.asarray(target)
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"target must be an array of real numbers, got dtype {arr.dtype}")
+    if arr.shape != x.shape:
+        raise ValueError(f"target must have the shape of {x_name}, {x.shape}, got {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=compute_dtype(x.dtype)).reshape(-1)
+
+
+def check_range(flat: np.ndarray, name: str, low: float, high: float = math.inf,
+                what: str = "", n_threads: int = 1) -> None:
+    """Every value of a flat float32/float64 array in [low, high], NaN allowed (it
+    propagates into the loss).
+
+    The NaN-ignoring min and max come from one parallel pass of the kernels (per-block
+    extremes), without a temporary of the array's size."""
+    if flat.size == 0:
+        return
+    kernels = elementwise_kernels()
+    n_blocks = -(-flat.size // kernels.BLOCK_SIZE)
+    lows, highs = np.empty(n_blocks), np.empty(n_blocks)
+    kernels.value_range(flat, lows, highs, n_threads)
+    lowest, highest = lows.min(), highs.max()
+    if lowest < low or highest > high:
+        bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
+        raise ValueError(f"{name} must be {bounds}{what}, got values from {lowest} to "
+                         f"{highest}")
+
+
+def periodic_weights(weights: Any, name: str, shape: tuple[int, ...], dtype: np.dtype,
+                     against: str) -> np.ndarray:
+    """Finite, non-negative real weights that broadcast to ``shape``, as the kernels take
+    them: one period of their values over the flat index, in ``dtype``, tiled to at least
+    the kernels' block size (None: ones).
+
+    After left-padding with 1s, weights that are 1 over the leading axes and equal to
+    ``shape`` over the others (a scalar, (C,), (D, C) or the full shape) repeat with
+    period prod(trailing axes) and are passed as they are (a view when they are
+    C-contiguous in ``dtype``). Any other broadcast, such as (N, 1), is materialised to the
+    full shape (one copy).
+    """
+    block = _elementwise.BLOCK_SIZE
+    if weights is None:
+        return _ones(dtype, block)
+    arr = np.asarray(weights)
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
+    padded = (1,) * (len(shape) - arr.ndim) + arr.shape
+    if arr.ndim > len(shape) or any(w not in (1, s) for w, s in zip(padded, shape, strict=True)):
+        raise ValueError(f"{name} of shape {arr.shape} does not broadcast to the shape of "
+                         f"{against}, {shape}")
+    if arr.size:
+        low, high = np.min(arr), np.max(arr)
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ValueError(f"{name} must be finite")
+        if low < 0:
+            raise ValueError(f"{name} must be non-negative, got {low}")
+    lead = len(shape)                      # the trailing axes [lead:] match shape
+    while lead > 0 and padded[lead - 1] == shape[lead - 1]:
+        lead -= 1
+    if all(w == 1 for w in padded[:lead]):
+        period = np.ascontiguousarray(arr.reshape(padded[lead:]), dtype=dtype).reshape(-1)
+    else:
+        period = np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=dtype).reshape(-1)
+    if 0 < period.size < block:
+        period = np.tile(period, -(-block // period.size))
+    return period
+
+
+@functools.cache
+def _ones(dtype: np.dtype, n: int) -> np.ndarray:
+    ones = np.ones(n, dtype=dtype)
+    ones.flags.writeable = False
+    return ones
+
+
+@dataclass(frozen=True)
+class ElementwiseSpec:
+    """What distinguishes one elementwise loss in :func:`run_elementwise`."""
+
+    kind: int                                   # the kernel's loss constant
+    x_name: str                                 # the first argument's name
+    x_bounds: tuple[float, float] | None = None         # allowed values of x (NaN too)
+    target_bounds: tuple[float, float] | None = None    # allowed values of the target
+    bounds_hint: str = ""                       # appended to a range error's bounds
+    reductions: tuple[str, ...] = REDUCTIONS
+
+
+def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight: Any = None,
+                    pos_weight: Any = None, label_smoothing: float = 0.0,
+                    reduction: str, base: Any, n_threads: int | None, return_grad: bool,
+                    grad_out: np.ndarray | None) -> Any:
+    """Validate the arguments of an elementwise loss, run its kernel, form the results.
+
+    The first argument and the target are read flat and C-contiguous in the kernel dtype
+    (views when they already are); weights as :func:`periodic_weights` passes them. The
+    reduced loss is the fixed-order sum of the kernel's block sums, over the reduction's
+    denominator (NaN when it is 0) and ln(base); the gradient is that of the reduced loss
+    (of the sum for "none"), in the shape and dtype of the first argument.
+    """
+    given = as_floating(x_given, spec.x_name)
+    reduction = check_reduction(reduction, spec.reductions)
+    ln_base = log_base(base)
+    threads = effective_n_threads(n_threads, given.size)
+    x = np.ascontiguousarray(given, dtype=compute_dtype(given.dtype)).reshape(-1)
+    y = elementwise_target(target, given, spec.x_name)
+    for values, name, bounds in ((x, spec.x_name, spec.x_bounds),
+                                 (y, "target", spec.target_bounds)):
+        if bounds is not None:
+            check_range(values, name, *bounds, what=spec.bounds_hint, n_threads=threads)
+    weights = periodic_weights(weight, "weight", given.shape, x.dtype, spec.x_name)
+    pos_weights = periodic_weights(pos_weight, "pos_weight", given.shape, x.dtype, "target")
+    if grad_out is not None:
+        check_out(grad_out, "grad_out", given.shape, given.dtype, may_alias=given,
+                  no_overlap=(("target", target), ("weight", weight),
+                              ("pos_weight", pos_weight)),
+                  require_c_contiguous=True)
+    with_grad = bool(return_grad) or grad_out is not None
+
+    kernels = elementwise_kernels()
+    n = x.size
+    partials = np.empty(-(-n // kernels.BLOCK_SIZE), dtype=np.float64)
+    loss_out = np.empty(n if reduction == "none" else 0, dtype=x.dtype)
+    direct = grad_out is not None and grad_out.dtype == x.dtype
+    if not with_grad:
+        grad = np.empty(0, dtype=x.dtype)
+    else:
+        grad = grad_out.reshape(-1) if direct else np.empty(n, dtype=x.dtype)
+    denominator = mean_denominator(reduction, given.shape)
+    scale = 1.0 / (denominator * ln_base) if denominator > 0 else 0.0
+    kernels.elementwise_loss(
+        spec.kind, x, y, weights, pos_weights, partials, loss_out, grad, label_smoothing,
+        1.0 / ln_base, scale, threads,
+    )
+    # Results of a float16 input round to its range: 1e12 becomes inf, without a warning.
+    with np.errstate(over="ignore"):
+        if reduction == "none":
+            loss = loss_out.reshape(given.shape).astype(given.dtype, copy=False)
+        else:
+            total = float(np.sum(partials))
+            loss = given.dtype.type(total / denominator / ln_base if denominator > 0
+                                    else math.nan)
+        if not with_grad:
+            return loss
+        if grad_out is None:
+            return loss, grad.reshape(given.shape).astype(given.dtype, copy=False)
+        if not direct:          # float16 / long double: computed in a kernel dtype
+            grad_out[...] = grad.reshape(given.shape)
+    return loss, grad_out
+
+
+def mean_denominator(reduction: str, shape: tuple[int, ...]) -> float:
+    """What a reduction divides the sum of an elementwise loss by: the number of elements
+    for "mean", the first dimension for "batchmean" (none for a 0-d input), else 1."""
+    if reduction == "mean":
+        return float(math.prod(shape))
+    if reduction == "batchmean":
+        return float(shape[0]) if shape else 1.0
+    return 1.0

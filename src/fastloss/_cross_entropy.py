@@ -81,11 +81,12 @@ def _denominator(reduction: str, n_rows: int, soft: bool, classes: np.ndarray,
 
 
 def _rescale_for_mean(class_weight: np.ndarray | None, row_weight: np.ndarray | None,
-                      z_loss: float):
+                      z_loss: float, soft: bool):
     """Weights of an extreme scale, divided by their maximum.
 
-    A "mean" does not change when the sample weights, or the class weights and z_loss
-    together, are divided by a constant; doing so for weights far from 1 keeps the
+    A "mean" does not change when the sample weights, or (for class targets, whose
+    denominator holds the class weights) the class weights and z_loss together, are
+    divided by a constant; doing so for weights far from 1 keeps the
     denominator (a sum of products of weights) and its reciprocal from under- or
     overflowing. Returns (class_weight, row_weight, z_loss).
     """
@@ -96,7 +97,7 @@ def _rescale_for_mean(class_weight: np.ndarray | None, row_weight: np.ndarray | 
     top = scale_of(row_weight)
     if top != 1.0:
         row_weight = row_weight / top
-    top = scale_of(class_weight)
+    top = 1.0 if soft else scale_of(class_weight)
     if top != 1.0:
         class_weight, z_loss = class_weight / top, z_loss / top
     return class_weight, row_weight, z_loss
@@ -354,7 +355,8 @@ def cross_entropy(
     view = class_view(logits, axis)
     n_rows = view.shape[0] * view.shape[2]
     if reduction == "mean":
-        class_weight, row_weight, z_loss = _rescale_for_mean(class_weight, row_weight, z_loss)
+        class_weight, row_weight, z_loss = _rescale_for_mean(class_weight, row_weight, z_loss,
+                                                             soft)
     denominator = _denominator(reduction, n_rows, soft, classes, ignore_index,
                                class_weight, row_weight)
     row_losses, grad, lse = fused_rows(

@@ -14,9 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
     "cross_entropy",
     "entropy",
     "entropy_from_logits",
+    "kl_div",
     "kl_div_with_logits",
     "log_softmax",
     "logsumexp",
@@ -232,3 +235,112 @@ def kl_div_with_logits(
     if reduction in ("batchmean", "mean"):
         grad = grad / denominator if denominator else grad
     return loss, grad / unit
+def _reduce_elementwise(losses: np.ndarray, grad: np.ndarray, reduction: str,
+                        base: float | None, return_grad: bool):
+    """Elementwise losses and derivatives (float64) to the result: "none", "sum", "mean"
+    (over the number of elements) or "batchmean" (over the first dimension; a 0-d input
+    is summed), all in units of ``base`` (None: nats). The gradient is that of the
+    reduced loss ("none": of the sum)."""
+    if reduction in ("none", "sum"):
+        denominator = 1.0
+    elif reduction == "mean":
+        denominator = float(losses.size)
+    elif reduction == "batchmean":
+        denominator = float(losses.shape[0]) if losses.ndim else 1.0
+    else:
+        raise ValueError(f"unknown reduction {reduction!r}")
+    unit = 1.0 if base is None else float(np.log(base))
+    if reduction == "none":
+        loss = losses / unit
+    else:
+        loss = np.sum(losses) / denominator / unit if denominator > 0 else np.nan
+    if not return_grad:
+        return loss
+    return loss, grad / (denominator * unit) if denominator > 0 else grad
+
+
+def _broadcast_weight(weight, shape: tuple[int, ...]) -> np.ndarray:
+    if weight is None:
+        return np.ones(shape)
+    return np.broadcast_to(np.asarray(weight, dtype=np.float64), shape)
+
+
+def binary_cross_entropy(
+    probs: np.ndarray,
+    target: np.ndarray,
+    *,
+    weight: np.ndarray | None = None,
+    reduction: str = "mean",
+    base: float | None = None,
+    return_grad: bool = False,
+):
+    """-w [y max(log p, -100) + (1 - y) max(log(1 - p), -100)] per element; its
+    derivative w (p - y) / max(p (1 - p), eps), as PyTorch defines both, with PyTorch's
+    eps = 1e-12 in single precision."""
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    w = _broadcast_weight(weight, p.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_p = np.maximum(np.log(p), -100.0)
+        log_q = np.maximum(np.log1p(-p), -100.0)
+        losses = -w * (y * log_p + (1.0 - y) * log_q)
+        grad = w * (p - y) / np.maximum(p * (1.0 - p), float(np.float32(1e-12)))
+    return _reduce_elementwise(losses, grad, reduction, base, return_grad)
+
+
+def binary_cross_entropy_with_logits(
+    logits: np.ndarray,
+    target: np.ndarray,
+    *,
+    weight: np.ndarray | None = None,
+    pos_weight: np.ndarray | None = None,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+    base: float | None = None,
+    return_grad: bool = False,
+):
+    """w [(1 - t) x + L softplus(-x)] per element, with t = y (1 - eps) + eps / 2 and
+    L = 1 + (v - 1) t (v: pos_weight); derivative w (L sigmoid(x) - v t).
+
+    softplus(-x) = max(-x, 0) + log1p(exp(-|x|)). For x < 0 the linear parts
+    (1 - t) x - L x are collected into -v t x first, so that no two large terms cancel
+    (they would for x = -1e4 and t near 0); likewise the derivative is formed from
+    sigmoid(-|x|) on each side, where it does not round to 1."""
+    x = np.asarray(logits, dtype=np.float64)
+    y = np.asarray(target, dtype=np.float64)
+    w = _broadcast_weight(weight, x.shape)
+    v = _broadcast_weight(pos_weight, x.shape)
+    t = y * (1.0 - label_smoothing) + label_smoothing / 2.0
+    coef = 1.0 + (v - 1.0) * t
+    with np.errstate(over="ignore", invalid="ignore"):
+        e = np.exp(-np.abs(x))
+        softplus_part = np.log1p(e)                         # softplus(-x) - max(-x, 0)
+        sigmoid_small = e / (1.0 + e)                       # sigmoid(-|x|)
+        linear = np.where(x >= 0, (1.0 - t) * x, -v * t * x)
+        losses = w * (linear + coef * softplus_part)
+        slope = np.where(x >= 0, (1.0 - t) - coef * sigmoid_small,
+                         coef * sigmoid_small - v * t)
+        grad = w * slope
+    return _reduce_elementwise(losses, grad, reduction, base, return_grad)
+
+
+def kl_div(
+    input: np.ndarray,
+    target: np.ndarray,
+    *,
+    reduction: str = "mean",
+    log_target: bool = False,
+    base: float | None = None,
+    return_grad: bool = False,
+):
+    """p (log p - x) per element with p the target probability (exp(target) with
+    log_target), exactly 0 where p = 0 unless x is NaN; derivative -p with respect to x."""
+    x = np.asarray(input, dtype=np.float64)
+    given = np.asarray(target, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        p = np.exp(given) if log_target else given
+        log_p = given if log_target else np.log(given)
+        terms = p * (log_p - x)
+    zero_terms = np.where(np.isnan(x), np.nan, 0.0)
+    losses = np.where(p == 0, zero_terms, terms)
+    return _reduce_elementwise(losses, -p, reduction, base, return_grad)
