@@ -9,6 +9,7 @@ import sys
 import numpy as np
 
 import fastloss
+from fastloss import _common
 from fastloss._common import PARALLEL_MIN_ELEMENTS, effective_n_threads
 
 
@@ -25,7 +26,9 @@ def info() -> str:
                        else "disabled: serial build, every kernel runs on one thread"),
         f"threads  {threads} (n_threads=None; OMP_NUM_THREADS and threadpoolctl apply; "
         f"inputs under {PARALLEL_MIN_ELEMENTS} elements run on 1)",
-        f"simd     {build['simd']}",
+        f"simd     {build['simd']} (row kernels); elementwise kernels: "
+        f"{_common.elementwise_kernels().__name__.rsplit('.', 1)[-1]} "
+        f"(of {', '.join(_common.elementwise_builds())}; FASTLOSS_SIMD forces one)",
         f"compiler {build['compiler']}",
         f"cflags   {build['cflags']}",
     ]

@@ -107,12 +107,14 @@ def reduce_rows(row_losses: np.ndarray, reduction: str, denominator: float,
             batch_shape: tuple[int, ...], dtype: np.dtype) -> Any:
     """Per-row float64 losses to the result. The sum is NumPy's pairwise sum over a buffer
     written in row order, so it does not depend on the number of threads."""
-    if reduction == "none":
-        return row_losses.reshape(batch_shape).astype(dtype, copy=False)
-    total = float(np.sum(row_losses))
-    if reduction == "mean":
-        total = total / denominator if denominator > 0 else float("nan")
-    return dtype.type(total)
+    # A loss beyond the dtype's range rounds to inf, which is the answer: no warning.
+    with np.errstate(over="ignore"):
+        if reduction == "none":
+            return row_losses.reshape(batch_shape).astype(dtype, copy=False)
+        total = float(np.sum(row_losses))
+        if reduction == "mean":
+            total = total / denominator if denominator > 0 else float("nan")
+        return dtype.type(total)
 
 
 # The kernels' TargetKind.
