@@ -437,12 +437,10 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
             check_range(values, name, *bounds, what=spec.bounds_hint, n_threads=threads)
     weights = periodic_weights(weight, "weight", given.shape, x.dtype, spec.x_name)
     pos_weights = periodic_weights(pos_weight, "pos_weight", given.shape, x.dtype, "target")
-    if grad_out is not None:
-        check_out(grad_out, "grad_out", given.shape, given.dtype, may_alias=given,
-                  no_overlap=(("target", target), ("weight", weight),
-                              ("pos_weight", pos_weight)),
-                  require_c_contiguous=True)
-    with_grad = bool(return_grad) or grad_out is not None
+    with_grad = gradient_requested(
+        return_grad, grad_out, given,
+        no_overlap=(("target", target), ("weight", weight), ("pos_weight", pos_weight)),
+    )
 
     kernels = elementwise_kernels()
     n = x.size
