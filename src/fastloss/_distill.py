@@ -16,6 +16,7 @@ from fastloss._common import (
     normalize_axis,
 )
 from fastloss._cross_entropy import (
+    _NO_CLASSES,
     KL_LOG_PROBS,
     KL_LOGITS,
     KL_PROBS,
@@ -27,7 +28,6 @@ __all__ = ["kl_div_with_logits"]
 
 TEACHER_KINDS = {"probs": KL_PROBS, "log_probs": KL_LOG_PROBS, "logits": KL_LOGITS}
 REDUCTIONS = ("batchmean", "mean", "sum", "none")
-_NO_CLASSES = np.empty(0, dtype=np.intp)
 
 
 def kl_div_with_logits(
