@@ -48,14 +48,14 @@ class TestDeterminism:
                 assert _same_bits(grad, results[0][1]), reduction
 
     @pytest.mark.parametrize("build", ["avx2", "avx512"])
-    def test_every_simd_build_gives_the_portable_bits(self, rng, dtype, variant, build,
+    def test_every_simd_build_gives_the_baseline_bits(self, rng, dtype, variant, build,
                                                       monkeypatch):
-        if build not in _common.elementwise_builds():
+        if build not in _common.simd_builds("_elementwise"):
             pytest.skip(f"this CPU or build has no {build} kernels")
         fn, x, target, kwargs = variant_case(rng, variant, (33, 1001), dtype)
         x.reshape(-1)[::97] = np.nan
         results = {}
-        for chosen in ("portable", build):
+        for chosen in ("baseline", build):
             monkeypatch.setenv("FASTLOSS_SIMD", chosen)
             results[chosen] = [fn(x, target, reduction=r, return_grad=True, **kwargs)
                                for r in reductions_of(variant)]
@@ -178,7 +178,7 @@ def test_value_range_per_block_ignores_nan(rng, dtype, size):
     n_blocks = -(-size // block)
     expected_low = np.array([np.fmin.reduce(v[i:i + block]) for i in range(0, size, block)])
     expected_high = np.array([np.fmax.reduce(v[i:i + block]) for i in range(0, size, block)])
-    for kernels in _common.elementwise_builds().values():
+    for kernels in _common.simd_builds("_elementwise").values():
         for n_threads in (1, 2, 3):
             lows, highs = np.empty(n_blocks), np.empty(n_blocks)
             kernels.value_range(v, lows, highs, n_threads)
@@ -283,8 +283,8 @@ def test_unknown_simd_build(monkeypatch):
         FUNCTIONS["bce"][0](X["bce"], Y)
 
 
-def test_builds_start_with_the_widest_and_end_with_portable():
-    builds = list(_common.elementwise_builds())
-    assert builds[-1] == "portable"
-    order = ["avx512", "avx2", "portable"]
+def test_builds_start_with_the_widest_and_end_with_baseline():
+    builds = list(_common.simd_builds("_elementwise"))
+    assert builds[-1] == "baseline"
+    order = ["avx512", "avx2", "baseline"]
     assert builds == sorted(builds, key=order.index)

@@ -26,9 +26,9 @@ def info() -> str:
                        else "disabled: serial build, every kernel runs on one thread"),
         f"threads  {threads} (n_threads=None; OMP_NUM_THREADS and threadpoolctl apply; "
         f"inputs under {PARALLEL_MIN_ELEMENTS} elements run on 1)",
-        f"simd     {build['simd']} (row kernels); elementwise kernels: "
-        f"{_common.elementwise_kernels().__name__.rsplit('.', 1)[-1]} "
-        f"(of {', '.join(_common.elementwise_builds())}; FASTLOSS_SIMD forces one)",
+        f"simd     {_common.simd_path()} kernels run (this CPU runs "
+        f"{', '.join(_common.simd_builds('_cross_entropy'))}; FASTLOSS_SIMD forces one); "
+        f"compiled baseline: {build['simd']}",
         f"compiler {build['compiler']}",
         f"cflags   {build['cflags']}",
     ]

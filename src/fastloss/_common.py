@@ -290,37 +290,45 @@ def gradient_requested(return_grad: bool, grad_out: Any, x: np.ndarray,
     return True
 # --- elementwise losses: kernels, targets, broadcast weights, the reduction --------------
 
-@functools.cache
-def elementwise_builds() -> dict[str, ModuleType]:
-    """The builds of the elementwise kernels that this CPU runs, widest SIMD first.
+# Kernel modules built for several instruction sets (setup.py's SIMD_VARIANTS).
+SIMD_KERNELS = ("_elementwise", "_softmax", "_cross_entropy")
 
-    Every build compiles the same source and gives the same bits (setup.py's
-    SIMD_VARIANTS); a variant is imported only after the portable build has checked
-    that the CPU and the OS support its instructions.
+
+@functools.cache
+def simd_builds(kernel: str) -> dict[str, ModuleType]:
+    """The builds of a kernel module that this CPU runs, widest SIMD first, ending with
+    "baseline" (the build for any CPU of the architecture).
+
+    A variant is imported only after the baseline build of _elementwise has checked that
+    the CPU and the OS support its instructions.
     """
     builds = {}
     for name in _elementwise.cpu_builds():
-        if name == "portable":
-            builds[name] = _elementwise
-            continue
+        suffix = "" if name == "baseline" else f"_{name}"
         try:
-            builds[name] = importlib.import_module(f"fastloss._kernels._elementwise_{name}")
+            builds[name] = importlib.import_module(f"fastloss._kernels.{kernel}{suffix}")
         except ImportError:     # not built here (compiler, platform)
             continue
     return builds
 
 
-def elementwise_kernels() -> ModuleType:
-    """The build of the elementwise kernels to run: the widest this CPU supports, or the
-    one named by the environment variable ``FASTLOSS_SIMD`` (portable, avx2, avx512)."""
-    builds = elementwise_builds()
+def simd_path() -> str:
+    """The instruction set the kernels run with: the widest this CPU supports, or the one
+    named by the environment variable ``FASTLOSS_SIMD`` (baseline, avx2, avx512)."""
+    builds = simd_builds("_cross_entropy")
     forced = os.environ.get("FASTLOSS_SIMD", "")
     if not forced:
-        return next(iter(builds.values()))
+        return next(iter(builds))
     if forced not in builds:
         raise ValueError(f"FASTLOSS_SIMD={forced!r} names no build of the kernels that this "
                          f"machine runs; it runs {tuple(builds)}")
-    return builds[forced]
+    return forced
+
+
+def simd_kernels(kernel: str) -> ModuleType:
+    """The build of a kernel module to run (see :func:`simd_path`)."""
+    builds = simd_builds(kernel)
+    return builds.get(simd_path(), builds["baseline"])
 
 
 def elementwise_target(target: Any, x: np.ndarray, x_name: str) -> np.ndarray:
@@ -343,7 +351,7 @@ def check_range(flat: np.ndarray, name: str, low: float, high: float = math.inf,
     extremes), without a temporary of the array's size."""
     if flat.size == 0:
         return
-    kernels = elementwise_kernels()
+    kernels = simd_kernels("_elementwise")
     n_blocks = -(-flat.size // kernels.BLOCK_SIZE)
     lows, highs = np.empty(n_blocks), np.empty(n_blocks)
     kernels.value_range(flat, lows, highs, n_threads)
@@ -442,7 +450,7 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
         no_overlap=(("target", target), ("weight", weight), ("pos_weight", pos_weight)),
     )
 
-    kernels = elementwise_kernels()
+    kernels = simd_kernels("_elementwise")
     n = x.size
     partials = np.empty(-(-n // kernels.BLOCK_SIZE), dtype=np.float64)
     loss_out = np.empty(n if reduction == "none" else 0, dtype=x.dtype)

@@ -18,8 +18,8 @@ from fastloss._common import (
     gradient_requested,
     log_base,
     normalize_axis,
+    simd_kernels,
 )
-from fastloss._kernels import _cross_entropy
 
 __all__ = ["cross_entropy"]
 
@@ -162,7 +162,7 @@ def fused_rows(
         grad_view = empty
     row_losses = np.empty(n_rows, dtype=np.float64)
     lse = np.empty(n_rows if return_lse else 0, dtype=np.float64)
-    _cross_entropy.cross_entropy_kernel(
+    simd_kernels("_cross_entropy").cross_entropy_kernel(
         view, classes, rows_view,
         class_weight if class_weight is not None else _NO_WEIGHTS,
         row_weight if row_weight is not None else _NO_WEIGHTS,

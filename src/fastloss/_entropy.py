@@ -15,10 +15,10 @@ from fastloss._common import (
     gradient_requested,
     log_base,
     normalize_axis,
+    simd_kernels,
     to_rows,
 )
 from fastloss._cross_entropy import reduce_rows
-from fastloss._kernels import _softmax
 
 __all__ = ["entropy", "entropy_from_logits"]
 
@@ -62,8 +62,8 @@ def entropy(
     layout = to_rows(p, axis)
     out = np.empty(layout.rows.shape[0], dtype=np.float64)
     if out.size:
-        _softmax.entropy_rows(layout.rows, out, 1.0 / unit, effective_n_threads(n_threads,
-                                                                              p.size))
+        simd_kernels("_softmax").entropy_rows(layout.rows, out, 1.0 / unit,
+                                              effective_n_threads(n_threads, p.size))
     return out.reshape(layout.batch_shape).astype(p.dtype)
 
 
@@ -133,7 +133,7 @@ def entropy_from_logits(
     else:
         grad_buf = np.empty((0, 0), dtype=layout.rows.dtype)
     if n_rows:
-        _softmax.entropy_from_logits_rows(
+        simd_kernels("_softmax").entropy_from_logits_rows(
             layout.rows, row_entropy, grad_buf,
             1.0 / denominator if denominator else 0.0, 1.0 / unit,
             effective_n_threads(n_threads, logits.size),

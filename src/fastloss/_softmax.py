@@ -12,9 +12,9 @@ from fastloss._common import (
     effective_n_threads,
     full_output,
     normalize_axis,
+    simd_kernels,
     to_rows,
 )
-from fastloss._kernels import _softmax
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
@@ -73,7 +73,7 @@ def softmax(
     >>> fastloss.softmax(np.array([2.3, -1.2])).round(5)
     array([0.97069, 0.02931])
     """
-    return _rowwise(_softmax.softmax_rows, x, axis, out, n_threads)
+    return _rowwise(simd_kernels("_softmax").softmax_rows, x, axis, out, n_threads)
 
 
 def log_softmax(
@@ -107,7 +107,7 @@ def log_softmax(
     >>> fastloss.log_softmax(np.array([2.3, -1.2])).round(5)
     array([-0.02975, -3.52975])
     """
-    return _rowwise(_softmax.log_softmax_rows, x, axis, out, n_threads)
+    return _rowwise(simd_kernels("_softmax").log_softmax_rows, x, axis, out, n_threads)
 
 
 def logsumexp(
@@ -148,7 +148,8 @@ def logsumexp(
         check_out(out, "out", batch_shape, x.dtype, may_alias=None, no_overlap=(("x", x),))
     lse = np.empty(layout.rows.shape[0], dtype=layout.rows.dtype)
     if lse.size:
-        _softmax.logsumexp_rows(layout.rows, lse, effective_n_threads(n_threads, x.size))
+        simd_kernels("_softmax").logsumexp_rows(layout.rows, lse,
+                                                effective_n_threads(n_threads, x.size))
     lse = lse.reshape(batch_shape)
     if out is None:
         return lse.astype(x.dtype, copy=False)

@@ -463,7 +463,7 @@ cdef extern from *:
     #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
     static int fastloss_cpu_avx2(void) {
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     }
     static int fastloss_cpu_avx512(void) {
         __builtin_cpu_init();
@@ -482,11 +482,11 @@ cdef extern from *:
 
 def cpu_builds():
     """The SIMD builds of this module that the CPU (and OS) can run, widest first; call
-    it on the portable build, before importing another."""
+    it on the baseline build, before importing another (AVX2 here includes FMA)."""
     builds = []
     if fastloss_cpu_avx512():
         builds.append("avx512")
     if fastloss_cpu_avx2():
         builds.append("avx2")
-    builds.append("portable")
+    builds.append("baseline")
     return builds

@@ -21,6 +21,7 @@ from fastloss._kernels._rows cimport (
     scaled_softmax_row,
     softmax_entropy,
     stats_lse,
+    sub_shift_row,
 )
 
 
@@ -44,15 +45,12 @@ def log_softmax_rows(
     floating[:, ::1] out,           # OUT (may be x itself)
     int n_threads,
 ):
-    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i, j
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i
     cdef RowStats st
-    cdef double log_sum
     for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
         st = row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL)
-        log_sum = log(st.sumexp)
         # (x - max) - log(sum) rather than x - lse: x - max is exact for nearby values.
-        for j in range(n_cols):
-            out[i, j] = <floating>((x[i, j] - st.max) - log_sum)
+        sub_shift_row(&x[i, 0], n_cols, st.max, log(st.sumexp), &out[i, 0])
 
 
 def logsumexp_rows(
