@@ -87,17 +87,6 @@ cdef inline double chunk_max(const floating* x, Py_ssize_t n) noexcept nogil:
         return fl_max_f64(x, n)
 
 
-cdef inline double exp_sum(
-    const floating* x, Py_ssize_t n, double sub, double s, floating* out, double* self_dot
-) noexcept nogil:
-    """sum_i exp((x_i - sub) s), storing the terms in out unless NULL (out may be x), and
-    sum_i e_i (sub - x_i) over the nonzero terms into self_dot unless NULL."""
-    if floating is float:
-        return fl_exp_sum_f32(x, n, sub, s, out, self_dot)
-    else:
-        return fl_exp_sum_f64(x, n, sub, s, out, self_dot)
-
-
 cdef inline void scale_row(floating* e, Py_ssize_t n, double factor) noexcept nogil:
     """e_i <- e_i * factor, the product in double."""
     if floating is float:
@@ -224,9 +213,15 @@ cdef inline RowStats row_stats(
             st.coef_entropy = st.coef_entropy + cent
         # The sum is formed by the same operations whether or not the terms are stored.
         csd = 0.0
-        csum = exp_sum(x + start, stop - start, sub, s,
-                       exp_out + start if exp_out != NULL else NULL,
-                       &csd if with_self_dot else NULL)
+        # The C functions directly (they are always inlined; a wrapper may not be).
+        if floating is float:
+            csum = fl_exp_sum_f32(x + start, stop - start, sub, s,
+                                  exp_out + start if exp_out != NULL else NULL,
+                                  &csd if with_self_dot else NULL)
+        else:
+            csum = fl_exp_sum_f64(x + start, stop - start, sub, s,
+                                  exp_out + start if exp_out != NULL else NULL,
+                                  &csd if with_self_dot else NULL)
         if exp_out != NULL:
             shift_out[k] = shift
         k += 1

@@ -149,11 +149,41 @@ FL_INLINE double fl_hsum(fl_vd v) {
  * The tail of a row is processed in one more vector with -inf in its unused lanes, so that
  * the order of the sums depends on n only. */
 
-/* Loads of m < lanes elements, padded with fill. */
-#define FL_LOAD_TAIL(VT, LANES, src, m, fill, dst)                                      \
-    do {                                                                                \
-        for (int k_ = 0; k_ < (LANES); k_++) (dst)[k_] = k_ < (m) ? (src)[k_] : (fill); \
-    } while (0)
+/* The first m < lanes elements of a row's tail: loads padded with -inf (whose exp is 0)
+ * and stores of the first m lanes. AVX-512 masks them, without touching memory past the
+ * row; elsewhere they go lane by lane. */
+#if defined(__AVX512F__)
+#include <immintrin.h>
+FL_INLINE fl_vf fl_load_tail_f32(const float* x, int m) {
+    return (fl_vf)_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), (__mmask16)((1u << m) - 1), x);
+}
+FL_INLINE void fl_store_tail_f32(float* out, fl_vf v, int m) {
+    _mm512_mask_storeu_ps(out, (__mmask16)((1u << m) - 1), (__m512)v);
+}
+FL_INLINE fl_vd fl_load_tail_f64(const double* x, int m) {
+    return (fl_vd)_mm512_mask_loadu_pd(_mm512_set1_pd(-INFINITY), (__mmask8)((1u << m) - 1), x);
+}
+FL_INLINE void fl_store_tail_f64(double* out, fl_vd v, int m) {
+    _mm512_mask_storeu_pd(out, (__mmask8)((1u << m) - 1), (__m512d)v);
+}
+#else
+FL_INLINE fl_vf fl_load_tail_f32(const float* x, int m) {
+    fl_vf v;
+    for (int k = 0; k < FL_NF; k++) v[k] = k < m ? x[k] : -INFINITY;
+    return v;
+}
+FL_INLINE void fl_store_tail_f32(float* out, fl_vf v, int m) {
+    for (int k = 0; k < m; k++) out[k] = v[k];
+}
+FL_INLINE fl_vd fl_load_tail_f64(const double* x, int m) {
+    fl_vd v;
+    for (int k = 0; k < FL_ND; k++) v[k] = k < m ? x[k] : -INFINITY;
+    return v;
+}
+FL_INLINE void fl_store_tail_f64(double* out, fl_vd v, int m) {
+    for (int k = 0; k < m; k++) out[k] = v[k];
+}
+#endif
 
 FL_INLINE double fl_max_f32(const float* x, ptrdiff_t n) {
     fl_vf m0, m1;
@@ -197,7 +227,7 @@ FL_INLINE void fl_accumulate_f32(fl_vf v, double sub, double s, float* out, int 
     const fl_vf e = fl_exp_shifted_f(v, sub, s);
     if (out) {
         if (m == FL_NF) memcpy(out, &e, sizeof e);
-        else for (int k = 0; k < m; k++) out[k] = e[k];
+        else fl_store_tail_f32(out, e, m);
     }
     acc[0] += fl_widen_lo(e);
     acc[1] += fl_widen_hi(e);
@@ -211,6 +241,13 @@ FL_INLINE void fl_accumulate_f32(fl_vf v, double sub, double s, float* out, int 
 
 FL_INLINE double fl_exp_sum_f32(const float* x, ptrdiff_t n, double sub, double s,
                                 float* out, double* self_dot) {
+    if (n <= FL_NF && !self_dot) {
+        /* A short row in one vector: the general loop's sum, without its set-up. */
+        const int m = (int)n;
+        const fl_vf e = fl_exp_shifted_f(fl_load_tail_f32(x, m), sub, s);
+        if (out) fl_store_tail_f32(out, e, m);
+        return fl_hsum(fl_widen_lo(e) + fl_widen_hi(e));
+    }
     fl_vd acc[4] = {{0}}, dot[4] = {{0}};
     ptrdiff_t i = 0;
     for (; i + 2 * FL_NF <= n; i += 2 * FL_NF) {
@@ -222,9 +259,8 @@ FL_INLINE double fl_exp_sum_f32(const float* x, ptrdiff_t n, double sub, double 
                           self_dot ? dot + 2 : NULL);
     }
     for (; i < n; i += FL_NF) {
-        fl_vf v;
         const int m = n - i < FL_NF ? (int)(n - i) : FL_NF;
-        FL_LOAD_TAIL(fl_vf, FL_NF, x + i, m, -INFINITY, v);
+        const fl_vf v = fl_load_tail_f32(x + i, m);
         fl_accumulate_f32(v, sub, s, out ? out + i : NULL, m, acc, self_dot ? dot : NULL);
     }
     if (self_dot) *self_dot = fl_hsum((dot[0] + dot[2]) + (dot[1] + dot[3]));
@@ -236,7 +272,7 @@ FL_INLINE void fl_accumulate_f64(fl_vd v, double sub, double s, double* out, int
     const fl_vd e = fl_exp_d((v - sub) * s);
     if (out) {
         if (m == FL_ND) memcpy(out, &e, sizeof e);
-        else for (int k = 0; k < m; k++) out[k] = e[k];
+        else fl_store_tail_f64(out, e, m);
     }
     acc[0] += e;
     if (dot) {
@@ -247,6 +283,12 @@ FL_INLINE void fl_accumulate_f64(fl_vd v, double sub, double s, double* out, int
 
 FL_INLINE double fl_exp_sum_f64(const double* x, ptrdiff_t n, double sub, double s,
                                     double* out, double* self_dot) {
+    if (n <= FL_ND && !self_dot) {
+        const int m = (int)n;
+        const fl_vd e = fl_exp_d((fl_load_tail_f64(x, m) - sub) * s);
+        if (out) fl_store_tail_f64(out, e, m);
+        return fl_hsum(e);
+    }
     fl_vd acc[2] = {{0}}, dot[2] = {{0}};
     ptrdiff_t i = 0;
     for (; i + 2 * FL_ND <= n; i += 2 * FL_ND) {
@@ -258,9 +300,8 @@ FL_INLINE double fl_exp_sum_f64(const double* x, ptrdiff_t n, double sub, double
                           self_dot ? dot + 1 : NULL);
     }
     for (; i < n; i += FL_ND) {
-        fl_vd v;
         const int m = n - i < FL_ND ? (int)(n - i) : FL_ND;
-        FL_LOAD_TAIL(fl_vd, FL_ND, x + i, m, -INFINITY, v);
+        const fl_vd v = fl_load_tail_f64(x + i, m);
         fl_accumulate_f64(v, sub, s, out ? out + i : NULL, m, acc, self_dot ? dot : NULL);
     }
     if (self_dot) *self_dot = fl_hsum(dot[0] + dot[1]);
