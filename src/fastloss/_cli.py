@@ -184,7 +184,7 @@ def _register_eval(sub: Any) -> None:
     parser.add_argument("--base", type=float,
                         help="unit of the loss: 2 for bits (default: nats)")
     parser.add_argument("--chunk-rows", type=_positive_int, metavar="ROWS",
-                        help="rows per chunk (default: about 64 MiB of logits)")
+                        help="rows per chunk (default: about 64 MiB of the two files)")
     parser.add_argument("--n-threads", type=int, metavar="N",
                         help="OpenMP threads (default: OMP_NUM_THREADS; -1: all CPUs)")
     parser.add_argument("--json", action="store_true",

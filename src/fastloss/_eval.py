@@ -27,7 +27,7 @@ LOSSES = ("cross_entropy", "bce", "kl")
 REDUCTIONS = ("mean", "sum")
 TEACHER_KINDS = ("probs", "log_probs", "logits")
 
-#: The default chunk: about this many bytes of the first (logits) file.
+#: The default chunk: about this many bytes of the two files together.
 CHUNK_BYTES = 64 << 20
 
 _NPY_MAGIC = b"\x93NUMPY"
@@ -173,8 +173,9 @@ def _layouts(loss_name: str, logits: _NpyReader, targets: _NpyReader,
     return rows, shape[-1]
 
 
-def _default_chunk_rows(reader: _NpyReader) -> int:
-    return max(1, CHUNK_BYTES // max(1, reader.row_size * reader.dtype.itemsize))
+def _default_chunk_rows(*readers: _NpyReader) -> int:
+    row_bytes = sum(reader.row_size * reader.dtype.itemsize for reader in readers)
+    return max(1, CHUNK_BYTES // max(1, row_bytes))
 
 
 def evaluate_files(
@@ -238,7 +239,7 @@ def evaluate_files(
     base : float, optional
         Unit of the loss: None for nats, 2 for bits.
     chunk_rows : int, optional
-        Rows per chunk; by default as many as make about 64 MiB of logits.
+        Rows per chunk; by default as many as make about 64 MiB of the two files.
     n_threads : int, optional
         Threads of the loss functions (None: OpenMP's default).
     progress : callable, optional
@@ -298,7 +299,7 @@ def evaluate_files(
     targets.set_rows(rows)
     soft = loss == "cross_entropy" and targets.dtype.kind == "f"
     ignored_class = options.get("ignore_index", _IGNORE_INDEX)
-    step = chunk_rows or _default_chunk_rows(logits)
+    step = chunk_rows or _default_chunk_rows(logits, targets)
     common = {"reduction": "sum", "base": base, "n_threads": n_threads}
 
     def chunk_loss(x: np.ndarray, t: np.ndarray) -> tuple[float, int, int]:
