@@ -247,6 +247,18 @@ def test_evaluate_files_api(tmp_path, rng):
         evaluate_files(x, y, chunk_rows=0)
 
 
+def test_a_file_cut_short_while_being_read(tmp_path, rng):
+    x = save(tmp_path, "x.npy", rng.standard_normal((10, 3)))
+    y = save(tmp_path, "y.npy", rng.integers(0, 3, 10))
+
+    def cut(done, total):          # after the first chunk, the file loses its last row
+        os.truncate(x, os.path.getsize(x) - 3 * 8)
+
+    with pytest.raises(EvalError, match=r"^the logits file '.*x\.npy' ended early \(was it "
+                                        r"changed while being read\?\)$"):
+        evaluate_files(x, y, chunk_rows=4, progress=cut)
+
+
 def test_evaluate_files_docstring_example():
     result = doctest.testmod(fastloss._eval, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

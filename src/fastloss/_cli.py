@@ -21,7 +21,14 @@ import numpy as np
 import fastloss
 from fastloss import _common
 from fastloss._common import PARALLEL_MIN_ELEMENTS, effective_n_threads
-from fastloss._eval import LOSSES, REDUCTIONS, TEACHER_KINDS, EvalError, evaluate_files
+from fastloss._eval import (
+    LOSSES,
+    REDUCTIONS,
+    TEACHER_KINDS,
+    EvalError,
+    EvalResult,
+    evaluate_files,
+)
 
 __all__ = ["SUBCOMMANDS", "info", "main"]
 
@@ -101,6 +108,7 @@ class _ProgressBar:
         self.stream = stream
         self.began = time.perf_counter()
         self._bar: Any = None
+        self._drawn = False
         try:
             from tqdm import tqdm
         except ImportError:
@@ -120,11 +128,12 @@ class _ProgressBar:
         self.stream.write(f"\rfastloss eval: {percent:3d}% {done}/{total} rows "
                           f"({rate:,.0f} rows/s)")
         self.stream.flush()
+        self._drawn = True
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
-        elif self._tqdm is None:
+        elif self._drawn:
             self.stream.write("\n")
             self.stream.flush()
 
@@ -133,7 +142,7 @@ def _unit(base: float | None) -> str:
     return "nats" if base is None else "bits" if base == 2 else f"log base {base:g}"
 
 
-def _report(result: Any) -> str:
+def _report(result: EvalResult) -> str:
     what = {"cross_entropy": "rows", "bce": "elements", "kl": "rows"}[result.loss_name]
     lines = [f"loss        {result.loss:.8g} ({result.loss_name}, {result.reduction} over "
              f"{result.n} {what}, {_unit(result.base)})"]

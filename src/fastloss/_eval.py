@@ -52,7 +52,8 @@ class _NpyReader:
             with open(path, "rb") as f:
                 magic = f.read(len(_NPY_MAGIC))
         except OSError as exc:
-            raise EvalError(f"cannot read the {what} file: {exc.strerror}: {path!r}") from None
+            raise EvalError(f"cannot read the {what} file: {exc.strerror or exc}: "
+                            f"{path!r}") from None
         if magic != _NPY_MAGIC:
             raise EvalError(f"the {what} file is not a .npy file (np.save's format): {path!r}")
         try:
@@ -70,7 +71,7 @@ class _NpyReader:
                 f"the {what} file {path!r} is stored in Fortran order; save it C-ordered, "
                 "e.g. np.save(path, np.ascontiguousarray(a))"
             )
-        self.rows, self.row_size = 0, 0
+        self.row_size = 0
         self._file: Any = None
         self._buffer = np.empty(0, dtype=self.dtype)
 
@@ -79,8 +80,7 @@ class _NpyReader:
 
     def set_rows(self, rows: int) -> None:
         """Read the file as ``rows`` rows (of size / rows elements each)."""
-        size = math.prod(self.shape)
-        self.rows, self.row_size = rows, (size // rows if rows else 0)
+        self.row_size = math.prod(self.shape) // rows if rows else 0
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``start:stop`` as a flat view of the buffer (valid until the next read)."""
@@ -88,17 +88,23 @@ class _NpyReader:
         if self._buffer.size < count:
             self._buffer = np.empty(count, dtype=self.dtype)
         chunk = self._buffer[:count]
-        if self._file is None:
-            self._file = open(self.path, "rb", buffering=0)     # closed by close()
-        self._file.seek(self.offset + start * self.row_size * self.dtype.itemsize)
         view = memoryview(chunk.view(np.uint8))
         filled = 0
-        while filled < view.nbytes:
-            got = self._file.readinto(view[filled:])
-            if not got:
-                raise EvalError(f"the {self.what} file {self.path!r} ended early (was it "
-                                "changed while being read?)")
-            filled += got
+        try:
+            if self._file is None:
+                self._file = open(self.path, "rb", buffering=0)     # closed by close()
+            self._file.seek(self.offset + start * self.row_size * self.dtype.itemsize)
+            while filled < view.nbytes:
+                got = self._file.readinto(view[filled:])
+                if not got:
+                    break
+                filled += got
+        except OSError as exc:
+            raise EvalError(f"cannot read the {self.what} file: {exc.strerror or exc}: "
+                            f"{self.path!r}") from None
+        if filled < view.nbytes:
+            raise EvalError(f"the {self.what} file {self.path!r} ended early (was it changed "
+                            "while being read?)")
         return chunk
 
     def close(self) -> None:
