@@ -1,49 +1,8 @@
-"""Command line: ``python -m fastloss info``."""
+"""``python -m fastloss``: the ``fastloss`` command (see :mod:`fastloss._cli`)."""
 
-from __future__ import annotations
-
-import argparse
-import platform
 import sys
 
-import numpy as np
-
-import fastloss
-from fastloss import _common
-from fastloss._common import PARALLEL_MIN_ELEMENTS, effective_n_threads
-
-
-def info() -> str:
-    """A human-readable report of this build and what it would run with."""
-    build = fastloss.build_info()
-    threads = effective_n_threads(None, PARALLEL_MIN_ELEMENTS)
-    lines = [
-        f"fastloss {fastloss.__version__}",
-        f"python   {platform.python_version()} ({sys.executable})",
-        f"numpy    {np.__version__}",
-        f"platform {platform.platform()} ({platform.machine()})",
-        "openmp   " + (f"enabled (version {build['openmp_version']})" if build["openmp"]
-                       else "disabled: serial build, every kernel runs on one thread"),
-        f"threads  {threads} (n_threads=None; OMP_NUM_THREADS and threadpoolctl apply; "
-        f"inputs under {PARALLEL_MIN_ELEMENTS} elements run on 1)",
-        f"simd     {_common.simd_path()} kernels run (this CPU runs "
-        f"{', '.join(_common.simd_builds('_cross_entropy'))}; FASTLOSS_SIMD forces one); "
-        f"compiled baseline: {build['simd']}",
-        f"compiler {build['compiler']}",
-        f"cflags   {build['cflags']}",
-    ]
-    return "\n".join(lines)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fastloss", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("info", help="version, OpenMP, threads and build flags")
-    args = parser.parse_args(argv)
-    if args.command == "info":
-        print(info())
-    return 0
-
+from fastloss._cli import main
 
 if __name__ == "__main__":
     sys.exit(main())
