@@ -100,11 +100,15 @@ def _plain_cpu(t: Tensor) -> bool:
 
 
 def _on_fast_path(input: Any, *others: Any) -> bool:
-    """Whether fastloss computes this call (see the module's docstring); else PyTorch."""
+    """Whether fastloss computes this call (see the module's docstring); else PyTorch.
+    ``others``: the other tensor arguments, or None; anything else is left to PyTorch's
+    error."""
     if not (isinstance(input, Tensor) and input.dtype in _KERNEL_DTYPES
             and _plain_cpu(input)):
         return False
-    tensors = [t for t in others if isinstance(t, Tensor)]
+    tensors = [t for t in others if t is not None]
+    if not all(isinstance(t, Tensor) for t in tensors):
+        return False
     if torch.overrides.has_torch_function((input, *tensors)):
         return False
     grad_enabled = torch.is_grad_enabled()
