@@ -145,6 +145,20 @@ def test_backward_scales_by_grad_output_and_keeps_the_saved_gradient(rng, scale)
         torch.testing.assert_close(x.grad, calls * expected, rtol=1e-14, atol=1e-15)
 
 
+def test_function_applied_directly(rng):
+    x = torch.from_numpy(rng.standard_normal((5, 3)))
+    raw = rng.random((5, 3))
+    soft = torch.from_numpy(raw / raw.sum(1, keepdims=True))
+    leaf = x.clone().requires_grad_(True)
+    flt.CrossEntropyFunction.apply(leaf, soft, None, -100, "sum", 0.0).backward()
+    torch.testing.assert_close(leaf.grad, torch.softmax(x, 1) - soft, rtol=1e-14, atol=1e-15)
+    # Only the target requires grad: the Function gives it none (fastloss.torch's
+    # functions hand such calls to PyTorch instead).
+    target = soft.clone().requires_grad_(True)
+    flt.CrossEntropyFunction.apply(x, target, None, -100, "sum", 0.0).backward()
+    assert target.grad is None
+
+
 def test_loss_used_twice_accumulates(rng):
     x = torch.from_numpy(rng.standard_normal((5, 3))).requires_grad_(True)
     y = torch.from_numpy(rng.integers(0, 3, 5))

@@ -179,6 +179,9 @@ class _FusedLossFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:
         (grad,) = ctx.saved_tensors
+        nones = (None,) * (ctx.n_inputs - 1)
+        if grad is None:        # .apply on an input that does not require grad
+            return (None, *nones)
         with torch.no_grad():
             if ctx.row_axis is not None:        # one loss per row: scale each row
                 grad = grad * grad_output.unsqueeze(ctx.row_axis)
@@ -191,7 +194,7 @@ class _FusedLossFunction(torch.autograd.Function):
             # requires grad; the gradient's own dependence on the input would be lost
             # silently (a gradient penalty through a model: wrong, not an error).
             grad = _NoSecondDerivative.apply(grad.detach().requires_grad_())
-        return (grad,) + (None,) * (ctx.n_inputs - 1)
+        return (grad, *nones)
 
 
 def _forward(ctx: Any, input: Tensor, call: _Call, n_inputs: int) -> Tensor:
