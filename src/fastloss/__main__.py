@@ -1,4 +1,4 @@
-"""Command line: ``python -m fastloss info``."""
+"""Command line: ``python -m fastloss info`` and ``python -m fastloss bench``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 import fastloss
-from fastloss import _common
+from fastloss import _bench, _common
 from fastloss._common import PARALLEL_MIN_ELEMENTS, effective_n_threads
 
 
@@ -39,9 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fastloss", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="version, OpenMP, threads and build flags")
+    _bench.configure_parser(sub.add_parser(
+        "bench", help="speed as ratios to a copy, NumPy and PyTorch (--quick: < 1 min)"))
     args = parser.parse_args(argv)
-    if args.command == "info":
-        print(info())
+    if args.command == "bench":
+        return _bench.run(args)
+    print(info())
     return 0
 
 
