@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -256,8 +258,28 @@ def test_plan_keeps_the_reference_to_its_budget():
     rounds = _bench._plan([fast, slow], "quick", None)
     assert rounds == int(_bench.BUDGET_S["quick"] * 0.6 / 0.05)
     samples = len(range(0, rounds, slow.every))
-    assert _bench.MIN_NUMPY_SAMPLES <= samples <= _bench.BUDGET_S["quick"] * 0.4 / 0.2 + 1
+    assert _bench.MIN_NUMPY_SAMPLES["quick"] <= samples <= _bench.BUDGET_S["quick"] * 0.4 / 0.2 + 1
     assert _bench._plan([fast, slow], "quick", 2) == 2 and slow.every == 1
+
+
+def test_calibration_keeps_a_slow_first_call_as_round_0():
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(_bench.SLOW_CALL_S)
+
+    entry = _bench._Entry("numpy", None, slow)
+    _bench._calibrate(entry, None)
+    assert len(calls) == 1 and list(entry.samples) == [0] and entry.inner == 1
+    _bench._time_rounds([entry], 3, None)     # round 0 is not run again
+    assert len(calls) == 3 and sorted(entry.samples) == [0, 1, 2]
+
+    fast = _bench._Entry("copy", None, lambda: calls.append(1))
+    calls.clear()
+    _bench._calibrate(fast, None)               # a warm-up call, then the estimate
+    assert len(calls) == 2 and not fast.samples
+    assert fast.inner == min(10_000, math.ceil(_bench.MIN_SAMPLE_S / fast.estimate))
 
 
 def test_torch_peers_run():
