@@ -913,6 +913,7 @@ def run(args: argparse.Namespace) -> int:
         groups.setdefault(case.group, []).append(case)
     results: list[dict[str, Any]] = []
     start = time.perf_counter()
+    # The peers set PyTorch's threads per call; the setting found here is restored.
     with torch_threads(torch, torch.get_num_threads() if torch is not None else 1):
         for group in groups.values():
             for result in time_group(group, torch, mode, args.rounds):
