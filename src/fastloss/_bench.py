@@ -27,7 +27,6 @@ import fnmatch
 import gc
 import json
 import math
-import os
 import platform
 import statistics
 import sys
@@ -41,7 +40,7 @@ from typing import Any
 import numpy as np
 
 import fastloss
-from fastloss import reference
+from fastloss import _common, reference
 
 __all__ = ["configure_parser", "main", "run"]
 
@@ -674,21 +673,13 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def environment(torch: ModuleType | None) -> dict[str, Any]:
     """What the figures depend on: the machine, the build and the peers' versions."""
     build = dict(fastloss.build_info())
     with contextlib.suppress(Exception):   # internal; the ISA dispatch may move it
-        from fastloss import _common
         build["elementwise_simd"] = _common.elementwise_kernels().__name__.rsplit(".")[-1]
     return {
-        "machine": {"cpu": _cpu_model(), "cpus": _usable_cpus(),
+        "machine": {"cpu": _cpu_model(), "cpus": _common._usable_cpus(),
                     "platform": platform.platform(), "python": platform.python_version()},
         "build": build,
         "numpy": np.__version__,
