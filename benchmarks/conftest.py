@@ -1,35 +1,39 @@
-"""Fixtures for the benchmarks: inputs made once per session, PyTorch threads per test.
+"""Fixtures for the benchmarks: one case's inputs at a time, PyTorch's threads per test.
 
-The 1024x32000 arrays take a noticeable fraction of a second to draw and hundreds of MB,
-so they are cached for the whole session and released at its end rather than rebuilt for
-each of the peers that share them.
+The cases and peers are defined once, in ``fastloss._bench`` (shared with ``python -m
+fastloss bench``). Large cases (``-m large``: 1024x32000, 256x128256, 1M x 10, 4M x 2)
+take hundreds of MB per array in float64, so only the inputs of the case being timed are
+kept; the tests are ordered so that consecutive ones share them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
-from bench_common import Inputs, InputsGetter, make_inputs, torch_threads
+
+from fastloss import _bench
+
+ArraysGetter = Callable[[_bench.Case], _bench.Arrays]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"large: a case of at least {_bench.LARGE_ELEMENTS:,} elements "
+                   "(deselect with -m 'not large' for a quick smoke run)")
 
 
 @pytest.fixture(scope="session")
-def bench_inputs() -> Iterator[InputsGetter]:
-    """A getter (dtype, (N, C)) -> Inputs that builds each case once per session."""
-    cache: dict[tuple[str, int, int], Inputs] = {}
+def bench_arrays() -> Iterator[ArraysGetter]:
+    """A getter Case -> Arrays that keeps the inputs of the latest case only."""
+    cache: dict[tuple[str, str, tuple[int, int]], _bench.Arrays] = {}
 
-    def get(dtype: str, shape: tuple[int, int]) -> Inputs:
-        key = (dtype, *shape)
+    def get(case: _bench.Case) -> _bench.Arrays:
+        key = (_bench.KERNELS[case.kernel].inputs, case.dtype, case.shape)
         if key not in cache:
-            cache[key] = make_inputs(dtype, *shape)
+            cache.clear()   # free the previous case's arrays before making these
+            cache[key] = _bench.make_arrays(*key)
         return cache[key]
 
     yield get
     cache.clear()
-
-
-@pytest.fixture(params=[1, 2], ids=lambda n: f"t{n}")
-def n_threads(request: pytest.FixtureRequest) -> Iterator[int]:
-    """Threads for fastloss's ``n_threads`` and, for the duration of the test, PyTorch."""
-    with torch_threads(request.param):
-        yield request.param

@@ -232,7 +232,18 @@ def _register_eval(sub: Any) -> None:
 
 #: One registration per subcommand: ``register(subparsers)`` adds its parser and sets
 #: ``run``.
-SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_register_info, _register_eval)
+def _register_bench(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="speed as ratios to a copy, NumPy and PyTorch (--quick: < 1 min)")
+    # Imported here: the benchmark module is not needed by the other commands.
+    from fastloss import _bench
+
+    _bench.configure_parser(parser)
+    parser.set_defaults(run=_bench.run)
+
+
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_register_info, _register_eval,
+                                                   _register_bench)
 
 
 def main(argv: list[str] | None = None) -> int:
