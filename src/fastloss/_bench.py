@@ -676,8 +676,8 @@ def _cpu_model() -> str:
 def environment(torch: ModuleType | None) -> dict[str, Any]:
     """What the figures depend on: the machine, the build and the peers' versions."""
     build = dict(fastloss.build_info())
-    with contextlib.suppress(Exception):   # internal; the ISA dispatch may move it
-        build["elementwise_simd"] = _common.elementwise_kernels().__name__.rsplit(".")[-1]
+    build["compiled_simd"] = build.pop("simd")
+    build["simd"] = _common.simd_path()     # the build of the kernels that runs
     return {
         "machine": {"cpu": _cpu_model(), "cpus": _common._usable_cpus(),
                     "platform": platform.platform(), "python": platform.python_version()},
@@ -889,7 +889,6 @@ def run(args: argparse.Namespace) -> int:
     env = environment(torch)
     mode = "quick" if args.quick else "full"
     print(f"fastloss {fastloss.__version__}; simd {env['build'].get('simd')}"
-          f"{'/' + env['build']['elementwise_simd'] if 'elementwise_simd' in env['build'] else ''}"
           f"; openmp {'on' if env['build'].get('openmp') else 'off'}; "
           f"{env['machine']['cpu']} ({env['machine']['cpus']} CPUs); numpy {np.__version__}; "
           f"torch {env['torch'] or 'not used'}")
