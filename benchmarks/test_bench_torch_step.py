@@ -16,8 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from bench_common import SEED
 from pytest_benchmark.fixture import BenchmarkFixture
+
+from fastloss._bench import SEED
 
 torch = pytest.importorskip("torch")
 
