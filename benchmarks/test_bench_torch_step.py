@@ -88,6 +88,7 @@ def make_step(loss: str, peer: str, dtype_name: str) -> Callable[[], None]:
 @pytest.mark.parametrize("peer", PEERS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("n_threads", (1, 2))
 def test_train_step(benchmark: BenchmarkFixture, loss: str, dtype: str, n_threads: int,
                     peer: str) -> None:
     """One SGD step of the MLP with the loss of ``peer``, on n_threads threads (PyTorch's
