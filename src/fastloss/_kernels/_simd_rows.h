@@ -167,22 +167,17 @@ FL_INLINE void fl_store_tail_f64(double* out, fl_vd v, int m) {
     _mm512_mask_storeu_pd(out, (__mmask8)((1u << m) - 1), (__m512d)v);
 }
 #else
-FL_INLINE fl_vf fl_load_tail_f32(const float* x, int m) {
-    fl_vf v;
-    for (int k = 0; k < FL_NF; k++) v[k] = k < m ? x[k] : -INFINITY;
-    return v;
-}
-FL_INLINE void fl_store_tail_f32(float* out, fl_vf v, int m) {
-    for (int k = 0; k < m; k++) out[k] = v[k];
-}
-FL_INLINE fl_vd fl_load_tail_f64(const double* x, int m) {
-    fl_vd v;
-    for (int k = 0; k < FL_ND; k++) v[k] = k < m ? x[k] : -INFINITY;
-    return v;
-}
-FL_INLINE void fl_store_tail_f64(double* out, fl_vd v, int m) {
-    for (int k = 0; k < m; k++) out[k] = v[k];
-}
+#define FL_DEFINE_TAIL(SUFFIX, T, VT, NL)                                                 \
+    FL_INLINE VT fl_load_tail_##SUFFIX(const T* x, int m) {                               \
+        VT v;                                                                             \
+        for (int k = 0; k < (NL); k++) v[k] = k < m ? x[k] : -INFINITY;                   \
+        return v;                                                                         \
+    }                                                                                     \
+    FL_INLINE void fl_store_tail_##SUFFIX(T* out, VT v, int m) {                          \
+        for (int k = 0; k < m; k++) out[k] = v[k];                                        \
+    }
+FL_DEFINE_TAIL(f32, float, fl_vf, FL_NF)
+FL_DEFINE_TAIL(f64, double, fl_vd, FL_ND)
 #endif
 
 /* Rows of at most FL_SHORT_ROW elements (small C, or the last chunk of a row) go through a
@@ -199,55 +194,36 @@ FL_INLINE void fl_store_tail_f64(double* out, fl_vd v, int m) {
             const double e_ = exp((xi_ - (sub)) * (s));                                   \
             if (out) (out)[i_] = e_;                                                      \
             sum_ += e_;                                                                   \
-            if (e_ != 0.0) dot_ += e_ * ((sub) - xi_);                                    \
+            if ((self_dot) && e_ != 0.0) dot_ += e_ * ((sub) - xi_);                      \
         }                                                                                 \
         if (self_dot) *(self_dot) = dot_;                                                 \
         sum_;                                                                             \
     })
 
-FL_INLINE double fl_max_f32(const float* x, ptrdiff_t n) {
-    double best = -INFINITY;
-    if (n < 2 * FL_NF) {                    /* no vector: skip the lanes' reduction */
-        for (ptrdiff_t i = 0; i < n; i++) if (x[i] > best) best = x[i];
-        return best;
+/* fl_max_f32 and fl_max_f64: one definition for both types (T, its vector VT, lanes NL,
+ * lane-wise select SEL). */
+#define FL_DEFINE_MAX(SUFFIX, T, VT, NL, SEL)                                             \
+    FL_INLINE double fl_max_##SUFFIX(const T* x, ptrdiff_t n) {                           \
+        double best = -INFINITY;                                                          \
+        ptrdiff_t i = 0;                                                                  \
+        if (n >= 2 * (NL)) {            /* else no vector: skip the lanes' reduction */   \
+            VT m0, m1;                                                                    \
+            for (int k = 0; k < (NL); k++) m0[k] = m1[k] = -INFINITY;                     \
+            for (; i + 2 * (NL) <= n; i += 2 * (NL)) {                                    \
+                VT a, b;                                                                  \
+                memcpy(&a, x + i, sizeof a);                                              \
+                memcpy(&b, x + i + (NL), sizeof b);                                       \
+                m0 = SEL(a > m0, a, m0);                                                  \
+                m1 = SEL(b > m1, b, m1);                                                  \
+            }                                                                             \
+            m0 = SEL(m1 > m0, m1, m0);                                                    \
+            for (int k = 0; k < (NL); k++) if (m0[k] > best) best = m0[k];                \
+        }                                                                                 \
+        for (; i < n; i++) if (x[i] > best) best = x[i];                                  \
+        return best;                                                                      \
     }
-    fl_vf m0, m1;
-    for (int k = 0; k < FL_NF; k++) m0[k] = m1[k] = -INFINITY;
-    ptrdiff_t i = 0;
-    for (; i + 2 * FL_NF <= n; i += 2 * FL_NF) {
-        fl_vf a, b;
-        memcpy(&a, x + i, sizeof a);
-        memcpy(&b, x + i + FL_NF, sizeof b);
-        m0 = fl_select_f(a > m0, a, m0);
-        m1 = fl_select_f(b > m1, b, m1);
-    }
-    m0 = fl_select_f(m1 > m0, m1, m0);
-    for (int k = 0; k < FL_NF; k++) if (m0[k] > best) best = m0[k];
-    for (; i < n; i++) if (x[i] > best) best = x[i];
-    return best;
-}
-
-FL_INLINE double fl_max_f64(const double* x, ptrdiff_t n) {
-    double best = -INFINITY;
-    if (n < 2 * FL_ND) {                    /* no vector: skip the lanes' reduction */
-        for (ptrdiff_t i = 0; i < n; i++) if (x[i] > best) best = x[i];
-        return best;
-    }
-    fl_vd m0, m1;
-    for (int k = 0; k < FL_ND; k++) m0[k] = m1[k] = -INFINITY;
-    ptrdiff_t i = 0;
-    for (; i + 2 * FL_ND <= n; i += 2 * FL_ND) {
-        fl_vd a, b;
-        memcpy(&a, x + i, sizeof a);
-        memcpy(&b, x + i + FL_ND, sizeof b);
-        m0 = fl_select_d(a > m0, a, m0);
-        m1 = fl_select_d(b > m1, b, m1);
-    }
-    m0 = fl_select_d(m1 > m0, m1, m0);
-    for (int k = 0; k < FL_ND; k++) if (m0[k] > best) best = m0[k];
-    for (; i < n; i++) if (x[i] > best) best = x[i];
-    return best;
-}
+FL_DEFINE_MAX(f32, float, fl_vf, FL_NF, fl_select_f)
+FL_DEFINE_MAX(f64, double, fl_vd, FL_ND, fl_select_d)
 
 /* One vector of float exponentials into the double accumulators (and the self dot). */
 FL_INLINE void fl_accumulate_f32(fl_vf v, double sub, double s, float* out, int m,
@@ -257,13 +233,13 @@ FL_INLINE void fl_accumulate_f32(fl_vf v, double sub, double s, float* out, int 
         if (m == FL_NF) memcpy(out, &e, sizeof e);
         else fl_store_tail_f32(out, e, m);
     }
-    acc[0] += fl_widen_lo(e);
-    acc[1] += fl_widen_hi(e);
+    const fl_vd e_lo = fl_widen_lo(e), e_hi = fl_widen_hi(e);
+    acc[0] += e_lo;
+    acc[1] += e_hi;
     if (dot) {
-        const fl_vf zero = {0};
-        const fl_vd e_lo = fl_widen_lo(e), e_hi = fl_widen_hi(e), zd = {0};
-        dot[0] += fl_select_d(e_lo != zd, e_lo * (sub - fl_widen_lo(v)), zd);
-        dot[1] += fl_select_d(e_hi != zd, e_hi * (sub - fl_widen_hi(v)), zd);
+        const fl_vd zero = {0};
+        dot[0] += fl_select_d(e_lo != zero, e_lo * (sub - fl_widen_lo(v)), zero);
+        dot[1] += fl_select_d(e_hi != zero, e_hi * (sub - fl_widen_hi(v)), zero);
     }
 }
 
