@@ -229,7 +229,8 @@ cdef inline RowStats row_stats(
             st.sumexp = st.sumexp + csum        # adds 0, or NaN
             st.self_dot = st.self_dot + csd
         elif shift > st.max:
-            rescale = exp((st.max - shift) * s)
+            # exp(-inf) = 0 for the first chunk, without the call
+            rescale = exp((st.max - shift) * s) if st.max != -INFINITY else 0.0
             if with_self_dot and st.sumexp != 0.0:
                 st.self_dot = rescale * (st.self_dot + (shift - st.max) * st.sumexp)
             st.self_dot = st.self_dot + csd
@@ -253,7 +254,9 @@ cdef inline double chunk_factor(
     const double* shift, Py_ssize_t k, RowStats st, double s
 ) noexcept nogil:
     """exp((shift_k - max) s) / S: turns chunk k's stored exponentials into softmax.
-    exp(-inf - max) = 0 zeroes a masked chunk."""
+    exp(-inf - max) = 0 zeroes a masked chunk; the chunk of the max needs no exp."""
+    if shift[k] == st.max:
+        return 1.0 / st.sumexp
     return exp((shift[k] - st.max) * s) / st.sumexp
 
 
@@ -341,3 +344,98 @@ cdef inline double* alloc_thread_scratch(int n_threads, Py_ssize_t per_thread) e
     if buf == NULL:
         raise MemoryError("fastloss: cannot allocate the per-thread scratch")
     return buf
+
+
+# ---- rows of few classes, one row per SIMD lane (_simd_small.h) ------------------------
+
+cdef extern from "_simd_small.h" nogil:
+    enum:
+        FL_SMALL_C      # rows of at most this many classes take the block kernels below
+        FL_NF           # float lanes: rows per float block
+        FL_ND           # double lanes: rows per double block
+    ctypedef struct fl_small_plan_f32:
+        int n_classes
+    ctypedef struct fl_small_plan_f64:
+        int n_classes
+    ctypedef struct fl_small_ce_spec:
+        const double* class_weight
+        const double* sample_weight
+        double hard_scale
+        double smoothing
+        double coef_sum
+        double z_loss
+        double grad_scale
+        Py_ssize_t ignore_index
+    const fl_small_plan_f32* fl_small_plan_f32_get(int c)
+    const fl_small_plan_f64* fl_small_plan_f64_get(int c)
+    void fl_small_softmax_f32(const float* x, Py_ssize_t rows, const fl_small_plan_f32* p,
+                              float* out)
+    void fl_small_softmax_f64(const double* x, Py_ssize_t rows, const fl_small_plan_f64* p,
+                              double* out)
+    void fl_small_log_softmax_f32(const float* x, Py_ssize_t rows,
+                                  const fl_small_plan_f32* p, float* out)
+    void fl_small_log_softmax_f64(const double* x, Py_ssize_t rows,
+                                  const fl_small_plan_f64* p, double* out)
+    void fl_small_logsumexp_f64(const double* x, Py_ssize_t rows,
+                                const fl_small_plan_f64* p, double* out)
+    void fl_small_logsumexp_wide_f32(const float* x, Py_ssize_t rows,
+                                     const fl_small_plan_f64* p, double* out)
+    void fl_small_ce_f32(const float* x, Py_ssize_t rows, const Py_ssize_t* y,
+                         Py_ssize_t row0, const fl_small_plan_f32* p,
+                         const fl_small_ce_spec* spec, double* loss_out, double* lse_out,
+                         float* grad)
+    void fl_small_ce_f64(const double* x, Py_ssize_t rows, const Py_ssize_t* y,
+                         Py_ssize_t row0, const fl_small_plan_f64* p,
+                         const fl_small_ce_spec* spec, double* loss_out, double* lse_out,
+                         double* grad)
+
+
+cdef inline Py_ssize_t small_block_rows(const floating* witness) noexcept nogil:
+    """Rows per block of the small-C kernels: one per lane of the dtype's vectors."""
+    if floating is float:
+        return FL_NF
+    else:
+        return FL_ND
+
+
+cdef inline const void* small_plan(int n_classes, const floating* witness) except NULL:
+    """The (cached) transposition plan of the dtype for C = n_classes <= FL_SMALL_C."""
+    cdef const void* plan
+    if floating is float:
+        plan = fl_small_plan_f32_get(n_classes)
+    else:
+        plan = fl_small_plan_f64_get(n_classes)
+    if plan == NULL:
+        raise MemoryError("fastloss: cannot allocate a transposition plan")
+    return plan
+
+
+cdef inline void small_softmax(
+    const floating* x, Py_ssize_t rows, const void* plan, floating* out
+) noexcept nogil:
+    if floating is float:
+        fl_small_softmax_f32(x, rows, <const fl_small_plan_f32*> plan, out)
+    else:
+        fl_small_softmax_f64(x, rows, <const fl_small_plan_f64*> plan, out)
+
+
+cdef inline void small_log_softmax(
+    const floating* x, Py_ssize_t rows, const void* plan, floating* out
+) noexcept nogil:
+    if floating is float:
+        fl_small_log_softmax_f32(x, rows, <const fl_small_plan_f32*> plan, out)
+    else:
+        fl_small_log_softmax_f64(x, rows, <const fl_small_plan_f64*> plan, out)
+
+
+cdef inline void small_ce(
+    const floating* x, Py_ssize_t rows, const Py_ssize_t* y, Py_ssize_t row0,
+    const void* plan, const fl_small_ce_spec* spec, double* loss_out, double* lse_out,
+    floating* grad,
+) noexcept nogil:
+    if floating is float:
+        fl_small_ce_f32(x, rows, y, row0, <const fl_small_plan_f32*> plan, spec, loss_out,
+                        lse_out, grad)
+    else:
+        fl_small_ce_f64(x, rows, y, row0, <const fl_small_plan_f64*> plan, spec, loss_out,
+                        lse_out, grad)

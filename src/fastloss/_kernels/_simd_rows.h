@@ -1,20 +1,30 @@
 /* The hot loops of a row (max; exp + store + sum; rescale), written once in GCC/Clang
  * vector extensions for float and double.
  *
- * One source serves every instruction set: the lanes are a fixed logical width of 64 bytes
- * (16 floats or 8 doubles) which the compiler maps onto SSE2, AVX2 or AVX-512 registers by
- * the flags of the extension that includes this file (setup.py's SIMD_VARIANTS). Every
- * lane does the same IEEE operations in the same order on every instruction set (the
- * extensions are compiled with -ffp-contract=off: no fused multiply-add), so the portable,
- * AVX2 and AVX-512 builds give the same bits. -fno-trapping-math lets the compiler turn
- * the NaN-preserving clamps below into selects; results are unchanged.
+ * One source serves every instruction set: the vectors are as wide as the registers of
+ * the flags that the including extension is compiled with (setup.py's SIMD_VARIANTS:
+ * SSE2, AVX2 with FMA, AVX-512). A handful of primitives (max, the float-to-double widening,
+ * the scaling by 2^n) use the instruction set's own instructions where the generic form
+ * compiles badly; every formula is written once. The wider builds fuse multiplies and
+ * adds, so their results may differ from the baseline's in the last bits.
+ * -fno-trapping-math lets the compiler turn the NaN-preserving clamps into selects.
  *
  * exp is branch-free: exp(x) = 2^n p(r), x = n ln2 + r, |r| <= ln2 / 2, the reduction in
  * two steps (Cody-Waite) and p a polynomial (degree 6 for float, within 2 ulp; degree 13
- * for double, within 1e-15 relative); 2^n is applied in two halves so that subnormal
- * results round once. exp(-inf) = 0, exp(+inf) = inf, exp(NaN) = NaN.
+ * for double, within 1e-15 relative); subnormal results round once. exp(-inf) = 0,
+ * exp(NaN) = NaN.
  *
- * Sums over the lanes are formed in double, in a fixed order that depends on n alone.
+ * float rows are computed in float, with two safeguards that keep them within a few ulps
+ * of the float64 result:
+ * - the argument x - shift is carried as an unevaluated float sum d + lo (TwoSum), so it is
+ *   exact: rounding it would cost |x - shift| / 2 ulps of the result;
+ * - the sum of a row's exponentials leaves out the terms at the shift (x = shift, exactly
+ *   1) and counts them, sums the others in float only four at a time, then in double.
+ *   A 1 in a float sum would round away the small terms, and with them the relative
+ *   accuracy of a small loss log(1 + sum of the others).
+ *
+ * Sums are formed in a fixed order that depends on n alone (never on the data's
+ * alignment or the threads).
  */
 #ifndef FASTLOSS_SIMD_ROWS_H
 #define FASTLOSS_SIMD_ROWS_H
@@ -23,6 +33,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 /* Inlined always: a vector argument of a call that is not inlined goes through memory. */
 #define FL_INLINE static inline __attribute__((always_inline))
@@ -51,6 +64,22 @@ typedef int64_t fl_vl __attribute__((vector_size(FL_WIDTH)));
 /* Half a float vector: as many floats as a double vector has doubles. */
 typedef float fl_vh __attribute__((vector_size(FL_WIDTH / 2)));
 
+/* The rows' loops fetch the memory this far ahead of the element they work on (bytes):
+ * a chunk of a row is scanned for its max, then exponentiated from L1, and without the
+ * prefetches the next chunk's loads would wait for memory between the two. */
+#define FL_AHEAD 8192
+
+/* Prefetch the cache lines FL_AHEAD bytes past those of [x, x + bytes) for reading, and of
+ * out (unless NULL) for writing. */
+FL_INLINE void fl_prefetch(const void* x, void* out, size_t bytes) {
+    for (size_t b = 0; b < bytes; b += 64) {
+        __builtin_prefetch((const char*)x + FL_AHEAD + b, 0, 3);
+        if (out) __builtin_prefetch((char*)out + FL_AHEAD + b, 1, 3);
+    }
+}
+
+/* ---- primitives ---- */
+
 /* Lane-wise select without branches: m ? a : b (m all ones or all zeros). */
 FL_INLINE fl_vf fl_select_f(fl_vi m, fl_vf a, fl_vf b) {
     return (fl_vf)((m & (fl_vi)a) | (~m & (fl_vi)b));
@@ -59,11 +88,64 @@ FL_INLINE fl_vd fl_select_d(fl_vl m, fl_vd a, fl_vd b) {
     return (fl_vd)((m & (fl_vl)a) | (~m & (fl_vl)b));
 }
 
+/* Lane-wise max(a, b) that is b where either is NaN (x86's max instruction does that). */
+FL_INLINE fl_vf fl_vmax_f(fl_vf a, fl_vf b) {
+#if defined(__AVX512F__)
+    return (fl_vf)_mm512_max_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__)
+    return (fl_vf)_mm256_max_ps((__m256)a, (__m256)b);
+#elif defined(__SSE2__)
+    return (fl_vf)_mm_max_ps((__m128)a, (__m128)b);
+#else
+    return fl_select_f(a > b, a, b);
+#endif
+}
+FL_INLINE fl_vd fl_vmax_d(fl_vd a, fl_vd b) {
+#if defined(__AVX512F__)
+    return (fl_vd)_mm512_max_pd((__m512d)a, (__m512d)b);
+#elif defined(__AVX__)
+    return (fl_vd)_mm256_max_pd((__m256d)a, (__m256d)b);
+#elif defined(__SSE2__)
+    return (fl_vd)_mm_max_pd((__m128d)a, (__m128d)b);
+#else
+    return fl_select_d(a > b, a, b);
+#endif
+}
+
+/* float lanes in double: the low and high halves of a float vector, exactly. */
+FL_INLINE fl_vd fl_widen_lo(fl_vf v) {
+#if defined(__AVX512F__)
+    return (fl_vd)_mm512_cvtps_pd(_mm512_castps512_ps256((__m512)v));
+#else
+    return __builtin_convertvector(__builtin_shufflevector(v, v, FL_LO), fl_vd);
+#endif
+}
+FL_INLINE fl_vd fl_widen_hi(fl_vf v) {
+#if defined(__AVX512F__)
+    return (fl_vd)_mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd((__m512d)v, 1)));
+#else
+    return __builtin_convertvector(__builtin_shufflevector(v, v, FL_HI), fl_vd);
+#endif
+}
+FL_INLINE fl_vf fl_narrow(fl_vd lo, fl_vd hi) {
+    const fl_vh a = __builtin_convertvector(lo, fl_vh), b = __builtin_convertvector(hi, fl_vh);
+    return __builtin_shufflevector(a, b, FL_LO, FL_HI);
+}
+
+/* Sum of a double vector's lanes, in lane order. */
+FL_INLINE double fl_hsum(fl_vd v) {
+    double s = 0.0;
+    for (int k = 0; k < FL_ND; k++) s += v[k];
+    return s;
+}
+
 /* ---- exp ---- */
+
+/* exp(x) of double lanes (any x). */
 FL_INLINE fl_vd fl_exp_d(fl_vd x) {
     const fl_vd zero = {0};
     const double round = 6755399441055744.0;                /* 1.5 * 2^52 */
-    x = fl_select_d(x < zero - 746.0, zero - 746.0, x);
+    x = fl_vmax_d(zero - 746.0, x);                         /* NaN stays NaN */
     x = fl_select_d(x > zero + 710.0, zero + 710.0, x);
     const fl_vd t = x * 1.4426950408889634 + round;
     const fl_vd n = t - round;
@@ -87,52 +169,42 @@ FL_INLINE fl_vd fl_exp_d(fl_vd x) {
     return p * (fl_vd)((n1 + 1023) << 52) * (fl_vd)((n2 + 1023) << 52);
 }
 
-/* ---- float lanes in double: the low and high halves of a float vector, exactly ---- */
-FL_INLINE fl_vd fl_widen_lo(fl_vf v) {
-    return __builtin_convertvector(__builtin_shufflevector(v, v, FL_LO), fl_vd);
-}
-FL_INLINE fl_vd fl_widen_hi(fl_vf v) {
-    return __builtin_convertvector(__builtin_shufflevector(v, v, FL_HI), fl_vd);
-}
-FL_INLINE fl_vf fl_narrow(fl_vd lo, fl_vd hi) {
-    const fl_vh a = __builtin_convertvector(lo, fl_vh), b = __builtin_convertvector(hi, fl_vh);
-    return __builtin_shufflevector(a, b, FL_LO, FL_HI);
-}
-
-/* exp((x - sub) s) of float lanes. The argument and its reduction x - sub = n ln2 + r
- * are formed in double: in float, x - sub would round, and each ulp of the argument is
- * |x - sub| ulps of the result. Only r, |r| <= ln2 / 2, goes to float for the polynomial. */
-FL_INLINE fl_vd fl_reduce_d(fl_vd a, fl_vd* n) {
-    const fl_vd zero = {0};
-    const double round = 6755399441055744.0;                /* 1.5 * 2^52 */
-    /* a <= 0 or NaN (x <= sub, s > 0): only underflow needs a clamp */
-    a = fl_select_d(a < zero - 104.0, zero - 104.0, a);     /* exp(-104) rounds to 0 */
-    const fl_vd t = a * 1.4426950408889634 + round;
-    *n = t - round;
-    return a - *n * 0.6931471805599453;
-}
-
-FL_INLINE fl_vf fl_exp_shifted_f(fl_vf x, double sub, double s) {
-    fl_vd n_lo, n_hi;
-    const fl_vd r_lo = fl_reduce_d((fl_widen_lo(x) - sub) * s, &n_lo);
-    const fl_vd r_hi = fl_reduce_d((fl_widen_hi(x) - sub) * s, &n_hi);
-    const fl_vf r = fl_narrow(r_lo, r_hi), n = fl_narrow(n_lo, n_hi);
+/* exp(d + lo) of float lanes, for d <= 0 (or NaN) and |lo| <= ulp(d) (or NaN where d is
+ * -inf): d is clamped where the result underflows, and lo, where d is not, joins the
+ * reduced argument. */
+FL_INLINE fl_vf fl_exp_neg_f(fl_vf d, fl_vf lo) {
+    const fl_vf zero = {0};
+    const float round = 12582912.0f;                         /* 1.5 * 2^23 */
+    const fl_vf clamped = fl_vmax_f(zero - 104.0f, d);       /* exp(-104) rounds to 0 */
+    lo = fl_select_f(d == clamped, lo, zero);
+    d = clamped;
+    const fl_vf t = d * 1.44269504f + round;
+    const fl_vf n = t - round;
+    fl_vf r = d - n * 0.693359375f;                          /* ln2's high part: exact */
+    r = r - n * -2.12194440e-4f;
+    r = r + lo;
     fl_vf p = r * 1.38146130920354e-3f + 8.368709831816333e-3f;
     p = p * r + 4.1668387364721171e-2f;
     p = p * r + 1.6666520689750436e-1f;
     p = p * r + 4.9999993451691255e-1f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    const fl_vi ni = __builtin_convertvector(n, fl_vi);
+#if defined(__AVX512F__)
+    return (fl_vf)_mm512_scalef_ps((__m512)p, (__m512)n);
+#else
+    const fl_vi ni = (fl_vi)t - (fl_vi)(zero + round);      /* n, from t's low bits */
     const fl_vi n1 = ni >> 1, n2 = ni - n1;    /* 2^n in halves: subnormals round once */
     return p * (fl_vf)((n1 + 127) << 23) * (fl_vf)((n2 + 127) << 23);
+#endif
 }
 
-/* Sum of a double vector's lanes, in lane order. */
-FL_INLINE double fl_hsum(fl_vd v) {
-    double s = 0.0;
-    for (int k = 0; k < FL_ND; k++) s += v[k];
-    return s;
+/* (x - sub) s as d + lo, with d = fl(x - sub) and lo its rounding error (TwoSum), times
+ * s (the product by s != 1 rounds once more). */
+FL_INLINE fl_vf fl_shift_f(fl_vf x, float sub, float s, fl_vf* lo) {
+    const fl_vf d = x - sub;
+    const fl_vf x_seen = d + sub, sub_seen = x_seen - d;
+    *lo = ((x - x_seen) + (sub_seen - sub)) * s;
+    return d * s;
 }
 
 /* ---- the row primitives ----
@@ -143,17 +215,16 @@ FL_INLINE double fl_hsum(fl_vd v) {
  *   exponential in out[i] unless out is NULL (out may be x: x_i is read before out[i] is
  *   written). Unless self_dot is NULL it also returns sum_i e_i (sub - x_i) over e_i != 0
  *   there (entropy; x_i = -inf has e_i = 0 and adds 0).
- * fl_scale_T(e, n, factor): e_i <- e_i * factor, the product formed in double.
+ * fl_scale_T(e, n, factor): e_i <- e_i * factor.
  * fl_sub_shift_T(x, n, a, b, out): out_i <- (x_i - a) - b, in double (log_softmax: x - a is
  *   exact for x near the max a, so large logits lose nothing).
- * The tail of a row is processed in one more vector with -inf in its unused lanes, so that
- * the order of the sums depends on n only. */
+ * The tail of a row is processed in vectors with -inf in their unused lanes, so that the
+ * order of the sums depends on n only. */
 
 /* The first m < lanes elements of a row's tail: loads padded with -inf (whose exp is 0)
  * and stores of the first m lanes. AVX-512 masks them, without touching memory past the
  * row; elsewhere they go lane by lane. */
 #if defined(__AVX512F__)
-#include <immintrin.h>
 FL_INLINE fl_vf fl_load_tail_f32(const float* x, int m) {
     return (fl_vf)_mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), (__mmask16)((1u << m) - 1), x);
 }
@@ -180,6 +251,26 @@ FL_DEFINE_TAIL(f32, float, fl_vf, FL_NF)
 FL_DEFINE_TAIL(f64, double, fl_vd, FL_ND)
 #endif
 
+/* Vector k of a group of four starting at x, of which n elements remain: a full load, a
+ * padded one, or all -inf. */
+#define FL_DEFINE_GROUP_IO(SUFFIX, T, VT, NL)                                             \
+    FL_INLINE VT fl_group_load_##SUFFIX(const T* x, ptrdiff_t n, int k) {                 \
+        const ptrdiff_t m = n - k * (NL);                                                 \
+        if (m >= (NL)) {                                                                  \
+            VT v;                                                                         \
+            memcpy(&v, x + k * (NL), sizeof v);                                           \
+            return v;                                                                     \
+        }                                                                                 \
+        return fl_load_tail_##SUFFIX(x + k * (NL), m > 0 ? (int)m : 0);                   \
+    }                                                                                     \
+    FL_INLINE void fl_group_store_##SUFFIX(T* out, ptrdiff_t n, int k, VT v) {            \
+        const ptrdiff_t m = n - k * (NL);                                                 \
+        if (m >= (NL)) memcpy(out + k * (NL), &v, sizeof v);                              \
+        else if (m > 0) fl_store_tail_##SUFFIX(out + k * (NL), v, (int)m);                \
+    }
+FL_DEFINE_GROUP_IO(f32, float, fl_vf, FL_NF)
+FL_DEFINE_GROUP_IO(f64, double, fl_vd, FL_ND)
+
 /* Rows of at most FL_SHORT_ROW elements (small C, or the last chunk of a row) go through a
  * scalar loop with libm's exp in double: a vector exp's latency (about 130 cycles with the
  * sum of its lanes) costs more than a few scalar exps, and there is nothing to overlap it
@@ -201,34 +292,58 @@ FL_DEFINE_TAIL(f64, double, fl_vd, FL_ND)
     })
 
 /* fl_max_f32 and fl_max_f64: one definition for both types (T, its vector VT, lanes NL,
- * lane-wise select SEL). */
-#define FL_DEFINE_MAX(SUFFIX, T, VT, NL, SEL)                                             \
+ * lane-wise max VMAX). Four accumulators hide the max's latency. */
+#define FL_DEFINE_MAX(SUFFIX, T, VT, NL, VMAX)                                            \
     FL_INLINE double fl_max_##SUFFIX(const T* x, ptrdiff_t n) {                           \
         double best = -INFINITY;                                                          \
         ptrdiff_t i = 0;                                                                  \
-        if (n >= 2 * (NL)) {            /* else no vector: skip the lanes' reduction */   \
-            VT m0, m1;                                                                    \
-            for (int k = 0; k < (NL); k++) m0[k] = m1[k] = -INFINITY;                     \
-            for (; i + 2 * (NL) <= n; i += 2 * (NL)) {                                    \
-                VT a, b;                                                                  \
-                memcpy(&a, x + i, sizeof a);                                              \
-                memcpy(&b, x + i + (NL), sizeof b);                                       \
-                m0 = SEL(a > m0, a, m0);                                                  \
-                m1 = SEL(b > m1, b, m1);                                                  \
+        if (n >= 4 * (NL)) {            /* else no vector: skip the lanes' reduction */   \
+            VT lowest;                                                                    \
+            for (int k = 0; k < (NL); k++) lowest[k] = -INFINITY;                         \
+            VT m[4] = {lowest, lowest, lowest, lowest};                                   \
+            for (; i + 4 * (NL) <= n; i += 4 * (NL)) {                                    \
+                for (int q = 0; q < 4; q++) {                                             \
+                    VT a;                                                                 \
+                    memcpy(&a, x + i + q * (NL), sizeof a);                               \
+                    m[q] = VMAX(a, m[q]);        /* a NaN in a keeps m */                 \
+                }                                                                         \
             }                                                                             \
-            m0 = SEL(m1 > m0, m1, m0);                                                    \
-            for (int k = 0; k < (NL); k++) if (m0[k] > best) best = m0[k];                \
+            m[0] = VMAX(VMAX(m[1], m[0]), VMAX(m[3], m[2]));                              \
+            for (int k = 0; k < (NL); k++) if (m[0][k] > best) best = m[0][k];            \
         }                                                                                 \
         for (; i < n; i++) if (x[i] > best) best = x[i];                                  \
         return best;                                                                      \
     }
-FL_DEFINE_MAX(f32, float, fl_vf, FL_NF, fl_select_f)
-FL_DEFINE_MAX(f64, double, fl_vd, FL_ND, fl_select_d)
+FL_DEFINE_MAX(f32, float, fl_vf, FL_NF, fl_vmax_f)
+FL_DEFINE_MAX(f64, double, fl_vd, FL_ND, fl_vmax_d)
 
-/* One vector of float exponentials into the double accumulators (and the self dot). */
-FL_INLINE void fl_accumulate_f32(fl_vf v, double sub, double s, float* out, int m,
-                                  fl_vd* acc, fl_vd* dot) {
-    const fl_vf e = fl_exp_shifted_f(v, sub, s);
+/* Four vectors of float exponentials from x[0:n] (n < 4 lanes: padded): stored in out
+ * unless it is NULL, and summed into acc (double) and ones (the terms at the shift). */
+FL_INLINE void fl_exp_group_f32(const float* x, ptrdiff_t n, float sub, float s, float* out,
+                                fl_vd* acc, fl_vi* ones) {
+    fl_vf e[4];
+    for (int k = 0; k < 4; k++) {
+        const fl_vf v = fl_group_load_f32(x, n, k);
+        fl_vf lo;
+        const fl_vf d = fl_shift_f(v, sub, s, &lo);
+        e[k] = fl_exp_neg_f(d, lo);
+        if (out) fl_group_store_f32(out, n, k, e[k]);
+        const fl_vi at_shift = v == sub;
+        *ones -= at_shift;
+        e[k] = (fl_vf)(~at_shift & (fl_vi)e[k]);
+    }
+    const fl_vf sum = (e[0] + e[1]) + (e[2] + e[3]);
+    acc[0] += fl_widen_lo(sum);
+    acc[1] += fl_widen_hi(sum);
+}
+
+/* One vector of float exponentials and their self dot, in double (entropy_from_logits). */
+FL_INLINE void fl_exp_dot_f32(fl_vf v, float sub, float s, float* out, int m, fl_vd* acc,
+                              fl_vd* dot) {
+    const fl_vd zero = {0};
+    fl_vf lo;
+    const fl_vf d = fl_shift_f(v, sub, s, &lo);
+    const fl_vf e = fl_exp_neg_f(d, lo);
     if (out) {
         if (m == FL_NF) memcpy(out, &e, sizeof e);
         else fl_store_tail_f32(out, e, m);
@@ -236,78 +351,86 @@ FL_INLINE void fl_accumulate_f32(fl_vf v, double sub, double s, float* out, int 
     const fl_vd e_lo = fl_widen_lo(e), e_hi = fl_widen_hi(e);
     acc[0] += e_lo;
     acc[1] += e_hi;
-    if (dot) {
-        const fl_vd zero = {0};
-        dot[0] += fl_select_d(e_lo != zero, e_lo * (sub - fl_widen_lo(v)), zero);
-        dot[1] += fl_select_d(e_hi != zero, e_hi * (sub - fl_widen_hi(v)), zero);
-    }
+    dot[0] += fl_select_d(e_lo != zero, e_lo * (sub - fl_widen_lo(v)), zero);
+    dot[1] += fl_select_d(e_hi != zero, e_hi * (sub - fl_widen_hi(v)), zero);
 }
 
 FL_INLINE double fl_exp_sum_f32(const float* x, ptrdiff_t n, double sub, double s,
                                 float* out, double* self_dot) {
     if (n <= FL_SHORT_ROW) return FL_SHORT_EXP_SUM(x, n, sub, s, out, self_dot);
-    fl_vd acc[4] = {{0}}, dot[4] = {{0}};
+    /* sub is a float (a max of floats), or 0 */
+    const float sub_f = (float)sub, s_f = (float)s;
+    fl_vd acc[2] = {{0}};
     ptrdiff_t i = 0;
-    for (; i + 2 * FL_NF <= n; i += 2 * FL_NF) {
-        fl_vf a, b;
-        memcpy(&a, x + i, sizeof a);
-        memcpy(&b, x + i + FL_NF, sizeof b);
-        fl_accumulate_f32(a, sub, s, out ? out + i : NULL, FL_NF, acc, self_dot ? dot : NULL);
-        fl_accumulate_f32(b, sub, s, out ? out + i + FL_NF : NULL, FL_NF, acc + 2,
-                          self_dot ? dot + 2 : NULL);
+    if (self_dot) {
+        fl_vd dot[2] = {{0}};
+        for (; i < n; i += FL_NF) {
+            const int m = n - i < FL_NF ? (int)(n - i) : FL_NF;
+            fl_exp_dot_f32(fl_group_load_f32(x + i, m, 0), sub_f, s_f, out ? out + i : NULL,
+                           m, acc, dot);
+        }
+        *self_dot = fl_hsum(dot[0] + dot[1]);
+        return fl_hsum(acc[0] + acc[1]);
     }
-    for (; i < n; i += FL_NF) {
-        const int m = n - i < FL_NF ? (int)(n - i) : FL_NF;
-        const fl_vf v = fl_load_tail_f32(x + i, m);
-        fl_accumulate_f32(v, sub, s, out ? out + i : NULL, m, acc, self_dot ? dot : NULL);
+    fl_vi ones = {0};
+    for (; i + 4 * FL_NF <= n; i += 4 * FL_NF) {      /* whole groups: no tail checks */
+        fl_prefetch(x + i, out ? out + i : NULL, 4 * FL_WIDTH);
+        fl_exp_group_f32(x + i, 4 * FL_NF, sub_f, s_f, out ? out + i : NULL, acc, &ones);
     }
-    if (self_dot) *self_dot = fl_hsum((dot[0] + dot[2]) + (dot[1] + dot[3]));
-    return fl_hsum((acc[0] + acc[2]) + (acc[1] + acc[3]));
+    if (i < n) fl_exp_group_f32(x + i, n - i, sub_f, s_f, out ? out + i : NULL, acc, &ones);
+    double n_ones = 0.0;
+    for (int k = 0; k < FL_NF; k++) n_ones += ones[k];
+    return fl_hsum(acc[0] + acc[1]) + n_ones;
 }
 
-FL_INLINE void fl_accumulate_f64(fl_vd v, double sub, double s, double* out, int m,
-                                     fl_vd* acc, fl_vd* dot) {
-    const fl_vd e = fl_exp_d((v - sub) * s);
-    if (out) {
-        if (m == FL_ND) memcpy(out, &e, sizeof e);
-        else fl_store_tail_f64(out, e, m);
-    }
-    acc[0] += e;
-    if (dot) {
-        const fl_vd zero = {0};
-        dot[0] += fl_select_d(e != zero, e * (sub - v), zero);
+/* Four vectors of double exponentials, as fl_exp_group_f32 (the terms at the shift are
+ * counted apart here too: a 1 in the sum would round the others to 1e-16 of it). */
+FL_INLINE void fl_exp_group_f64(const double* x, ptrdiff_t n, double sub, double s,
+                                double* out, fl_vd* acc, fl_vl* ones, fl_vd* dot) {
+    const fl_vd zero = {0};
+    for (int k = 0; k < 4; k++) {
+        const fl_vd v = fl_group_load_f64(x, n, k);
+        const fl_vd e = fl_exp_d((v - sub) * s);
+        if (out) fl_group_store_f64(out, n, k, e);
+        const fl_vl at_shift = v == sub;
+        *ones -= at_shift;
+        acc[k] += (fl_vd)(~at_shift & (fl_vl)e);
+        if (dot) dot[k] += fl_select_d(e != zero, e * (sub - v), zero);
     }
 }
 
 FL_INLINE double fl_exp_sum_f64(const double* x, ptrdiff_t n, double sub, double s,
-                                    double* out, double* self_dot) {
+                                double* out, double* self_dot) {
     if (n <= FL_SHORT_ROW) return FL_SHORT_EXP_SUM(x, n, sub, s, out, self_dot);
-    fl_vd acc[2] = {{0}}, dot[2] = {{0}};
+    fl_vd acc[4] = {{0}}, dot[4] = {{0}};
+    fl_vl ones = {0};
     ptrdiff_t i = 0;
-    for (; i + 2 * FL_ND <= n; i += 2 * FL_ND) {
-        fl_vd a, b;
-        memcpy(&a, x + i, sizeof a);
-        memcpy(&b, x + i + FL_ND, sizeof b);
-        fl_accumulate_f64(a, sub, s, out ? out + i : NULL, FL_ND, acc, self_dot ? dot : NULL);
-        fl_accumulate_f64(b, sub, s, out ? out + i + FL_ND : NULL, FL_ND, acc + 1,
-                          self_dot ? dot + 1 : NULL);
+    for (; i + 4 * FL_ND <= n; i += 4 * FL_ND) {      /* whole groups: no tail checks */
+        fl_prefetch(x + i, out ? out + i : NULL, 4 * FL_WIDTH);
+        fl_exp_group_f64(x + i, 4 * FL_ND, sub, s, out ? out + i : NULL, acc, &ones,
+                         self_dot ? dot : NULL);
     }
-    for (; i < n; i += FL_ND) {
-        const int m = n - i < FL_ND ? (int)(n - i) : FL_ND;
-        const fl_vd v = fl_load_tail_f64(x + i, m);
-        fl_accumulate_f64(v, sub, s, out ? out + i : NULL, m, acc, self_dot ? dot : NULL);
-    }
-    if (self_dot) *self_dot = fl_hsum(dot[0] + dot[1]);
-    return fl_hsum(acc[0] + acc[1]);
+    if (i < n) fl_exp_group_f64(x + i, n - i, sub, s, out ? out + i : NULL, acc, &ones,
+                                self_dot ? dot : NULL);
+    double n_ones = 0.0;
+    for (int k = 0; k < FL_ND; k++) n_ones += ones[k];
+    if (self_dot) *self_dot = fl_hsum((dot[0] + dot[1]) + (dot[2] + dot[3]));
+    return fl_hsum((acc[0] + acc[1]) + (acc[2] + acc[3])) + n_ones;
 }
 
+/* e_i <- e_i * factor: in float, where the factor is a float (it rounds once more, half an
+ * ulp); in double where it is not (a factor beyond float's range, from extreme weights). */
 FL_INLINE void fl_scale_f32(float* e, ptrdiff_t n, double factor) {
     ptrdiff_t i = 0;
-    for (; i + FL_NF <= n; i += FL_NF) {
-        fl_vf v;
-        memcpy(&v, e + i, sizeof v);
-        v = fl_narrow(fl_widen_lo(v) * factor, fl_widen_hi(v) * factor);
-        memcpy(e + i, &v, sizeof v);
+    if (fabs(factor) <= 3.0e38) {
+        const float f = (float)factor;
+        for (; i + FL_NF <= n; i += FL_NF) {
+            fl_vf v;
+            memcpy(&v, e + i, sizeof v);
+            v = v * f;
+            memcpy(e + i, &v, sizeof v);
+        }
+        for (; i < n; i++) e[i] = e[i] * f;
     }
     for (; i < n; i++) e[i] = (float)(e[i] * factor);
 }
