@@ -664,7 +664,8 @@ def test_fastloss_itself_never_imports_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             env=env, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(np.float64(math.log(3)))
+    # log 3, within the kernels' few ulps
+    assert float(result.stdout) == pytest.approx(math.log(3), rel=4e-16)
 
 
 def test_docstring_examples():

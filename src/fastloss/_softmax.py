@@ -137,8 +137,8 @@ def logsumexp(
     Examples
     --------
     >>> import numpy as np, fastloss
-    >>> float(fastloss.logsumexp(np.array([0.0, np.log(3.0)])))  # log(1 + 3)
-    1.3862943611198906
+    >>> round(float(fastloss.logsumexp(np.array([0.0, np.log(3.0)]))), 12)  # log(1 + 3)
+    1.38629436112
     """
     x = as_floating(x, "x")
     axis = normalize_axis(axis, x.ndim, "x")

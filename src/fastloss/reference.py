@@ -38,18 +38,30 @@ def _shifted(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return x - m, m
 
 
+def _log_sum_exp(z: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray:
+    """log(sum_j exp(z_j)) for shifted scores z, as log1p(sum - 1).
+
+    The terms z_j = 0 (the max) are exactly 1: counting them instead of adding them keeps
+    sum - 1 exact, so that a log near 0 (a small loss) keeps its relative accuracy, which
+    log(sum) would round away (1e-14 relative at a loss of 1e-2).
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        others = np.sum(np.where(z == 0, 0.0, np.exp(z)), axis=axis, keepdims=keepdims)
+        ones = np.sum(z == 0, axis=axis, keepdims=keepdims)
+        return np.log1p((ones - 1.0) + others)
+
+
 def logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """m + log(sum_j exp(x_j - m)) along axis."""
     z, m = _shifted(x, axis)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.squeeze(m, axis) + np.log(np.sum(np.exp(z), axis=axis))
+    return np.squeeze(m, axis) + _log_sum_exp(z, axis)
 
 
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """(x_k - m) - log(sum_j exp(x_j - m)) along axis."""
     z, _ = _shifted(x, axis)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+    with np.errstate(invalid="ignore"):
+        return z - _log_sum_exp(z, axis, keepdims=True)
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:

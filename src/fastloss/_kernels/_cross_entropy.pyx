@@ -23,14 +23,21 @@ cimport numpy as cnp
 from fastloss._kernels._rows cimport (
     COEF_EXP,
     COEF_LINEAR,
+    FL_SMALL_C,
     RowSpec,
     RowStats,
     alloc_thread_scratch,
     chunk_shift_stride,
     coef_at,
+    fl_small_ce_spec,
+    fl_small_logsumexp_wide_f32,
+    fl_small_plan_f64,
     n_row_chunks,
     row_stats,
     scale_stored_exp,
+    small_block_rows,
+    small_ce,
+    small_plan,
     stats_lse,
 )
 
@@ -183,6 +190,42 @@ cdef CESpec make_spec(
     return spec
 
 
+cdef inline void small_ce_block(
+    const floating* x, Py_ssize_t rows, const Py_ssize_t* y, Py_ssize_t row0,
+    const void* plan, const fl_small_plan_f64* plan_wide, const fl_small_ce_spec* spec,
+    double* loss_out, double* lse_out, floating* grad,
+) noexcept nogil:
+    """small_ce on a block of rows; a float block's logsumexp in double, before its
+    gradient may overwrite it, so that it is the same bits as logsumexp's."""
+    if floating is float:
+        if lse_out != NULL:
+            fl_small_logsumexp_wide_f32(x, rows, plan_wide, lse_out)
+        small_ce(x, rows, y, row0, plan, spec, loss_out, NULL, grad)
+    else:
+        small_ce(x, rows, y, row0, plan, spec, loss_out, lse_out, grad)
+
+
+cdef bint small_spec(const CESpec* spec, Py_ssize_t n_classes, fl_small_ce_spec* out):
+    """The block kernels' spec (_simd_small.h) for class targets with few classes, or
+    False when the row kernel must serve (probability targets, distillation, or more
+    than FL_SMALL_C classes)."""
+    cdef Py_ssize_t j
+    if not (spec.kind == TARGET_CLASSES and 0 < n_classes <= FL_SMALL_C
+            and spec.row.x_scale == 1.0 and spec.loss_factor == 1.0):
+        return False
+    out.class_weight = spec.class_weight
+    out.sample_weight = spec.sample_weight
+    out.hard_scale = spec.hard_scale
+    out.smoothing = spec.row.coefs.beta if spec.row.coefs.active else 0.0
+    out.coef_sum = 0.0
+    for j in range(n_classes):
+        out.coef_sum += out.smoothing * (spec.class_weight[j] if spec.class_weight else 1.0)
+    out.z_loss = spec.z_loss
+    out.grad_scale = spec.grad_scale
+    out.ignore_index = spec.ignore_index
+    return True
+
+
 def cross_entropy_kernel(
     const floating[:, :, ::1] logits,       # IN (outer, C, inner)
     const cnp.intp_t[::1] target,           # IN (outer * inner,): classes, or empty
@@ -232,12 +275,30 @@ cdef int rows_loop(
     const CESpec* spec,
     int n_threads,
 ) except -1:
-    """ce_row over the rows of an (N, C, 1) array, in place."""
-    cdef Py_ssize_t n_rows = logits.shape[0], n_classes = logits.shape[1], i
+    """ce_row over the rows of an (N, C, 1) array, in place; blocks of rows through
+    small_ce where the classes are few."""
+    cdef Py_ssize_t n_rows = logits.shape[0], n_classes = logits.shape[1], i, block, rows
     cdef Py_ssize_t stride = chunk_shift_stride(n_row_chunks(n_classes))
+    cdef Py_ssize_t lanes = small_block_rows(<floating*> NULL)
     cdef bint soft = spec.kind != TARGET_CLASSES
     cdef double* lse_ptr = &lse_out[0] if spec.with_lse else NULL
-    cdef double* scratch = alloc_thread_scratch(n_threads, stride)
+    cdef fl_small_ce_spec small
+    cdef const void* plan
+    cdef const fl_small_plan_f64* plan_wide
+    cdef double* scratch
+    if small_spec(spec, n_classes, &small):
+        plan = small_plan(n_classes, <floating*> NULL)
+        plan_wide = <const fl_small_plan_f64*> small_plan(n_classes, <double*> NULL)
+        for block in prange((n_rows + lanes - 1) // lanes, nogil=True, schedule="static",
+                            num_threads=n_threads):
+            i = block * lanes
+            rows = n_rows - i if n_rows - i < lanes else lanes
+            small_ce_block(&logits[i, 0, 0], rows, <const Py_ssize_t*> &target[i], i, plan,
+                           plan_wide, &small, &loss_out[i],
+                           lse_ptr + i if lse_ptr != NULL else NULL,
+                           &grad_out[i, 0, 0] if spec.with_grad else NULL)
+        return 0
+    scratch = alloc_thread_scratch(n_threads, stride)
     try:
         for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
             ce_row(
@@ -263,12 +324,20 @@ cdef int tiles_loop(
     const CESpec* spec,
     int n_threads,
 ) except -1:
-    """ce_row over tiles of LANES rows gathered from an (outer, C, inner) array."""
+    """ce_row over tiles of LANES rows gathered from an (outer, C, inner) array (small_ce
+    over blocks of them where the classes are few)."""
     cdef Py_ssize_t n_outer = logits.shape[0], n_classes = logits.shape[1]
     cdef Py_ssize_t n_inner = logits.shape[2]
     cdef Py_ssize_t tiles_per_outer = (n_inner + LANES - 1) // LANES
     cdef Py_ssize_t tile, o, i0, lanes, b, c, row
+    cdef Py_ssize_t block_rows = small_block_rows(<floating*> NULL)
     cdef bint soft = spec.kind != TARGET_CLASSES
+    cdef fl_small_ce_spec small
+    cdef bint blocks = small_spec(spec, n_classes, &small)
+    cdef const void* plan = small_plan(n_classes, <floating*> NULL) if blocks else NULL
+    cdef const fl_small_plan_f64* plan_wide = (
+        <const fl_small_plan_f64*> small_plan(n_classes, <double*> NULL) if blocks else NULL
+    )
     cdef double* lse_ptr = &lse_out[0] if spec.with_lse else NULL
     cdef double* mine
     cdef floating* rows
@@ -296,16 +365,28 @@ cdef int tiles_loop(
                 for c in range(n_classes):
                     for b in range(lanes):
                         trows[b * n_classes + c] = soft_target[o, c, i0 + b]
-            for b in range(lanes):
-                row = o * n_inner + i0 + b
-                ce_row(
-                    rows + b * n_classes, n_classes,
-                    target[row] if not soft else 0,
-                    trows + b * n_classes if soft else NULL,
-                    row, spec, &loss_out[0],
-                    rows + b * n_classes if spec.with_grad else NULL,
-                    lse_ptr, mine,
-                )
+            if blocks:
+                b = 0
+                while b < lanes:
+                    row = o * n_inner + i0 + b
+                    small_ce_block(rows + b * n_classes,
+                                   lanes - b if lanes - b < block_rows else block_rows,
+                                   <const Py_ssize_t*> &target[row], row, plan, plan_wide,
+                                   &small, &loss_out[row],
+                                   lse_ptr + row if lse_ptr != NULL else NULL,
+                                   rows + b * n_classes if spec.with_grad else NULL)
+                    b = b + block_rows
+            else:
+                for b in range(lanes):
+                    row = o * n_inner + i0 + b
+                    ce_row(
+                        rows + b * n_classes, n_classes,
+                        target[row] if not soft else 0,
+                        trows + b * n_classes if soft else NULL,
+                        row, spec, &loss_out[0],
+                        rows + b * n_classes if spec.with_grad else NULL,
+                        lse_ptr, mine,
+                    )
             if spec.with_grad:
                 for c in range(n_classes):
                     for b in range(lanes):

@@ -11,14 +11,23 @@ from libc.math cimport log
 from libc.stdlib cimport free
 
 from fastloss._kernels._rows cimport (
+    FL_ND,
+    FL_SMALL_C,
     RowSpec,
     RowStats,
     alloc_thread_scratch,
     chunk_shift_stride,
+    fl_small_logsumexp_f64,
+    fl_small_logsumexp_wide_f32,
+    fl_small_plan_f64,
     n_row_chunks,
     row_stats,
     scale_entropy_grad,
     scaled_softmax_row,
+    small_block_rows,
+    small_log_softmax,
+    small_plan,
+    small_softmax,
     softmax_entropy,
     stats_lse,
     sub_shift_row,
@@ -30,9 +39,22 @@ def softmax_rows(
     floating[:, ::1] out,           # OUT (may be x itself)
     int n_threads,
 ):
-    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i, block, rows
     cdef Py_ssize_t stride = chunk_shift_stride(n_row_chunks(n_cols))
-    cdef double* shifts = alloc_thread_scratch(n_threads, stride)
+    cdef Py_ssize_t lanes = small_block_rows(<floating*> NULL)
+    cdef const void* plan
+    cdef double* shifts
+    if n_rows == 0:
+        return
+    if 0 < n_cols <= FL_SMALL_C:
+        plan = small_plan(n_cols, <floating*> NULL)
+        for block in prange((n_rows + lanes - 1) // lanes, nogil=True, schedule="static",
+                            num_threads=n_threads):
+            i = block * lanes
+            rows = n_rows - i if n_rows - i < lanes else lanes
+            small_softmax(&x[i, 0], rows, plan, &out[i, 0])
+        return
+    shifts = alloc_thread_scratch(n_threads, stride)
     try:
         for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
             scaled_softmax_row(&x[i, 0], n_cols, &out[i, 0], shifts + threadid() * stride, 1.0)
@@ -45,8 +67,20 @@ def log_softmax_rows(
     floating[:, ::1] out,           # OUT (may be x itself)
     int n_threads,
 ):
-    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i, block, rows
+    cdef Py_ssize_t lanes = small_block_rows(<floating*> NULL)
+    cdef const void* plan
     cdef RowStats st
+    if n_rows == 0:
+        return
+    if 0 < n_cols <= FL_SMALL_C:
+        plan = small_plan(n_cols, <floating*> NULL)
+        for block in prange((n_rows + lanes - 1) // lanes, nogil=True, schedule="static",
+                            num_threads=n_threads):
+            i = block * lanes
+            rows = n_rows - i if n_rows - i < lanes else lanes
+            small_log_softmax(&x[i, 0], rows, plan, &out[i, 0])
+        return
     for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
         st = row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL)
         # (x - max) - log(sum) rather than x - lse: x - max is exact for nearby values.
@@ -58,7 +92,25 @@ def logsumexp_rows(
     floating[::1] out,              # OUT
     int n_threads,
 ):
-    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i, block, rows, k
+    cdef const fl_small_plan_f64* plan
+    cdef double lse[FL_ND]
+    if n_rows == 0:
+        return
+    if 0 < n_cols <= FL_SMALL_C:
+        # In double for both dtypes (see fl_small_logsumexp_wide_f32), FL_ND rows a block.
+        plan = <const fl_small_plan_f64*> small_plan(n_cols, <double*> NULL)
+        for block in prange((n_rows + FL_ND - 1) // FL_ND, nogil=True, schedule="static",
+                            num_threads=n_threads):
+            i = block * FL_ND
+            rows = n_rows - i if n_rows - i < FL_ND else FL_ND
+            if floating is float:
+                fl_small_logsumexp_wide_f32(&x[i, 0], rows, plan, lse)
+                for k in range(rows):
+                    out[i + k] = <float> lse[k]
+            else:
+                fl_small_logsumexp_f64(&x[i, 0], rows, plan, &out[i])
+        return
     for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
         out[i] = <floating> stats_lse(
             row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL), 1.0

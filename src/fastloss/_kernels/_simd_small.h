@@ -1,0 +1,386 @@
+/* Rows of few classes (C <= FL_SMALL_C), one row per SIMD lane.
+ *
+ * A row of 10 scores is too short for the row primitives of _simd_rows.h: its max and
+ * sum would be reductions across the lanes of a single vector, and a vector exp's latency
+ * would have nothing to overlap with. Here a block of L rows (L = the lanes of a vector)
+ * is loaded as the C vectors it spans in memory and transposed in registers into C
+ * "class vectors" T_j (lane r: row r's score of class j). Everything per row (max, the
+ * exponentials, their sum, its log, the loss and the gradient) is then lane-wise, with no
+ * reduction across lanes, and the results go back through the inverse transposition.
+ *
+ * The transposition gathers class j from pairs of row-major vectors with two-source
+ * shuffles and merges the pairs with selects (a plan of index vectors, made once per
+ * call). The maths follows _simd_rows.h: float rows in float, with the argument x - max
+ * carried exactly (TwoSum) and the terms at the max (exactly 1) counted apart from the
+ * float sum of the others, so that log S = log1p((ones - 1) + others) keeps a small
+ * loss's relative accuracy; double rows in double.
+ *
+ * Padding: the rows past the end of the array in the last block are -inf (their results
+ * are never stored).
+ */
+#ifndef FASTLOSS_SIMD_SMALL_H
+#define FASTLOSS_SIMD_SMALL_H
+
+#include <stdlib.h>
+
+#include "_simd_rows.h"
+
+#define FL_SMALL_C 16
+
+/* Two-source shuffle: lane k of the result is (idx[k] < lanes ? a[idx[k]] : b[idx[k] -
+ * lanes]). GCC compiles __builtin_shuffle to the permute instructions; elsewhere a loop. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FL_SHUFFLE2(a, b, idx) __builtin_shuffle((a), (b), (idx))
+#else
+#define FL_SHUFFLE2(a, b, idx)                                                            \
+    __extension__({                                                                       \
+        __typeof__(a) r_;                                                                 \
+        const int n_ = (int)(sizeof(r_) / sizeof(r_[0]));                                 \
+        for (int k_ = 0; k_ < n_; k_++)                                                   \
+            r_[k_] = (idx)[k_] < n_ ? (a)[(idx)[k_]] : (b)[(idx)[k_] - n_];               \
+        r_;                                                                               \
+    })
+#endif
+
+/* ---- lane-wise maths of the two types, under one set of names ---- */
+
+/* exp(t - m) for t <= m, and whether t is m (a term of exactly 1). */
+FL_INLINE fl_vf fl_small_exp_f32(fl_vf t, fl_vf m, fl_vi* at_max) {
+    const fl_vf d = t - m;
+    const fl_vf t_seen = d + m, m_seen = t_seen - d;
+    *at_max = t == m;
+    return fl_exp_neg_f(d, (t - t_seen) + (m_seen - m));
+}
+FL_INLINE fl_vd fl_small_exp_f64(fl_vd t, fl_vd m, fl_vl* at_max) {
+    *at_max = t == m;
+    return fl_exp_d(t - m);
+}
+
+/* log1p(z) for z >= -1 (-inf at -1), NaN and +inf passing through. Float: Cephes' logf
+ * polynomial on the mantissa, with the rounding of 1 + z corrected; double: fdlibm's
+ * log1p scheme (s = f / (2 + f) and a polynomial in s^2). Within 2 ulp. */
+FL_INLINE fl_vf fl_log1p_f32(fl_vf z) {
+    const fl_vf zero = {0};
+    const fl_vf u = z + 1.0f;
+    const fl_vi k = (((fl_vi)u - 0x3f3504f3) >> 23);         /* u = 2^k m, m in [0.707, 1.414) */
+    const fl_vf f = (fl_vf)((fl_vi)u - (k << 23)) - 1.0f;
+    const fl_vf f2 = f * f;
+    fl_vf p = f * 7.0376836292e-2f - 1.1514610310e-1f;
+    p = p * f + 1.1676998740e-1f;
+    p = p * f - 1.2420140846e-1f;
+    p = p * f + 1.4249322787e-1f;
+    p = p * f - 1.6668057665e-1f;
+    p = p * f + 2.0000714765e-1f;
+    p = p * f - 2.4999993993e-1f;
+    p = p * f + 3.3333331174e-1f;
+    const fl_vf kf = __builtin_convertvector(k, fl_vf);
+    /* log(u) = k ln2 + log(m), ln2 in two parts; (z - (u - 1)) / u corrects u's rounding */
+    fl_vf r = f2 * f * p - 0.5f * f2 + kf * -2.12194440e-4f;
+    r = r + (z - (u - 1.0f)) / u;
+    r = (f + r) + kf * 0.693359375f;
+    const fl_vi finite = (u > zero) & (u < zero + INFINITY);
+    return fl_select_f(finite, r, fl_select_f(u == zero, zero - INFINITY, u));
+}
+FL_INLINE fl_vd fl_log1p_f64(fl_vd z) {
+    const fl_vd zero = {0};
+    const fl_vd u = z + 1.0;
+    const fl_vl k = (((fl_vl)u - 0x3fe6a09e667f3bcdLL) >> 52);
+    const fl_vd f = (fl_vd)((fl_vl)u - (k << 52)) - 1.0;
+    const fl_vd s = f / (2.0 + f), s2 = s * s, s4 = s2 * s2;
+    const fl_vd t1 = s2 * (6.666666666666735130e-01 + s4 * (2.857142874366239149e-01
+                     + s4 * (1.818357216161805012e-01 + s4 * 1.479819860511658591e-01)));
+    const fl_vd t2 = s4 * (3.999999999940941908e-01 + s4 * (2.222219843214978396e-01
+                     + s4 * 1.531383769920937332e-01));
+    const fl_vd hfsq = 0.5 * f * f;
+    const fl_vd kd = __builtin_convertvector(k, fl_vd);
+    fl_vd r = s * (hfsq + (t1 + t2)) + (kd * 1.90821492927058770002e-10
+                                        + (z - (u - 1.0)) / u);
+    r = kd * 6.93147180369123816490e-01 - ((hfsq - r) - f);
+    const fl_vl finite = (u > zero) & (u < zero + INFINITY);
+    return fl_select_d(finite, r, fl_select_d(u == zero, zero - INFINITY, u));
+}
+
+/* Class targets of a block as lanes of the element width: -1 for ignored rows and for
+ * those past the end (rows < lanes), which matches no class. */
+typedef int32_t fl_vih __attribute__((vector_size(FL_WIDTH / 2)));
+FL_INLINE fl_vl fl_small_targets_half(const ptrdiff_t* y, ptrdiff_t rows, ptrdiff_t ignore) {
+    fl_vl v;
+    for (int k = 0; k < FL_ND; k++) v[k] = k < rows && y[k] != ignore ? y[k] : -1;
+    return v;
+}
+FL_INLINE fl_vi fl_small_targets_f32(const ptrdiff_t* y, ptrdiff_t rows, ptrdiff_t ignore) {
+    const fl_vih lo = __builtin_convertvector(fl_small_targets_half(y, rows, ignore), fl_vih);
+    const fl_vih hi = __builtin_convertvector(
+        fl_small_targets_half(y + FL_ND, rows - FL_ND, ignore), fl_vih);
+    return __builtin_shufflevector(lo, hi, FL_LO, FL_HI);
+}
+FL_INLINE fl_vl fl_small_targets_f64(const ptrdiff_t* y, ptrdiff_t rows, ptrdiff_t ignore) {
+    return fl_small_targets_half(y, rows, ignore);
+}
+
+/* Row results of a block (rows < lanes: the first rows) into double. */
+FL_INLINE void fl_small_put_f32(double* out, fl_vf v, ptrdiff_t rows) {
+    const fl_vd lo = fl_widen_lo(v), hi = fl_widen_hi(v);
+    for (int k = 0; k < FL_ND; k++) {
+        if (k < rows) out[k] = lo[k];
+        if (k + FL_ND < rows) out[k + FL_ND] = hi[k];
+    }
+}
+FL_INLINE void fl_small_put_f64(double* out, fl_vd v, ptrdiff_t rows) {
+    for (int k = 0; k < FL_ND; k++) if (k < rows) out[k] = v[k];
+}
+
+/* ---- one definition for both types ----
+ * SUFFIX f32/f64, T the element type, VT its vector, IT the integer vector of its lane
+ * width, L the lanes, SEL the select, VMAX the NaN-skipping max. */
+typedef struct {
+    const double* class_weight;     /* NULL: 1 */
+    const double* sample_weight;    /* NULL: 1; per row */
+    double hard_scale;              /* 1 - eps */
+    double smoothing;               /* eps / C: a_j = smoothing w_j */
+    double coef_sum;                /* A = sum_j a_j */
+    double z_loss;
+    double grad_scale;              /* 1 / the reduction's denominator */
+    ptrdiff_t ignore_index;
+} fl_small_ce_spec;
+
+#define FL_DEFINE_SMALL(SUFFIX, T, VT, IT, L, SEL, VMAX)                                  \
+                                                                                          \
+typedef struct {                                                                          \
+    int n_classes;                                                                        \
+    IT to_cols[FL_SMALL_C][FL_SMALL_C / 2];    /* [j][a]: class j from vectors 2a, 2a+1 */\
+    IT cols_take[FL_SMALL_C][FL_SMALL_C / 2];                                             \
+    IT to_rows[FL_SMALL_C][FL_SMALL_C / 2];    /* [i][b]: vector i from classes 2b, 2b+1 */\
+    IT rows_take[FL_SMALL_C][FL_SMALL_C / 2];                                             \
+} fl_small_plan_##SUFFIX;                                                                 \
+                                                                                          \
+static inline void fl_small_plan_init_##SUFFIX(fl_small_plan_##SUFFIX* p, int c) {        \
+    p->n_classes = c;                                                                     \
+    for (int j = 0; j < c; j++)                                                           \
+        for (int a = 0; 2 * a < c; a++)                                                   \
+            for (int r = 0; r < (L); r++) {                                               \
+                /* row r's class j, counted from vector 2a; the pair ends at vector c */  \
+                const int pos = r * c + j - 2 * a * (L);                                  \
+                const int ok = pos >= 0 && pos < 2 * (L) && (pos < (L) || 2 * a + 1 < c); \
+                p->to_cols[j][a][r] = ok ? pos : 0;                                       \
+                p->cols_take[j][a][r] = ok ? -1 : 0;                                      \
+            }                                                                             \
+    for (int i = 0; i < c; i++)                                                           \
+        for (int b = 0; 2 * b < c; b++)                                                   \
+            for (int l = 0; l < (L); l++) {                                               \
+                const int pos = i * (L) + l, r = pos / c, j = pos % c;                    \
+                const int ok = j == 2 * b || j == 2 * b + 1;                              \
+                p->to_rows[i][b][l] = ok ? (j == 2 * b ? r : (L) + r) : 0;                \
+                p->rows_take[i][b][l] = ok ? -1 : 0;                                      \
+            }                                                                             \
+}                                                                                         \
+                                                                                          \
+/* The plan for C = c classes, made on first use and kept for the life of the process     \
+ * (call it holding the GIL: the cache is not locked); NULL when out of memory. Aligned   \
+ * to its vectors' size by hand: malloc's alignment is less, and aligned_alloc is not     \
+ * everywhere. */                                                                         \
+static fl_small_plan_##SUFFIX* fl_small_plans_##SUFFIX[FL_SMALL_C + 1];                   \
+static inline const fl_small_plan_##SUFFIX* fl_small_plan_##SUFFIX##_get(int c) {         \
+    if (!fl_small_plans_##SUFFIX[c]) {                                                    \
+        char* raw = malloc(sizeof(fl_small_plan_##SUFFIX) + FL_WIDTH);                    \
+        if (!raw) return NULL;                                                            \
+        fl_small_plan_##SUFFIX* p =                                                       \
+            (fl_small_plan_##SUFFIX*)(raw + FL_WIDTH - (uintptr_t)raw % FL_WIDTH);        \
+        fl_small_plan_init_##SUFFIX(p, c);                                                \
+        fl_small_plans_##SUFFIX[c] = p;                                                   \
+    }                                                                                     \
+    return fl_small_plans_##SUFFIX[c];                                                    \
+}                                                                                         \
+                                                                                          \
+/* The block of `rows` rows at x into class vectors t[0:C]. */                            \
+FL_INLINE void fl_small_load_##SUFFIX(const T* x, ptrdiff_t rows,                         \
+                                      const fl_small_plan_##SUFFIX* p, VT* t) {           \
+    const int c = p->n_classes;                                                           \
+    const ptrdiff_t n = rows * c;                                                         \
+    VT v[FL_SMALL_C];                                                                     \
+    for (int i = 0; i < c; i++) {                                                         \
+        const ptrdiff_t m = n - i * (L);                                                  \
+        if (m >= (L)) memcpy(&v[i], x + i * (L), sizeof v[i]);                            \
+        else v[i] = fl_load_tail_##SUFFIX(x + i * (L), m > 0 ? (int)m : 0);               \
+    }                                                                                     \
+    for (int j = 0; j < c; j++) {                                                         \
+        VT col = v[0];                                                                    \
+        for (int a = 0; 2 * a < c; a++) {                                                 \
+            const VT pair = FL_SHUFFLE2(v[2 * a], v[2 * a + 1 < c ? 2 * a + 1 : 2 * a],   \
+                                        p->to_cols[j][a]);                                \
+            col = SEL(p->cols_take[j][a], pair, col);                                     \
+        }                                                                                 \
+        t[j] = col;                                                                       \
+    }                                                                                     \
+}                                                                                         \
+                                                                                          \
+/* Class vectors t[0:C] back into the block of `rows` rows at out. */                    \
+FL_INLINE void fl_small_store_##SUFFIX(const VT* t, ptrdiff_t rows,                       \
+                                       const fl_small_plan_##SUFFIX* p, T* out) {         \
+    const int c = p->n_classes;                                                           \
+    const ptrdiff_t n = rows * c;                                                         \
+    for (int i = 0; i < c && i * (L) < n; i++) {                                          \
+        VT v = t[0];                                                                      \
+        for (int b = 0; 2 * b < c; b++) {                                                 \
+            const VT pair = FL_SHUFFLE2(t[2 * b], t[2 * b + 1 < c ? 2 * b + 1 : 2 * b],   \
+                                        p->to_rows[i][b]);                                \
+            v = SEL(p->rows_take[i][b], pair, v);                                         \
+        }                                                                                 \
+        const ptrdiff_t m = n - i * (L);                                                  \
+        if (m >= (L)) memcpy(out + i * (L), &v, sizeof v);                                \
+        else fl_store_tail_##SUFFIX(out + i * (L), v, (int)m);                            \
+    }                                                                                     \
+}                                                                                         \
+                                                                                          \
+/* The statistics of the rows in t[0:C]: their max m (the shift; 0 where a row is all    \
+ * -inf), t[j] <- exp(t[j] - m) where keep_exp, S - 1 into rest, and log S, for          \
+ * S = sum_j exp(t_j - m). */                                                             \
+FL_INLINE VT fl_small_stats_##SUFFIX(VT* t, int c, int keep_exp, VT* shift, VT* rest) {   \
+    const VT zero = {0};                                                                  \
+    VT m = zero - INFINITY;                                                               \
+    for (int j = 0; j < c; j++) m = VMAX(t[j], m);                                        \
+    m = SEL(m == zero - INFINITY, zero, m);                                               \
+    VT rest0 = zero, rest1 = zero;                                                        \
+    IT ones = {0};                                                                        \
+    for (int j = 0; j < c; j++) {                                                         \
+        IT at_max;                                                                        \
+        const VT e = fl_small_exp_##SUFFIX(t[j], m, &at_max);                             \
+        ones -= at_max;                                                                   \
+        const VT e_rest = SEL(at_max, zero, e);                                           \
+        if (j & 1) rest1 += e_rest;                                                       \
+        else rest0 += e_rest;                                                             \
+        if (keep_exp) t[j] = e;                                                           \
+    }                                                                                     \
+    *shift = m;                                                                           \
+    /* S - 1 = (ones - 1) + the others: exact while the others are small */              \
+    *rest = (__builtin_convertvector(ones, VT) - 1) + (rest0 + rest1);                    \
+    return fl_log1p_##SUFFIX(*rest);                                                      \
+}                                                                                         \
+                                                                                          \
+FL_INLINE void fl_small_softmax_##SUFFIX(const T* x, ptrdiff_t rows,                      \
+                                         const fl_small_plan_##SUFFIX* p, T* out) {       \
+    VT t[FL_SMALL_C], m, rest;                                                            \
+    fl_small_load_##SUFFIX(x, rows, p, t);                                                \
+    fl_small_stats_##SUFFIX(t, p->n_classes, 1, &m, &rest);                               \
+    const VT inv_sum = 1 / (rest + 1);                                                    \
+    for (int j = 0; j < p->n_classes; j++) t[j] = t[j] * inv_sum;                         \
+    fl_small_store_##SUFFIX(t, rows, p, out);                                             \
+}                                                                                         \
+                                                                                          \
+FL_INLINE void fl_small_log_softmax_##SUFFIX(const T* x, ptrdiff_t rows,                  \
+                                             const fl_small_plan_##SUFFIX* p, T* out) {   \
+    VT t[FL_SMALL_C], m, rest;                                                            \
+    fl_small_load_##SUFFIX(x, rows, p, t);                                                \
+    VT x_minus[FL_SMALL_C];                                                               \
+    for (int j = 0; j < p->n_classes; j++) x_minus[j] = t[j];                             \
+    const VT log_sum = fl_small_stats_##SUFFIX(t, p->n_classes, 0, &m, &rest);            \
+    for (int j = 0; j < p->n_classes; j++)                                                \
+        x_minus[j] = fl_sub_exact_##SUFFIX(x_minus[j], m, log_sum);                       \
+    fl_small_store_##SUFFIX(x_minus, rows, p, out);                                       \
+}                                                                                         \
+                                                                                          \
+/* logsumexp of the rows, as double, into out[0:rows]. */                                 \
+FL_INLINE void fl_small_logsumexp_##SUFFIX(const T* x, ptrdiff_t rows,                    \
+                                           const fl_small_plan_##SUFFIX* p, double* out) {\
+    VT t[FL_SMALL_C], m, rest;                                                            \
+    fl_small_load_##SUFFIX(x, rows, p, t);                                                \
+    const VT log_sum = fl_small_stats_##SUFFIX(t, p->n_classes, 0, &m, &rest);            \
+    fl_small_put_##SUFFIX(out, m + log_sum, rows);                                        \
+}                                                                                         \
+                                                                                          \
+/* Cross-entropy with class targets y (rows row0 ... of the array), all options but soft \
+ * targets: the same quantities as _cross_entropy.pyx's ce_row with x_scale = 1 and no   \
+ * loss factor. Row losses (sample weight included) into loss_out, logsumexp into        \
+ * lse_out and the gradient into grad unless NULL. */                                     \
+FL_INLINE void fl_small_ce_##SUFFIX(                                                      \
+    const T* x, ptrdiff_t rows, const ptrdiff_t* y, ptrdiff_t row0,                         \
+    const fl_small_plan_##SUFFIX* p, const fl_small_ce_spec* spec,                        \
+    double* loss_out, double* lse_out, T* grad) {                                         \
+    const int c = p->n_classes;                                                           \
+    const VT zero = {0};                                                                  \
+    VT t[FL_SMALL_C], m, rest;                                                            \
+    fl_small_load_##SUFFIX(x, rows, p, t);                                                \
+    const IT target = fl_small_targets_##SUFFIX(y, rows, spec->ignore_index);             \
+    /* the row weight (0 for ignored rows, and rows past the end), the hard coefficient   \
+     * (1 - eps) w_y, x_y, and sum_j a_j (m - x_j) after the max is known */              \
+    VT weight = zero + 1, hard = zero + (T)spec->hard_scale, x_y = zero;                  \
+    if (spec->sample_weight)                                                              \
+        for (int k = 0; k < (L); k++)                                                     \
+            weight[k] = k < rows ? (T)spec->sample_weight[row0 + k] : 0;                  \
+    weight = SEL(target == -1, zero, weight);          /* ignored, or past the end */     \
+    const IT active = weight != zero;                                                     \
+    if (spec->class_weight) hard = zero;                                                  \
+    for (int j = 0; j < c; j++) {                                                         \
+        const IT is_y = target == j;                                                      \
+        x_y = SEL(is_y, t[j], x_y);                                                       \
+        if (spec->class_weight)                                                           \
+            hard = SEL(is_y, zero + (T)(spec->hard_scale * spec->class_weight[j]), hard); \
+    }                                                                                     \
+    VT x_minus[FL_SMALL_C];       /* the scores, for the smoothing's sum */              \
+    const int smooth = spec->smoothing != 0.0;                                            \
+    if (smooth) for (int j = 0; j < c; j++) x_minus[j] = t[j];                            \
+    const VT log_sum = fl_small_stats_##SUFFIX(t, c, grad != NULL, &m, &rest);            \
+    VT coef_dot = zero;           /* sum_j a_j (m - x_j); a zero a_j adds 0 */           \
+    if (smooth)                                                                           \
+        for (int j = 0; j < c; j++) {                                                     \
+            const T a = (T)(spec->smoothing * (spec->class_weight ? spec->class_weight[j] \
+                                                                   : 1.0));               \
+            if (a != 0) coef_dot += a * (m - x_minus[j]);                                 \
+        }                                                                                 \
+    const VT coef_sum = zero + (T)spec->coef_sum;                                         \
+    const VT lse = m + log_sum;                                                           \
+    VT loss = coef_dot + coef_sum * log_sum;                                              \
+    loss = loss + SEL(hard != zero, hard * ((m - x_y) + log_sum), zero);                  \
+    if (spec->z_loss != 0.0) loss = loss + (T)spec->z_loss * lse * lse;                   \
+    fl_small_put_##SUFFIX(loss_out, SEL(active, weight * loss, zero), rows);              \
+    if (lse_out) fl_small_put_##SUFFIX(lse_out, lse, rows);                               \
+    if (!grad) return;                                                                    \
+    /* grad_j = w / D ((h + A + 2 z lse) p_j - a_j - h [j = y]); p_y - 1 as -(S - e_y) / S \
+     * where y is at the max (no cancellation), as the row kernel's double does */        \
+    const VT scale = weight * (T)spec->grad_scale;                                        \
+    const VT slope = hard + coef_sum + (T)(2.0 * spec->z_loss) * lse;                     \
+    const VT inv_sum = 1 / (rest + 1);                                                    \
+    for (int j = 0; j < c; j++) {                                                         \
+        const T a = spec->smoothing == 0.0 ? 0 : (T)(spec->smoothing *                    \
+            (spec->class_weight ? spec->class_weight[j] : 1.0));                          \
+        const IT is_y = target == j;                                                      \
+        VT g = slope * (t[j] * inv_sum) - a;                                              \
+        const VT g_y = SEL(x_y == m, slope * -(rest * inv_sum) + (slope - hard) - a,      \
+                           g - hard);                                                     \
+        g = SEL(is_y, g_y, g);                                                            \
+        t[j] = SEL(active, scale * g, zero);                                              \
+    }                                                                                     \
+    fl_small_store_##SUFFIX(t, rows, p, grad);                                            \
+}
+
+/* (x - m) - log_sum with x - m exact, for each type */
+FL_INLINE fl_vf fl_sub_exact_f32(fl_vf x, fl_vf m, fl_vf log_sum) {
+    const fl_vf d = x - m;
+    const fl_vf x_seen = d + m, m_seen = x_seen - d;
+    const fl_vf lo = (x - x_seen) + (m_seen - m);
+    const fl_vf zero = {0};
+    /* lo is NaN where x is -inf (d is -inf all the same) */
+    return (d - log_sum) + fl_select_f(lo == lo, lo, zero);
+}
+FL_INLINE fl_vd fl_sub_exact_f64(fl_vd x, fl_vd m, fl_vd log_sum) {
+    return (x - m) - log_sum;
+}
+
+FL_DEFINE_SMALL(f32, float, fl_vf, fl_vi, FL_NF, fl_select_f, fl_vmax_f)
+FL_DEFINE_SMALL(f64, double, fl_vd, fl_vl, FL_ND, fl_select_d, fl_vmax_d)
+
+/* logsumexp of float rows, computed in double (through the double plan) into out[0:rows]:
+ * in float, the sum's relative error of 1e-7 would be an absolute one in a logsumexp near
+ * 0. */
+FL_INLINE void fl_small_logsumexp_wide_f32(const float* x, ptrdiff_t rows,
+                                           const fl_small_plan_f64* p, double* out) {
+    const int c = p->n_classes;
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_ND) {
+        const ptrdiff_t n = rows - r0 < FL_ND ? rows - r0 : FL_ND;
+        double wide[FL_ND * FL_SMALL_C];
+        for (ptrdiff_t i = 0; i < n * c; i++) wide[i] = x[r0 * c + i];
+        fl_small_logsumexp_f64(wide, n, p, out + r0);
+    }
+}
+
+#endif
