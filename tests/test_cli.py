@@ -4,6 +4,7 @@ and memory bounded by the chunk on a 1 GB file."""
 
 from __future__ import annotations
 
+import argparse
 import doctest
 import fcntl
 import json
@@ -376,7 +377,7 @@ def test_bad_values(tmp_path, capsys, loss, targets, options, message):
 @pytest.mark.parametrize("argv, message", [
     (["eval", "--logits", "x.npy"], "the following arguments are required: --targets"),
     (["eval", "--logits", "x.npy", "--targets", "y.npy", "--chunk-rows", "0"],
-     "argument --chunk-rows: expected a positive integer, got 0"),
+     "argument --chunk-rows: expected a positive integer, got '0'"),
     (["eval", "--logits", "x.npy", "--targets", "y.npy", "--loss", "hinge"],
      "argument --loss: invalid choice: 'hinge'"),
     ([], "the following arguments are required: COMMAND"),
@@ -385,6 +386,15 @@ def test_usage_errors(capsys, argv, message):
     code, out, err = run(argv, capsys)
     assert (code, out) == (2, "")
     assert err.startswith("usage: fastloss") and message in err
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "abc", "1.5", ""])
+def test_positive_int_rejects(text):
+    # One helper for every count option (eval's --chunk-rows, bench's --rounds).
+    with pytest.raises(argparse.ArgumentTypeError) as caught:
+        _cli.positive_int(text)
+    assert str(caught.value) == f"expected a positive integer, got {text!r}"
+    assert _cli.positive_int(" 7 ") == 7
 
 
 def test_help(capsys):
