@@ -259,4 +259,5 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:           # --help (0) or a usage error (2), already printed
         return int(exc.code or 0)
-    return args.run(args)
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)
