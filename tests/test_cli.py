@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import argparse
 import doctest
-import fcntl
 import json
 import math
 import os
-import pty
 import struct
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
@@ -25,6 +22,13 @@ import fastloss
 import fastloss._eval
 from fastloss import _cli, reference
 from fastloss._eval import EvalError, evaluate_files
+
+try:                                    # pseudo-terminals: POSIX only
+    import fcntl
+    import pty
+    import termios
+except ImportError:
+    pty = None
 
 N, C = 53, 7
 CHUNKS = [None, 1, 7, 53, 1000]          # default, one row, not dividing N, N, more than N
@@ -456,6 +460,7 @@ def stderr_on_a_terminal(argv: list[str]) -> tuple[int, str, str]:
     return done.returncode, done.stdout.decode(), seen.decode(errors="replace")
 
 
+@pytest.mark.skipif(pty is None, reason="needs a pseudo-terminal (POSIX)")
 def test_progress_bar_on_a_terminal(tmp_path, rng):
     argv = files(tmp_path, rng.standard_normal((N, C)), rng.integers(0, C, N))
     code, out, err = stderr_on_a_terminal([*argv, "--chunk-rows", "10", "--json"])
