@@ -7,6 +7,7 @@ serial and a warning is printed; ``FASTLOSS_REQUIRE_OPENMP=1`` turns that into a
 
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,20 @@ def _openmp_flags(compiler_type):
     return ["-fopenmp"], ["-fopenmp"]
 
 
+def _env_link_flags(compiler_type):
+    """LDFLAGS and CFLAGS from the environment, for linking the probe executable.
+
+    setuptools adds CPPFLAGS and CFLAGS to every compile and LDFLAGS to the link of an
+    extension, but links an executable with the bare compiler: without these the probe
+    would miss, e.g., Homebrew's ``-L$(brew --prefix libomp)/lib`` on macOS and report no
+    OpenMP where the extensions would link fine.
+    """
+    if compiler_type == "msvc":
+        return []
+    return [flag for name in ("LDFLAGS", "CFLAGS")
+            for flag in shlex.split(os.environ.get(name, ""))]
+
+
 def _probe_openmp(compiler, compile_flags, link_flags):
     """Return (True, "") if an OpenMP program builds and runs, else (False, reason)."""
     tmp = tempfile.mkdtemp(prefix="fastloss-omp-")
@@ -86,7 +101,9 @@ def _probe_openmp(compiler, compile_flags, link_flags):
             f.write(OPENMP_PROBE)
         objects = compiler.compile([src], output_dir=tmp, extra_postargs=compile_flags)
         exe = os.path.join(tmp, "probe")
-        compiler.link_executable(objects, exe, output_dir=tmp, extra_postargs=link_flags)
+        compiler.link_executable(objects, exe, output_dir=tmp,
+                                 extra_preargs=_env_link_flags(compiler.compiler_type),
+                                 extra_postargs=link_flags)
         out = subprocess.run(
             [os.path.join(tmp, compiler.executable_filename("probe"))],
             capture_output=True, text=True, timeout=60, check=True,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -17,6 +19,18 @@ def test_openmp_required_when_ci_says_so():
     # CI builds with FASTLOSS_REQUIRE_OPENMP=1; a serial build there is a failure.
     if os.environ.get("FASTLOSS_REQUIRE_OPENMP", "0") not in ("", "0"):
         assert fastloss.openmp_enabled()
+
+
+def test_installed_package_when_ci_says_so():
+    # CI's wheel step runs these tests against the wheel installed in a fresh virtual
+    # environment, from a folder outside the checkout: fastloss must come from there.
+    if os.environ.get("FASTLOSS_TEST_INSTALLED", "0") in ("", "0"):
+        return
+    here = Path(fastloss.__file__).resolve()
+    paths = sysconfig.get_paths()
+    site = {Path(paths[key]).resolve() for key in ("purelib", "platlib")}
+    assert any(folder in here.parents for folder in site), (here, site)
+    assert Path(__file__).resolve().parents[1] not in here.parents, here
 
 
 def test_build_info_is_consistent():

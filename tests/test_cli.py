@@ -4,16 +4,14 @@ and memory bounded by the chunk on a 1 GB file."""
 
 from __future__ import annotations
 
+import argparse
 import doctest
-import fcntl
 import json
 import math
 import os
-import pty
 import struct
 import subprocess
 import sys
-import termios
 import time
 from pathlib import Path
 
@@ -24,6 +22,13 @@ import fastloss
 import fastloss._eval
 from fastloss import _cli, reference
 from fastloss._eval import EvalError, evaluate_files
+
+try:                                    # pseudo-terminals: POSIX only
+    import fcntl
+    import pty
+    import termios
+except ImportError:
+    pty = None
 
 N, C = 53, 7
 CHUNKS = [None, 1, 7, 53, 1000]          # default, one row, not dividing N, N, more than N
@@ -376,7 +381,7 @@ def test_bad_values(tmp_path, capsys, loss, targets, options, message):
 @pytest.mark.parametrize("argv, message", [
     (["eval", "--logits", "x.npy"], "the following arguments are required: --targets"),
     (["eval", "--logits", "x.npy", "--targets", "y.npy", "--chunk-rows", "0"],
-     "argument --chunk-rows: expected a positive integer, got 0"),
+     "argument --chunk-rows: expected a positive integer, got '0'"),
     (["eval", "--logits", "x.npy", "--targets", "y.npy", "--loss", "hinge"],
      "argument --loss: invalid choice: 'hinge'"),
     ([], "the following arguments are required: COMMAND"),
@@ -385,6 +390,15 @@ def test_usage_errors(capsys, argv, message):
     code, out, err = run(argv, capsys)
     assert (code, out) == (2, "")
     assert err.startswith("usage: fastloss") and message in err
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "abc", "1.5", ""])
+def test_positive_int_rejects(text):
+    # One helper for every count option (eval's --chunk-rows, bench's --rounds).
+    with pytest.raises(argparse.ArgumentTypeError) as caught:
+        _cli.positive_int(text)
+    assert str(caught.value) == f"expected a positive integer, got {text!r}"
+    assert _cli.positive_int(" 7 ") == 7
 
 
 def test_help(capsys):
@@ -446,6 +460,7 @@ def stderr_on_a_terminal(argv: list[str]) -> tuple[int, str, str]:
     return done.returncode, done.stdout.decode(), seen.decode(errors="replace")
 
 
+@pytest.mark.skipif(pty is None, reason="needs a pseudo-terminal (POSIX)")
 def test_progress_bar_on_a_terminal(tmp_path, rng):
     argv = files(tmp_path, rng.standard_normal((N, C)), rng.integers(0, C, N))
     code, out, err = stderr_on_a_terminal([*argv, "--chunk-rows", "10", "--json"])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import doctest
+import runpy
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +26,14 @@ def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.skipif(not (EXAMPLES / "typed_usage.py").exists(),
+                    reason="examples/ is not beside these tests")
+def test_typed_usage_example_runs(capsys):
+    runpy.run_path(str(EXAMPLES / "typed_usage.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    assert "cross-entropy" in out and "accuracy" in out and "bits" in out

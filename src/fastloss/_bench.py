@@ -41,6 +41,7 @@ import numpy as np
 
 import fastloss
 from fastloss import _common, reference
+from fastloss._cli import positive_int
 
 __all__ = ["configure_parser", "main", "run"]
 
@@ -786,16 +787,6 @@ def _tolerance(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the ``bench`` options to ``parser`` (a subcommand's parser or a new one)."""
     parser.description = (
@@ -810,7 +801,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                              "pytest-benchmark suite")
     parser.add_argument("--threads", type=_thread_list, metavar="LIST",
                         help="thread counts, e.g. 1,2 (default: 1,2)")
-    parser.add_argument("--rounds", type=_positive_int, metavar="N",
+    parser.add_argument("--rounds", type=positive_int, metavar="N",
                         help="rounds per case (default: as many as a time budget allows)")
     parser.add_argument("--no-torch", action="store_true",
                         help="leave PyTorch out even if it is installed")

@@ -85,13 +85,15 @@ for cross_entropy and bce, the accuracy and the perplexity (exp of the mean loss
 Bad files or values give a one-line error and exit code 2."""
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse ``type=`` for a count of at least 1 (``--chunk-rows``, bench's
+    ``--rounds``); the error quotes the text given."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
 
 
@@ -192,7 +194,7 @@ def _register_eval(sub: Any) -> None:
                         help="kl: the softmax temperature (default 1)")
     parser.add_argument("--base", type=float,
                         help="unit of the loss: 2 for bits (default: nats)")
-    parser.add_argument("--chunk-rows", type=_positive_int, metavar="ROWS",
+    parser.add_argument("--chunk-rows", type=positive_int, metavar="ROWS",
                         help="rows per chunk (default: about 64 MiB of the two files)")
     parser.add_argument("--n-threads", type=int, metavar="N",
                         help="OpenMP threads (default: OMP_NUM_THREADS; -1: all CPUs)")
@@ -257,4 +259,5 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:           # --help (0) or a usage error (2), already printed
         return int(exc.code or 0)
-    return args.run(args)
+    run: Callable[[argparse.Namespace], int] = args.run
+    return run(args)

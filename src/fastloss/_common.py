@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -102,7 +102,7 @@ def normalize_axis(axis: Any, ndim: int, name: str) -> int:
                          "got a 0-d array")
     if not -ndim <= axis < ndim:
         raise np.exceptions.AxisError(axis, ndim, f"axis of {name}")
-    return axis % ndim
+    return cast(int, axis % ndim)
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ def check_real(value: Any, name: str, low: float, high: float = math.inf) -> flo
     if not low <= value <= high:
         bounds = f"[{low}, {high}]" if math.isfinite(high) else f">= {low}"
         raise ValueError(f"{name} must be {bounds}, got {value}")
-    return value
+    return cast(float, value)
 
 
 def log_base(base: Any) -> float:
@@ -458,7 +458,7 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
     if not with_grad:
         grad = np.empty(0, dtype=x.dtype)
     else:
-        grad = grad_out.reshape(-1) if direct else np.empty(n, dtype=x.dtype)
+        grad = cast(np.ndarray, grad_out).reshape(-1) if direct else np.empty(n, dtype=x.dtype)
     denominator = mean_denominator(reduction, given.shape)
     scale = 1.0 / (denominator * ln_base) if denominator > 0 else 0.0
     kernels.elementwise_loss(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -80,8 +80,9 @@ def _denominator(reduction: str, n_rows: int, soft: bool, classes: np.ndarray,
     return float(np.sum(effective))
 
 
-def _rescale_for_mean(class_weight: np.ndarray | None, row_weight: np.ndarray | None,
-                      z_loss: float, soft: bool):
+def _rescale_for_mean(
+    class_weight: np.ndarray | None, row_weight: np.ndarray | None, z_loss: float, soft: bool
+) -> tuple[np.ndarray | None, np.ndarray | None, float]:
     """Weights of an extreme scale, divided by their maximum.
 
     A "mean" does not change when the sample weights, or (for class targets, whose
@@ -96,10 +97,10 @@ def _rescale_for_mean(class_weight: np.ndarray | None, row_weight: np.ndarray | 
 
     top = scale_of(row_weight)
     if top != 1.0:
-        row_weight = row_weight / top
+        row_weight = cast(np.ndarray, row_weight) / top     # top is 1.0 for None
     top = 1.0 if soft else scale_of(class_weight)
     if top != 1.0:
-        class_weight, z_loss = class_weight / top, z_loss / top
+        class_weight, z_loss = cast(np.ndarray, class_weight) / top, z_loss / top
     return class_weight, row_weight, z_loss
 
 
@@ -157,7 +158,8 @@ def fused_rows(
                  if target_rows is not None else empty)
     direct = grad_out is not None and grad_out.dtype == kdtype
     if with_grad:
-        grad_view = grad_out.reshape(view.shape) if direct else np.empty_like(view)
+        grad_view = (cast(np.ndarray, grad_out).reshape(view.shape) if direct
+                     else np.empty_like(view))
     else:
         grad_view = empty
     row_losses = np.empty(n_rows, dtype=np.float64)

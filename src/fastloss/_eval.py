@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class _NpyReader:
         if self._buffer.size < count:
             self._buffer = np.empty(count, dtype=self.dtype)
         chunk = self._buffer[:count]
-        view = memoryview(chunk.view(np.uint8))
+        view = chunk.view(np.uint8).data          # a memoryview of the chunk's bytes
         filled = 0
         try:
             if self._file is None:
@@ -282,7 +282,7 @@ def evaluate_files(
         raise EvalError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if chunk_rows is not None and chunk_rows < 1:
         raise EvalError(f"chunk_rows must be a positive int, got {chunk_rows}")
-    given = {"ignore_index": ignore_index, "label_smoothing": label_smoothing,
+    given: dict[str, Any] = {"ignore_index": ignore_index, "label_smoothing": label_smoothing,
              "teacher": teacher, "temperature": temperature}
     options = {name: value for name, value in given.items() if value is not None}
     if probabilities and loss != "bce":
@@ -306,12 +306,13 @@ def evaluate_files(
     soft = loss == "cross_entropy" and targets.dtype.kind == "f"
     ignored_class = options.get("ignore_index", _IGNORE_INDEX)
     step = chunk_rows or _default_chunk_rows(logits, targets)
-    common = {"reduction": "sum", "base": base, "n_threads": n_threads}
+    common: dict[str, Any] = {"reduction": "sum", "base": base, "n_threads": n_threads}
 
     def chunk_loss(x: np.ndarray, t: np.ndarray) -> tuple[float, int, int]:
         """(loss sum, terms a mean counts, correct predictions) of one chunk."""
+        correct: int | np.integer[Any]
         if loss == "cross_entropy":
-            x = x.reshape(-1, classes)
+            x = x.reshape(-1, cast(int, classes))      # an int for cross_entropy and kl
             if soft:
                 t = t.reshape(x.shape)
                 counted = len(x)
@@ -329,7 +330,7 @@ def evaluate_files(
                         else fastloss.binary_cross_entropy_with_logits)
             total = function(x, t, **options, **common)
         else:
-            x = x.reshape(-1, classes)
+            x = x.reshape(-1, cast(int, classes))
             counted, correct = len(x), 0
             total = fastloss.kl_div_with_logits(x, t.reshape(x.shape), **options, **common)
         return float(total), counted, int(correct)

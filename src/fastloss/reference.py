@@ -11,6 +11,8 @@ entries contribute exp(-inf) = 0 and NaN propagates.
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 
 __all__ = [
@@ -48,20 +50,23 @@ def _log_sum_exp(z: np.ndarray, axis: int, keepdims: bool = False) -> np.ndarray
     with np.errstate(divide="ignore", invalid="ignore"):
         others = np.sum(np.where(z == 0, 0.0, np.exp(z)), axis=axis, keepdims=keepdims)
         ones = np.sum(z == 0, axis=axis, keepdims=keepdims)
-        return np.log1p((ones - 1.0) + others)
+        result: np.ndarray = np.log1p((ones - 1.0) + others)
+    return result
 
 
 def logsumexp(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """m + log(sum_j exp(x_j - m)) along axis."""
     z, m = _shifted(x, axis)
-    return np.squeeze(m, axis) + _log_sum_exp(z, axis)
+    result: np.ndarray = np.squeeze(m, axis) + _log_sum_exp(z, axis)
+    return result
 
 
 def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """(x_k - m) - log(sum_j exp(x_j - m)) along axis."""
     z, _ = _shifted(x, axis)
     with np.errstate(invalid="ignore"):
-        return z - _log_sum_exp(z, axis, keepdims=True)
+        result: np.ndarray = z - _log_sum_exp(z, axis, keepdims=True)
+    return result
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -69,7 +74,8 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     z, _ = _shifted(x, axis)
     e = np.exp(z)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return e / np.sum(e, axis=axis, keepdims=True)
+        result: np.ndarray = e / np.sum(e, axis=axis, keepdims=True)
+    return result
 
 
 def _one_hot(target: np.ndarray, n_classes: int, axis: int, ndim: int) -> np.ndarray:
@@ -94,7 +100,7 @@ def cross_entropy(
     return_grad: bool = False,
     return_lse: bool = False,
     base: float | None = None,
-):
+) -> Any:
     """Cross-entropy of softmax(logits) against class indices or probabilities.
 
     Per row, with q the target distribution times the class weights,
@@ -118,7 +124,7 @@ def cross_entropy(
     if soft:
         counted = np.ones(x.shape[:axis] + x.shape[axis + 1:], dtype=bool)
         dist = target.astype(np.float64)
-        w_target = None
+        w_target: np.ndarray | None = None
     else:
         counted = target != ignore_index
         classes = np.where(counted, target, 0)
@@ -134,6 +140,7 @@ def cross_entropy(
         terms = np.where(q == 0, 0.0, -q * logp)
     losses = np.sum(terms, axis=axis) + z_loss * lse**2
     losses = np.where(counted, s * losses, 0.0)
+    loss: Any
     if reduction == "none":
         loss = losses
         denominator = 1.0
@@ -141,7 +148,8 @@ def cross_entropy(
         loss = np.sum(losses)
         denominator = 1.0
     elif reduction == "mean":
-        denominator = np.sum(np.where(counted, s * (1.0 if soft else w_target), 0.0))
+        w_counted = 1.0 if soft else cast(np.ndarray, w_target)   # w_target: class targets
+        denominator = np.sum(np.where(counted, s * w_counted, 0.0))
         loss = np.sum(losses) / denominator if denominator > 0 else np.nan
     else:
         raise ValueError(f"unknown reduction {reduction!r}")
@@ -164,7 +172,7 @@ def _xlogy(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.where(x == 0, 0.0, x * np.log(y))
 
 
-def _reduce(values: np.ndarray, reduction: str, denominator: float):
+def _reduce(values: np.ndarray, reduction: str, denominator: float) -> Any:
     if reduction == "none":
         return values
     total = np.sum(values)
@@ -177,7 +185,8 @@ def entropy(p: np.ndarray, axis: int = -1, base: float | None = None) -> np.ndar
     """-sum_j p_j log p_j along axis, with 0 log 0 = 0, divided by ln(base)."""
     p = np.asarray(p, dtype=np.float64)
     unit = 1.0 if base is None else np.log(base)
-    return -np.sum(_xlogy(p, p), axis=axis) / unit
+    result: np.ndarray = -np.sum(_xlogy(p, p), axis=axis) / unit
+    return result
 
 
 def entropy_from_logits(
@@ -186,7 +195,7 @@ def entropy_from_logits(
     base: float | None = None,
     reduction: str = "none",
     return_grad: bool = False,
-):
+) -> Any:
     """H(softmax(x)) = -sum_j q_j log q_j per row; gradient -q_j (log q_j + H)."""
     x = np.asarray(logits, dtype=np.float64)
     unit = 1.0 if base is None else np.log(base)
@@ -216,7 +225,7 @@ def kl_div_with_logits(
     axis: int = -1,
     base: float | None = None,
     return_grad: bool = False,
-):
+) -> Any:
     """T^2 * sum_j p_j (log p_j - log q_j) per row, q = softmax(s / T), p the teacher's
     distribution (given, exp of given log-probabilities, or softmax(t / T)); terms with
     p_j = 0 count 0. Gradient T * (q * sum_j p_j - p) (without the T^2: divided by T^2)."""
@@ -248,7 +257,7 @@ def kl_div_with_logits(
         grad = grad / denominator if denominator else grad
     return loss, grad / unit
 def _reduce_elementwise(losses: np.ndarray, grad: np.ndarray, reduction: str,
-                        base: float | None, return_grad: bool):
+                        base: float | None, return_grad: bool) -> Any:
     """Elementwise losses and derivatives (float64) to the result: "none", "sum", "mean"
     (over the number of elements) or "batchmean" (over the first dimension; a 0-d input
     is summed), all in units of ``base`` (None: nats). The gradient is that of the
@@ -262,6 +271,7 @@ def _reduce_elementwise(losses: np.ndarray, grad: np.ndarray, reduction: str,
     else:
         raise ValueError(f"unknown reduction {reduction!r}")
     unit = 1.0 if base is None else float(np.log(base))
+    loss: Any
     if reduction == "none":
         loss = losses / unit
     else:
@@ -271,7 +281,7 @@ def _reduce_elementwise(losses: np.ndarray, grad: np.ndarray, reduction: str,
     return loss, grad / (denominator * unit) if denominator > 0 else grad
 
 
-def _broadcast_weight(weight, shape: tuple[int, ...]) -> np.ndarray:
+def _broadcast_weight(weight: Any, shape: tuple[int, ...]) -> np.ndarray:
     if weight is None:
         return np.ones(shape)
     return np.broadcast_to(np.asarray(weight, dtype=np.float64), shape)
@@ -285,7 +295,7 @@ def binary_cross_entropy(
     reduction: str = "mean",
     base: float | None = None,
     return_grad: bool = False,
-):
+) -> Any:
     """-w [y max(log p, -100) + (1 - y) max(log(1 - p), -100)] per element; its
     derivative w (p - y) / max(p (1 - p), eps), as PyTorch defines both, with PyTorch's
     eps = 1e-12 in single precision."""
@@ -310,7 +320,7 @@ def binary_cross_entropy_with_logits(
     reduction: str = "mean",
     base: float | None = None,
     return_grad: bool = False,
-):
+) -> Any:
     """w [(1 - t) x + L softplus(-x)] per element, with t = y (1 - eps) + eps / 2 and
     L = 1 + (v - 1) t (v: pos_weight); derivative w (L sigmoid(x) - v t).
 
@@ -344,7 +354,7 @@ def kl_div(
     log_target: bool = False,
     base: float | None = None,
     return_grad: bool = False,
-):
+) -> Any:
     """p (log p - x) per element with p the target probability (exp(target) with
     log_target), exactly 0 where p = 0 unless x is NaN; derivative -p with respect to x."""
     x = np.asarray(input, dtype=np.float64)
