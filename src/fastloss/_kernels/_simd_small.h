@@ -335,17 +335,19 @@ FL_INLINE void fl_small_ce_##SUFFIX(                                            
     fl_small_put_##SUFFIX(loss_out, SEL(active, weight * loss, zero), rows);              \
     if (lse_out) fl_small_put_##SUFFIX(lse_out, lse, rows);                               \
     if (!grad) return;                                                                    \
-    /* grad_j = w / D ((h + A + 2 z lse) p_j - a_j - h [j = y]); p_y - 1 as -(S - e_y) / S \
-     * where y is at the max (no cancellation), as the row kernel's double does */        \
+    /* grad_j = w / D ((h + A + 2 z lse) p_j - a_j - h [j = y]); where y is at the max,   \
+     * the target's (h + A + 2 z lse)(p_y - 1) + (A - a_y + 2 z lse) with p_y - 1 as       \
+     * -(S - 1) / S: nothing cancels, as in the row kernel's double */                    \
     const VT scale = weight * (T)spec->grad_scale;                                        \
-    const VT slope = hard + coef_sum + (T)(2.0 * spec->z_loss) * lse;                     \
+    const VT z_lse = (T)(2.0 * spec->z_loss) * lse;                                       \
+    const VT slope = hard + coef_sum + z_lse;                                             \
     const VT inv_sum = 1 / (rest + 1);                                                    \
     for (int j = 0; j < c; j++) {                                                         \
         const T a = spec->smoothing == 0.0 ? 0 : (T)(spec->smoothing *                    \
             (spec->class_weight ? spec->class_weight[j] : 1.0));                          \
         const IT is_y = target == j;                                                      \
         VT g = slope * (t[j] * inv_sum) - a;                                              \
-        const VT g_y = SEL(x_y == m, slope * -(rest * inv_sum) + (slope - hard) - a,      \
+        const VT g_y = SEL(x_y == m, slope * -(rest * inv_sum) + ((coef_sum - a) + z_lse), \
                            g - hard);                                                     \
         g = SEL(is_y, g_y, g);                                                            \
         t[j] = SEL(active, scale * g, zero);                                              \
@@ -380,6 +382,17 @@ FL_INLINE void fl_small_logsumexp_wide_f32(const float* x, ptrdiff_t rows,
         double wide[FL_ND * FL_SMALL_C];
         for (ptrdiff_t i = 0; i < n * c; i++) wide[i] = x[r0 * c + i];
         fl_small_logsumexp_f64(wide, n, p, out + r0);
+    }
+}
+
+/* The same, rounded to float into out[0:rows]. */
+FL_INLINE void fl_small_logsumexp_narrow_f32(const float* x, ptrdiff_t rows,
+                                             const fl_small_plan_f64* p, float* out) {
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_ND) {
+        const ptrdiff_t n = rows - r0 < FL_ND ? rows - r0 : FL_ND;
+        double lse[FL_ND];
+        fl_small_logsumexp_wide_f32(x + r0 * p->n_classes, n, p, lse);
+        for (ptrdiff_t k = 0; k < n; k++) out[r0 + k] = (float)lse[k];
     }
 }
 

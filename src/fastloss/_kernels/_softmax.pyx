@@ -18,7 +18,7 @@ from fastloss._kernels._rows cimport (
     alloc_thread_scratch,
     chunk_shift_stride,
     fl_small_logsumexp_f64,
-    fl_small_logsumexp_wide_f32,
+    fl_small_logsumexp_narrow_f32,
     fl_small_plan_f64,
     n_row_chunks,
     row_stats,
@@ -92,9 +92,8 @@ def logsumexp_rows(
     floating[::1] out,              # OUT
     int n_threads,
 ):
-    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i, block, rows, k
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i, block, rows
     cdef const fl_small_plan_f64* plan
-    cdef double lse[FL_ND]
     if n_rows == 0:
         return
     if 0 < n_cols <= FL_SMALL_C:
@@ -105,9 +104,7 @@ def logsumexp_rows(
             i = block * FL_ND
             rows = n_rows - i if n_rows - i < FL_ND else FL_ND
             if floating is float:
-                fl_small_logsumexp_wide_f32(&x[i, 0], rows, plan, lse)
-                for k in range(rows):
-                    out[i + k] = <float> lse[k]
+                fl_small_logsumexp_narrow_f32(&x[i, 0], rows, plan, &out[i])
             else:
                 fl_small_logsumexp_f64(&x[i, 0], rows, plan, &out[i])
         return
