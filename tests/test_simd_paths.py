@@ -121,6 +121,25 @@ def test_reduced_loss_is_the_same_for_any_thread_count(rng, dtype, build):
     assert losses[0].tobytes() == losses[1].tobytes() == losses[2].tobytes()
 
 
+@pytest.mark.parametrize("n_classes", [2, 10, 16])
+def test_few_classes_reduce_the_same_for_any_thread_count(rng, dtype, build, n_classes):
+    """The blocks of rows of few classes, summed by fixed spans of rows: one loss bits
+    for any thread count, with and without the gradient, and equal to the reference."""
+    x = _logits(rng, (20011, n_classes), dtype)
+    target = rng.integers(0, n_classes, 20011)
+    if n_classes > 2:
+        target[target == 1] = 0          # the masked class: an infinite loss
+    target[::7] = -100
+    losses = [fastloss.cross_entropy(x, target, n_threads=n) for n in (1, 2, 3)]
+    _, grad = fastloss.cross_entropy(x, target, n_threads=2, return_grad=True)
+    with_grad = fastloss.cross_entropy(x, target, n_threads=2, grad_out=np.empty_like(x))[0]
+    assert len({loss.tobytes() for loss in [*losses, with_grad]}) == 1
+    ref_loss, ref_grad = reference.cross_entropy(x.astype(np.float64), target,
+                                                 return_grad=True)
+    _within_bar(losses[0], ref_loss, dtype, f"{build} loss")
+    _within_bar(grad, ref_grad, dtype, f"{build} grad", absolute=True)
+
+
 def test_forcing_a_path_the_cpu_lacks_is_an_error(monkeypatch):
     monkeypatch.setenv("FASTLOSS_SIMD", "sse9")
     with pytest.raises(ValueError, match=r"FASTLOSS_SIMD='sse9' names no build"):

@@ -72,6 +72,12 @@ def test_unsigned_target_out_of_range():
         fastloss.cross_entropy(LOGITS, np.array([0, 1, 2, 2**64 - 1], dtype=np.uint64))
 
 
+def test_unsigned_target_that_would_wrap_onto_ignore_index_is_an_error():
+    # 2**64 - 100 cast to intp is -100, the default ignore_index: it must not be ignored.
+    with pytest.raises(IndexError, match="got 18446744073709551516 at index \\(1,\\)"):
+        fastloss.cross_entropy(LOGITS[:2], np.array([0, 2**64 - 100], dtype=np.uint64))
+
+
 def test_out_of_range_target_never_reaches_the_kernel_in_place():
     logits = np.zeros((2, 3))
     with pytest.raises(IndexError):

@@ -27,26 +27,49 @@ _NO_WEIGHTS = np.empty(0, dtype=np.float64)
 _NO_CLASSES = np.empty(0, dtype=np.intp)
 
 
-def _check_class_target(given: np.ndarray, batch_shape: tuple[int, ...], n_classes: int,
-                        axis: int, ignore_index: int) -> np.ndarray:
-    """Integer class targets as flat intp; ``ignore_index`` is never range-checked."""
+def _class_indices(given: np.ndarray, batch_shape: tuple[int, ...], axis: int) -> np.ndarray:
+    """Integer class targets as flat intp, after checking their shape (their range is
+    checked with the denominator, by :func:`_check_class_range`)."""
     if given.shape != batch_shape:
         raise ValueError(
             f"target must have the shape of logits without its class axis ({axis}), "
             f"{batch_shape}, got {given.shape} (or the logits' shape for probabilities)"
         )
     flat = given.reshape(-1)
-    if flat.size:
-        counted = flat[flat != ignore_index]
-        if counted.size and (counted.min() < 0 or counted.max() >= n_classes):
-            bad = ((flat < 0) | (flat >= n_classes)) & (flat != ignore_index)
-            first = int(np.flatnonzero(bad)[0])
-            where = np.unravel_index(first, batch_shape) if batch_shape else ()
+    if flat.size and not np.can_cast(flat.dtype, np.intp):
+        # uint64 (or int64 on a 32-bit platform): a value past intp would wrap around,
+        # possibly onto a valid class or ignore_index.
+        limits = np.iinfo(np.intp)
+        beyond = np.flatnonzero((flat > limits.max) | (flat < limits.min))
+        if beyond.size:
+            where = np.unravel_index(beyond[0], batch_shape) if batch_shape else ()
             raise IndexError(
-                f"target must hold class indices in [0, {n_classes}) or ignore_index "
-                f"({ignore_index}), got {flat[first]} at index {tuple(int(i) for i in where)}"
+                f"target must hold class indices, got {flat[beyond[0]]} at index "
+                f"{tuple(int(i) for i in where)}"
             )
     return np.ascontiguousarray(flat, dtype=np.intp)
+
+
+def _check_class_range(classes: np.ndarray, batch_shape: tuple[int, ...], n_classes: int,
+                       ignore_index: int, class_weight: np.ndarray | None,
+                       row_weight: np.ndarray | None, n_threads: int | None) -> float:
+    """Raise IndexError unless every target is in [0, C) or ``ignore_index`` (never
+    range-checked); return the denominator of a "mean", sum(sample_weight * weight[y])
+    over the targets not ignored, from the same parallel pass."""
+    first_bad, denominator = simd_kernels("_cross_entropy").check_class_targets(
+        classes, n_classes, ignore_index,
+        class_weight if class_weight is not None else _NO_WEIGHTS,
+        row_weight if row_weight is not None else _NO_WEIGHTS,
+        effective_n_threads(n_threads, classes.size),
+    )
+    if first_bad >= 0:
+        where = np.unravel_index(first_bad, batch_shape) if batch_shape else ()
+        raise IndexError(
+            f"target must hold class indices in [0, {n_classes}) or ignore_index "
+            f"({ignore_index}), got {classes[first_bad]} at index "
+            f"{tuple(int(i) for i in where)}"
+        )
+    return float(denominator)
 
 
 def _check_soft_target(given: np.ndarray, logits: np.ndarray, ignore_index: int) -> None:
@@ -61,23 +84,6 @@ def _check_soft_target(given: np.ndarray, logits: np.ndarray, ignore_index: int)
             "probability targets, give them sample_weight=0"
         )
     check_probabilities(given, "target probabilities")
-
-
-def _denominator(reduction: str, n_rows: int, soft: bool, classes: np.ndarray,
-                 ignore_index: int, weight: np.ndarray | None,
-                 sample_weight: np.ndarray | None) -> float:
-    """What "mean" divides the summed losses by (1 for "sum" and "none")."""
-    if reduction != "mean":
-        return 1.0
-    if soft:
-        return float(np.sum(sample_weight)) if sample_weight is not None else float(n_rows)
-    counted = classes != ignore_index
-    effective = counted.astype(np.float64)
-    if weight is not None:
-        effective *= weight[np.where(counted, classes, 0)]
-    if sample_weight is not None:
-        effective *= sample_weight
-    return float(np.sum(effective))
 
 
 def _rescale_for_mean(
@@ -118,6 +124,13 @@ def reduce_rows(row_losses: np.ndarray, reduction: str, denominator: float,
         return dtype.type(total)
 
 
+def rows_per_sum(n_rows: int) -> int:
+    """Rows per partial sum of the kernel's losses: a multiple of 16 (the row blocks of
+    few classes), at most 64 sums, depending on n_rows alone so that the reduced loss is
+    the same bits for any thread count."""
+    return 16 * max(1, -(-n_rows // (16 * 64)))
+
+
 # The kernels' TargetKind.
 TARGET_CLASSES, TARGET_PROBS, KL_PROBS, KL_LOG_PROBS, KL_LOGITS = range(5)
 
@@ -142,10 +155,14 @@ def fused_rows(
     with_grad: bool = False,
     grad_out: np.ndarray | None = None,
     return_lse: bool = False,
+    per_row: bool = True,
     n_threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Run the fused row kernel on validated arguments, for cross_entropy and
     kl_div_with_logits: (float64 row losses, gradient or None, logsumexp or None).
+
+    Without ``per_row`` the losses may come as sums over fixed spans of rows instead
+    (:func:`rows_per_sum`), which is all a reduction needs; their sum is the same.
 
     ``view`` is ``class_view(logits, axis)``; ``target_rows`` has the logits' shape (any
     float dtype; converted to the kernel's); losses and gradient are divided by ``unit``
@@ -162,7 +179,8 @@ def fused_rows(
                      else np.empty_like(view))
     else:
         grad_view = empty
-    row_losses = np.empty(n_rows, dtype=np.float64)
+    span = 0 if per_row or view.shape[2] != 1 else rows_per_sum(n_rows)
+    row_losses = np.empty(-(-n_rows // span) if span else n_rows, dtype=np.float64)
     lse = np.empty(n_rows if return_lse else 0, dtype=np.float64)
     simd_kernels("_cross_entropy").cross_entropy_kernel(
         view, classes, rows_view,
@@ -170,7 +188,7 @@ def fused_rows(
         row_weight if row_weight is not None else _NO_WEIGHTS,
         row_losses, grad_view, lse, kind, label_smoothing, z_loss, ignore_index,
         1.0 / (denominator * unit) if denominator > 0 else 0.0,    # the gradient's scale
-        temperature, loss_factor, effective_n_threads(n_threads, logits.size),
+        temperature, loss_factor, span, effective_n_threads(n_threads, logits.size),
     )
     if unit != 1.0:
         row_losses /= unit
@@ -340,8 +358,7 @@ def cross_entropy(
         _check_soft_target(given_target, logits, ignore_index)
         classes = _NO_CLASSES
     elif given_target.dtype.kind in "iu":
-        classes = _check_class_target(given_target, batch_shape, n_classes, axis,
-                                      ignore_index)
+        classes = _class_indices(given_target, batch_shape, axis)
     else:
         raise TypeError(
             "target must be an array of integer class indices or of floating-point class "
@@ -361,14 +378,20 @@ def cross_entropy(
     if reduction == "mean":
         class_weight, row_weight, z_loss = _rescale_for_mean(class_weight, row_weight, z_loss,
                                                              soft)
-    denominator = _denominator(reduction, n_rows, soft, classes, ignore_index,
-                               class_weight, row_weight)
+    if soft:
+        denominator = float(np.sum(row_weight)) if row_weight is not None else float(n_rows)
+    else:
+        denominator = _check_class_range(classes, batch_shape, n_classes, ignore_index,
+                                         class_weight, row_weight, n_threads)
+    if reduction != "mean":
+        denominator = 1.0
     row_losses, grad, lse = fused_rows(
         view, logits, axis, TARGET_PROBS if soft else TARGET_CLASSES,
         given_target if soft else None, classes, class_weight=class_weight,
         row_weight=row_weight, label_smoothing=label_smoothing, z_loss=z_loss,
         ignore_index=ignore_index, denominator=denominator, unit=unit,
-        with_grad=with_grad, grad_out=grad_out, return_lse=return_lse, n_threads=n_threads,
+        with_grad=with_grad, grad_out=grad_out, return_lse=return_lse,
+        per_row=reduction == "none", n_threads=n_threads,
     )
     results = [reduce_rows(row_losses, reduction, denominator, batch_shape, logits.dtype)]
     if with_grad:

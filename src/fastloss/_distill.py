@@ -154,7 +154,8 @@ def kl_div_with_logits(
         view, logits, axis, TEACHER_KINDS[teacher_kind], target, _NO_CLASSES,
         denominator=denominator, unit=unit, temperature=temperature,
         loss_factor=temperature**2 if scale_by_temperature else 1.0,
-        with_grad=with_grad, grad_out=grad_out, n_threads=n_threads,
+        with_grad=with_grad, grad_out=grad_out, per_row=reduction == "none",
+        n_threads=n_threads,
     )
     batch_shape = logits.shape[:axis] + logits.shape[axis + 1:]
     loss = reduce_rows(row_losses, "none" if reduction == "none" else

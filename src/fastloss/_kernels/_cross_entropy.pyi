@@ -19,5 +19,15 @@ def cross_entropy_kernel(
     grad_scale: float,
     temperature: float,
     loss_factor: float,
+    rows_per_sum: int,
     n_threads: int,
 ) -> None: ...
+
+def check_class_targets(
+    target: NDArray[np.intp],
+    n_classes: int,
+    ignore_index: int,
+    class_weight: NDArray[np.float64],
+    sample_weight: NDArray[np.float64],
+    n_threads: int,
+) -> tuple[int, float]: ...

@@ -16,7 +16,7 @@ whole array.
 from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.math cimport exp, log
-from libc.stdlib cimport free
+from libc.stdlib cimport free, malloc
 
 cimport numpy as cnp
 
@@ -46,6 +46,8 @@ cnp.import_array()
 cdef enum:
     # Rows gathered per tile by the strided kernel: 16 float32 = one 64-byte line.
     LANES = 16
+    # Rows per partial sum of check_class_targets' denominator.
+    TARGET_BLOCK = 4096
 
 
 cdef enum TargetKind:
@@ -80,9 +82,9 @@ cdef inline void ce_row(
     const floating* t,          # IN: target row (probabilities, teacher), else NULL
     Py_ssize_t row,             # index into the per-row buffers below
     const CESpec* spec,
-    double* loss_out,           # OUT (N): sample_weight * row loss
+    double* loss_out,           # OUT: the row's sample_weight * loss
     floating* grad,             # OUT (C), may alias x: gradient row (NULL: none)
-    double* lse_out,            # OUT (N): logsumexp of the row (NULL: none)
+    double* lse_out,            # OUT: the row's logsumexp (NULL: none)
     double* shift,              # scratch: one double per chunk
 ) noexcept nogil:
     """One row of, with scores x s (s = 1 / T, 1 but for distillation),
@@ -104,10 +106,10 @@ cdef inline void ce_row(
     if spec.sample_weight != NULL:
         weight = spec.sample_weight[row]
     if weight == 0.0 or (spec.kind == TARGET_CLASSES and y == spec.ignore_index):
-        loss_out[row] = 0.0
-        if spec.with_lse:
+        loss_out[0] = 0.0
+        if lse_out != NULL:
             st = row_stats(x, n_classes, <floating*> NULL, NULL, <floating*> NULL, &row_spec)
-            lse_out[row] = stats_lse(st, s)
+            lse_out[0] = stats_lse(st, s)
         if spec.with_grad:
             for j in range(n_classes):
                 grad[j] = 0
@@ -136,9 +138,9 @@ cdef inline void ce_row(
     loss = loss * spec.loss_factor
     if spec.z_loss != 0.0:
         loss = loss + spec.z_loss * lse * lse
-    loss_out[row] = weight * loss
-    if spec.with_lse:
-        lse_out[row] = lse
+    loss_out[0] = weight * loss
+    if lse_out != NULL:
+        lse_out[0] = lse
     if spec.with_grad:
         scale = weight * spec.grad_scale * spec.loss_factor * s
         slope = hard + st.coef_sum + 2.0 * spec.z_loss * lse / spec.loss_factor
@@ -205,11 +207,14 @@ cdef inline void small_ce_block(
         small_ce(x, rows, y, row0, plan, spec, loss_out, lse_out, grad)
 
 
-cdef bint small_spec(const CESpec* spec, Py_ssize_t n_classes, fl_small_ce_spec* out):
+cdef bint small_spec(const CESpec* spec, Py_ssize_t n_classes, Py_ssize_t n_rows,
+                     bint in_float, fl_small_ce_spec* out) noexcept nogil:
     """The block kernels' spec (_simd_small.h) for class targets with few classes, or
-    False when the row kernel must serve (probability targets, distillation, or more
-    than FL_SMALL_C classes)."""
+    False when the row kernel must serve: probability targets, distillation, more than
+    FL_SMALL_C classes, or (float rows, which the block kernel computes in float)
+    weights, z_loss or a gradient scale that float's range would not hold."""
     cdef Py_ssize_t j
+    cdef double w, top = spec.z_loss
     if not (spec.kind == TARGET_CLASSES and 0 < n_classes <= FL_SMALL_C
             and spec.row.x_scale == 1.0 and spec.loss_factor == 1.0):
         return False
@@ -219,10 +224,18 @@ cdef bint small_spec(const CESpec* spec, Py_ssize_t n_classes, fl_small_ce_spec*
     out.smoothing = spec.row.coefs.beta if spec.row.coefs.active else 0.0
     out.coef_sum = 0.0
     for j in range(n_classes):
-        out.coef_sum += out.smoothing * (spec.class_weight[j] if spec.class_weight else 1.0)
+        w = spec.class_weight[j] if spec.class_weight else 1.0
+        out.coef_sum += out.smoothing * w
+        top = max(top, w)
     out.z_loss = spec.z_loss
     out.grad_scale = spec.grad_scale
     out.ignore_index = spec.ignore_index
+    if in_float:
+        if spec.sample_weight:
+            for j in range(n_rows):
+                top = max(top, spec.sample_weight[j])
+        if top > 1e30 or not (spec.grad_scale == 0.0 or 1e-30 < spec.grad_scale < 1e30):
+            return False
     return True
 
 
@@ -232,7 +245,7 @@ def cross_entropy_kernel(
     const floating[:, :, ::1] soft_target,  # IN like logits: target rows, or (0, 0, 0)
     const double[::1] class_weight,         # IN (C,) or (0,)
     const double[::1] sample_weight,        # IN (outer * inner,) or (0,)
-    double[::1] loss_out,                   # OUT (outer * inner,): weighted row losses
+    double[::1] loss_out,                   # OUT: weighted row losses, or their sums
     floating[:, :, ::1] grad_out,           # OUT like logits, or (0, 0, 0); may be logits
     double[::1] lse_out,                    # OUT (outer * inner,) or (0,)
     int target_kind,
@@ -242,10 +255,16 @@ def cross_entropy_kernel(
     double grad_scale,
     double temperature,
     double loss_factor,
+    Py_ssize_t rows_per_sum,
     int n_threads,
 ):
     """Cross-entropy (or distillation KL, by target_kind, a TargetKind) of every row
     r = o * inner + i of a C-contiguous (outer, C, inner) array: see ce_row.
+
+    loss_out receives one loss per row, or, with rows_per_sum > 0 (class axis last only;
+    a multiple of 16), loss_out[k] the sum of the losses of rows [k, k + 1) * rows_per_sum,
+    added in row order: the partition depends on the arguments alone, so the sums are
+    the same bits for any thread count, and no per-row buffer is written.
 
     With the class axis last (inner = 1) rows are contiguous and read in place. Otherwise
     each tile of LANES consecutive inner positions is gathered (with its target rows)
@@ -260,7 +279,8 @@ def cross_entropy_kernel(
     if logits.shape[0] == 0 or logits.shape[2] == 0:
         return
     if logits.shape[2] == 1:
-        rows_loop(logits, target, soft_target, loss_out, grad_out, lse_out, &spec, n_threads)
+        rows_loop(logits, target, soft_target, loss_out, grad_out, lse_out, &spec,
+                  rows_per_sum, n_threads)
     else:
         tiles_loop(logits, target, soft_target, loss_out, grad_out, lse_out, &spec, n_threads)
 
@@ -273,45 +293,124 @@ cdef int rows_loop(
     floating[:, :, ::1] grad_out,
     double[::1] lse_out,
     const CESpec* spec,
+    Py_ssize_t rows_per_sum,
     int n_threads,
 ) except -1:
-    """ce_row over the rows of an (N, C, 1) array, in place; blocks of rows through
-    small_ce where the classes are few."""
-    cdef Py_ssize_t n_rows = logits.shape[0], n_classes = logits.shape[1], i, block, rows
-    cdef Py_ssize_t stride = chunk_shift_stride(n_row_chunks(n_classes))
+    """ce_row over the rows of an (N, C, 1) array, in place, or small_ce over blocks of
+    rows where the classes are few; the row losses summed by rows_per_sum rows unless it
+    is 0. Each thread takes whole spans of rows."""
+    cdef Py_ssize_t n_rows = logits.shape[0], n_classes = logits.shape[1]
     cdef Py_ssize_t lanes = small_block_rows(<floating*> NULL)
+    cdef bint summed = rows_per_sum > 0
+    cdef Py_ssize_t span = rows_per_sum if summed else 16     # a multiple of the lanes
+    cdef Py_ssize_t shifts_len = chunk_shift_stride(n_row_chunks(n_classes))
+    cdef Py_ssize_t part, start, stop, i, rows, k
     cdef bint soft = spec.kind != TARGET_CLASSES
     cdef double* lse_ptr = &lse_out[0] if spec.with_lse else NULL
+    cdef double total
+    cdef double* mine
+    cdef double* losses
     cdef fl_small_ce_spec small
-    cdef const void* plan
-    cdef const fl_small_plan_f64* plan_wide
-    cdef double* scratch
-    if small_spec(spec, n_classes, &small):
-        plan = small_plan(n_classes, <floating*> NULL)
-        plan_wide = <const fl_small_plan_f64*> small_plan(n_classes, <double*> NULL)
-        for block in prange((n_rows + lanes - 1) // lanes, nogil=True, schedule="static",
-                            num_threads=n_threads):
-            i = block * lanes
-            rows = n_rows - i if n_rows - i < lanes else lanes
-            small_ce_block(&logits[i, 0, 0], rows, <const Py_ssize_t*> &target[i], i, plan,
-                           plan_wide, &small, &loss_out[i],
-                           lse_ptr + i if lse_ptr != NULL else NULL,
-                           &grad_out[i, 0, 0] if spec.with_grad else NULL)
-        return 0
-    scratch = alloc_thread_scratch(n_threads, stride)
+    cdef bint blocks = small_spec(spec, n_classes, n_rows, floating is float, &small)
+    cdef const void* plan = small_plan(n_classes, <floating*> NULL) if blocks else NULL
+    cdef const fl_small_plan_f64* plan_wide = (
+        <const fl_small_plan_f64*> small_plan(n_classes, <double*> NULL) if blocks else NULL
+    )
+    # Per thread: the chunk shifts of a row, then a block's row losses (16 at most).
+    cdef double* scratch = alloc_thread_scratch(n_threads, shifts_len + 16)
     try:
-        for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
-            ce_row(
-                &logits[i, 0, 0], n_classes,
-                target[i] if not soft else 0,
-                &soft_target[i, 0, 0] if soft else NULL,
-                i, spec, &loss_out[0],
-                &grad_out[i, 0, 0] if spec.with_grad else NULL,
-                lse_ptr, scratch + threadid() * stride,
-            )
+        for part in prange((n_rows + span - 1) // span, nogil=True, schedule="static",
+                           num_threads=n_threads):
+            mine = scratch + threadid() * (shifts_len + 16)
+            losses = mine + shifts_len
+            start = part * span
+            stop = start + span if start + span < n_rows else n_rows
+            total = 0.0
+            if blocks:
+                i = start
+                while i < stop:
+                    rows = stop - i if stop - i < lanes else lanes
+                    small_ce_block(&logits[i, 0, 0], rows, <const Py_ssize_t*> &target[i], i,
+                                   plan, plan_wide, &small,
+                                   losses if summed else &loss_out[i],
+                                   lse_ptr + i if lse_ptr != NULL else NULL,
+                                   &grad_out[i, 0, 0] if spec.with_grad else NULL)
+                    if summed:
+                        for k in range(rows):
+                            total = total + losses[k]
+                    i = i + lanes
+            else:
+                for i in range(start, stop):
+                    ce_row(
+                        &logits[i, 0, 0], n_classes,
+                        target[i] if not soft else 0,
+                        &soft_target[i, 0, 0] if soft else NULL,
+                        i, spec, losses if summed else &loss_out[i],
+                        &grad_out[i, 0, 0] if spec.with_grad else NULL,
+                        lse_ptr + i if lse_ptr != NULL else NULL, mine,
+                    )
+                    if summed:
+                        total = total + losses[0]
+            if summed:
+                loss_out[part] = total
     finally:
         free(scratch)
     return 0
+
+
+def check_class_targets(
+    const cnp.intp_t[::1] target,           # IN (N,)
+    Py_ssize_t n_classes,
+    Py_ssize_t ignore_index,
+    const double[::1] class_weight,         # IN (C,) or (0,)
+    const double[::1] sample_weight,        # IN (N,) or (0,)
+    int n_threads,
+):
+    """One pass over integer targets: (index of the first one outside [0, C) that is not
+    ignore_index, or -1; sum over the others of sample_weight * class_weight[y], the
+    denominator of a "mean"). The sum is formed by blocks of TARGET_BLOCK rows added in
+    order: the same bits for any thread count."""
+    cdef Py_ssize_t n = target.shape[0]
+    cdef Py_ssize_t n_blocks = (n + TARGET_BLOCK - 1) // TARGET_BLOCK
+    cdef Py_ssize_t b, i, y, stop, bad, first_bad = -1
+    cdef double total, weight, denominator = 0.0
+    cdef const double* cw = &class_weight[0] if class_weight.shape[0] else NULL
+    cdef const double* sw = &sample_weight[0] if sample_weight.shape[0] else NULL
+    if n == 0:
+        return -1, 0.0
+    cdef double* sums = <double*> malloc(sizeof(double) * n_blocks)
+    cdef Py_ssize_t* first = <Py_ssize_t*> malloc(sizeof(Py_ssize_t) * n_blocks)
+    if sums == NULL or first == NULL:
+        free(sums)
+        free(first)
+        raise MemoryError("fastloss: cannot allocate the target check's block sums")
+    try:
+        for b in prange(n_blocks, nogil=True, schedule="static", num_threads=n_threads):
+            stop = (b + 1) * TARGET_BLOCK if (b + 1) * TARGET_BLOCK < n else n
+            total = 0.0
+            bad = -1
+            for i in range(b * TARGET_BLOCK, stop):
+                y = target[i]
+                if y == ignore_index:
+                    continue
+                if y < 0 or y >= n_classes:
+                    if bad < 0:
+                        bad = i
+                    continue
+                weight = cw[y] if cw != NULL else 1.0
+                if sw != NULL:
+                    weight = weight * sw[i]
+                total = total + weight
+            sums[b] = total
+            first[b] = bad
+        for b in range(n_blocks):
+            denominator += sums[b]
+            if first_bad < 0 and first[b] >= 0:
+                first_bad = first[b]
+    finally:
+        free(sums)
+        free(first)
+    return first_bad, denominator
 
 
 cdef int tiles_loop(
@@ -333,7 +432,8 @@ cdef int tiles_loop(
     cdef Py_ssize_t block_rows = small_block_rows(<floating*> NULL)
     cdef bint soft = spec.kind != TARGET_CLASSES
     cdef fl_small_ce_spec small
-    cdef bint blocks = small_spec(spec, n_classes, &small)
+    cdef bint blocks = small_spec(spec, n_classes, n_outer * n_inner, floating is float,
+                                  &small)
     cdef const void* plan = small_plan(n_classes, <floating*> NULL) if blocks else NULL
     cdef const fl_small_plan_f64* plan_wide = (
         <const fl_small_plan_f64*> small_plan(n_classes, <double*> NULL) if blocks else NULL
@@ -383,9 +483,9 @@ cdef int tiles_loop(
                         rows + b * n_classes, n_classes,
                         target[row] if not soft else 0,
                         trows + b * n_classes if soft else NULL,
-                        row, spec, &loss_out[0],
+                        row, spec, &loss_out[row],
                         rows + b * n_classes if spec.with_grad else NULL,
-                        lse_ptr, mine,
+                        lse_ptr + row if lse_ptr != NULL else NULL, mine,
                     )
             if spec.with_grad:
                 for c in range(n_classes):

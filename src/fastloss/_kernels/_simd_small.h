@@ -105,8 +105,12 @@ FL_INLINE fl_vd fl_log1p_f64(fl_vd z) {
 typedef int32_t fl_vih __attribute__((vector_size(FL_WIDTH / 2)));
 FL_INLINE fl_vl fl_small_targets_half(const ptrdiff_t* y, ptrdiff_t rows, ptrdiff_t ignore) {
     fl_vl v;
-    for (int k = 0; k < FL_ND; k++) v[k] = k < rows && y[k] != ignore ? y[k] : -1;
-    return v;
+    if (rows >= FL_ND && sizeof(ptrdiff_t) == sizeof(int64_t)) {
+        memcpy(&v, y, sizeof v);
+    } else {
+        for (int k = 0; k < FL_ND; k++) v[k] = k < rows ? y[k] : ignore;
+    }
+    return (fl_vl)((v == ignore) | v);                  /* all ones: -1 */
 }
 FL_INLINE fl_vi fl_small_targets_f32(const ptrdiff_t* y, ptrdiff_t rows, ptrdiff_t ignore) {
     const fl_vih lo = __builtin_convertvector(fl_small_targets_half(y, rows, ignore), fl_vih);
@@ -119,16 +123,50 @@ FL_INLINE fl_vl fl_small_targets_f64(const ptrdiff_t* y, ptrdiff_t rows, ptrdiff
 }
 
 /* Row results of a block (rows < lanes: the first rows) into double. */
-FL_INLINE void fl_small_put_f32(double* out, fl_vf v, ptrdiff_t rows) {
-    const fl_vd lo = fl_widen_lo(v), hi = fl_widen_hi(v);
-    for (int k = 0; k < FL_ND; k++) {
-        if (k < rows) out[k] = lo[k];
-        if (k + FL_ND < rows) out[k + FL_ND] = hi[k];
-    }
-}
 FL_INLINE void fl_small_put_f64(double* out, fl_vd v, ptrdiff_t rows) {
-    for (int k = 0; k < FL_ND; k++) if (k < rows) out[k] = v[k];
+    if (rows >= FL_ND) memcpy(out, &v, sizeof v);
+    else fl_store_tail_f64(out, v, (int)rows);
 }
+FL_INLINE void fl_small_put_f32(double* out, fl_vf v, ptrdiff_t rows) {
+    fl_small_put_f64(out, fl_widen_lo(v), rows);
+    if (rows > FL_ND) fl_small_put_f64(out + FL_ND, fl_widen_hi(v), rows - FL_ND);
+}
+
+/* Per-row doubles of a block (sample weights) as lanes of the element type; 0 past the
+ * end. */
+FL_INLINE fl_vd fl_small_get_f64(const double* w, ptrdiff_t rows) {
+    if (rows >= FL_ND) {
+        fl_vd v;
+        memcpy(&v, w, sizeof v);
+        return v;
+    }
+    fl_vd v = {0};
+    for (int k = 0; k < rows; k++) v[k] = w[k];
+    return v;
+}
+FL_INLINE fl_vf fl_small_get_f32(const double* w, ptrdiff_t rows) {
+    const fl_vd zero = {0};
+    return fl_narrow(fl_small_get_f64(w, rows),
+                     rows > FL_ND ? fl_small_get_f64(w + FL_ND, rows - FL_ND) : zero);
+}
+
+/* Loops over the classes unrolled, so that the class vectors stay in registers. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FL_UNROLL _Pragma("GCC unroll 16")
+#else
+#define FL_UNROLL
+#endif
+
+/* FN(args) with the class count C_ among args: a constant for the counts in the cases
+ * (each its own compiled copy), else the count c as it is. */
+#define FL_SMALL_DISPATCH(c, FN, ...)                                                     \
+    do {                                                                                  \
+        switch (c) {                                                                      \
+        case 2: { const int C_ = 2; FN(__VA_ARGS__); break; }                             \
+        case 10: { const int C_ = 10; FN(__VA_ARGS__); break; }                           \
+        default: { const int C_ = (c); FN(__VA_ARGS__); break; }                          \
+        }                                                                                 \
+    } while (0)
 
 /* ---- one definition for both types ----
  * SUFFIX f32/f64, T the element type, VT its vector, IT the integer vector of its lane
@@ -193,19 +231,18 @@ static inline const fl_small_plan_##SUFFIX* fl_small_plan_##SUFFIX##_get(int c) 
 }                                                                                         \
                                                                                           \
 /* The block of `rows` rows at x into class vectors t[0:C]. */                            \
-FL_INLINE void fl_small_load_##SUFFIX(const T* x, ptrdiff_t rows,                         \
+FL_INLINE void fl_small_load_##SUFFIX(const T* x, ptrdiff_t rows, const int c,            \
                                       const fl_small_plan_##SUFFIX* p, VT* t) {           \
-    const int c = p->n_classes;                                                           \
     const ptrdiff_t n = rows * c;                                                         \
     VT v[FL_SMALL_C];                                                                     \
-    for (int i = 0; i < c; i++) {                                                         \
+    FL_UNROLL for (int i = 0; i < c; i++) {                                                         \
         const ptrdiff_t m = n - i * (L);                                                  \
         if (m >= (L)) memcpy(&v[i], x + i * (L), sizeof v[i]);                            \
         else v[i] = fl_load_tail_##SUFFIX(x + i * (L), m > 0 ? (int)m : 0);               \
     }                                                                                     \
-    for (int j = 0; j < c; j++) {                                                         \
+    FL_UNROLL for (int j = 0; j < c; j++) {                                                         \
         VT col = v[0];                                                                    \
-        for (int a = 0; 2 * a < c; a++) {                                                 \
+        FL_UNROLL for (int a = 0; 2 * a < c; a++) {                                                 \
             const VT pair = FL_SHUFFLE2(v[2 * a], v[2 * a + 1 < c ? 2 * a + 1 : 2 * a],   \
                                         p->to_cols[j][a]);                                \
             col = SEL(p->cols_take[j][a], pair, col);                                     \
@@ -215,13 +252,12 @@ FL_INLINE void fl_small_load_##SUFFIX(const T* x, ptrdiff_t rows,               
 }                                                                                         \
                                                                                           \
 /* Class vectors t[0:C] back into the block of `rows` rows at out. */                    \
-FL_INLINE void fl_small_store_##SUFFIX(const VT* t, ptrdiff_t rows,                       \
+FL_INLINE void fl_small_store_##SUFFIX(const VT* t, ptrdiff_t rows, const int c,          \
                                        const fl_small_plan_##SUFFIX* p, T* out) {         \
-    const int c = p->n_classes;                                                           \
     const ptrdiff_t n = rows * c;                                                         \
-    for (int i = 0; i < c && i * (L) < n; i++) {                                          \
+    FL_UNROLL for (int i = 0; i < c && i * (L) < n; i++) {                                          \
         VT v = t[0];                                                                      \
-        for (int b = 0; 2 * b < c; b++) {                                                 \
+        FL_UNROLL for (int b = 0; 2 * b < c; b++) {                                                 \
             const VT pair = FL_SHUFFLE2(t[2 * b], t[2 * b + 1 < c ? 2 * b + 1 : 2 * b],   \
                                         p->to_rows[i][b]);                                \
             v = SEL(p->rows_take[i][b], pair, v);                                         \
@@ -238,11 +274,11 @@ FL_INLINE void fl_small_store_##SUFFIX(const VT* t, ptrdiff_t rows,             
 FL_INLINE VT fl_small_stats_##SUFFIX(VT* t, int c, int keep_exp, VT* shift, VT* rest) {   \
     const VT zero = {0};                                                                  \
     VT m = zero - INFINITY;                                                               \
-    for (int j = 0; j < c; j++) m = VMAX(t[j], m);                                        \
+    FL_UNROLL for (int j = 0; j < c; j++) m = VMAX(t[j], m);                                        \
     m = SEL(m == zero - INFINITY, zero, m);                                               \
     VT rest0 = zero, rest1 = zero;                                                        \
     IT ones = {0};                                                                        \
-    for (int j = 0; j < c; j++) {                                                         \
+    FL_UNROLL for (int j = 0; j < c; j++) {                                                         \
         IT at_max;                                                                        \
         const VT e = fl_small_exp_##SUFFIX(t[j], m, &at_max);                             \
         ones -= at_max;                                                                   \
@@ -257,34 +293,34 @@ FL_INLINE VT fl_small_stats_##SUFFIX(VT* t, int c, int keep_exp, VT* shift, VT* 
     return fl_log1p_##SUFFIX(*rest);                                                      \
 }                                                                                         \
                                                                                           \
-FL_INLINE void fl_small_softmax_##SUFFIX(const T* x, ptrdiff_t rows,                      \
-                                         const fl_small_plan_##SUFFIX* p, T* out) {       \
+FL_INLINE void fl_small_softmax_c_##SUFFIX(const T* x, ptrdiff_t rows, const int c,       \
+                                           const fl_small_plan_##SUFFIX* p, T* out) {     \
     VT t[FL_SMALL_C], m, rest;                                                            \
-    fl_small_load_##SUFFIX(x, rows, p, t);                                                \
-    fl_small_stats_##SUFFIX(t, p->n_classes, 1, &m, &rest);                               \
+    fl_small_load_##SUFFIX(x, rows, c, p, t);                                             \
+    fl_small_stats_##SUFFIX(t, c, 1, &m, &rest);                                          \
     const VT inv_sum = 1 / (rest + 1);                                                    \
-    for (int j = 0; j < p->n_classes; j++) t[j] = t[j] * inv_sum;                         \
-    fl_small_store_##SUFFIX(t, rows, p, out);                                             \
+    FL_UNROLL for (int j = 0; j < c; j++) t[j] = t[j] * inv_sum;                                    \
+    fl_small_store_##SUFFIX(t, rows, c, p, out);                                          \
 }                                                                                         \
                                                                                           \
-FL_INLINE void fl_small_log_softmax_##SUFFIX(const T* x, ptrdiff_t rows,                  \
-                                             const fl_small_plan_##SUFFIX* p, T* out) {   \
+FL_INLINE void fl_small_log_softmax_c_##SUFFIX(const T* x, ptrdiff_t rows, const int c,   \
+                                               const fl_small_plan_##SUFFIX* p, T* out) { \
     VT t[FL_SMALL_C], m, rest;                                                            \
-    fl_small_load_##SUFFIX(x, rows, p, t);                                                \
+    fl_small_load_##SUFFIX(x, rows, c, p, t);                                             \
     VT x_minus[FL_SMALL_C];                                                               \
-    for (int j = 0; j < p->n_classes; j++) x_minus[j] = t[j];                             \
-    const VT log_sum = fl_small_stats_##SUFFIX(t, p->n_classes, 0, &m, &rest);            \
-    for (int j = 0; j < p->n_classes; j++)                                                \
-        x_minus[j] = fl_sub_exact_##SUFFIX(x_minus[j], m, log_sum);                       \
-    fl_small_store_##SUFFIX(x_minus, rows, p, out);                                       \
+    FL_UNROLL for (int j = 0; j < c; j++) x_minus[j] = t[j];                                        \
+    const VT log_sum = fl_small_stats_##SUFFIX(t, c, 0, &m, &rest);                       \
+    FL_UNROLL for (int j = 0; j < c; j++) x_minus[j] = fl_sub_exact_##SUFFIX(x_minus[j], m, log_sum); \
+    fl_small_store_##SUFFIX(x_minus, rows, c, p, out);                                    \
 }                                                                                         \
                                                                                           \
 /* logsumexp of the rows, as double, into out[0:rows]. */                                 \
-FL_INLINE void fl_small_logsumexp_##SUFFIX(const T* x, ptrdiff_t rows,                    \
-                                           const fl_small_plan_##SUFFIX* p, double* out) {\
+FL_INLINE void fl_small_logsumexp_c_##SUFFIX(const T* x, ptrdiff_t rows, const int c,     \
+                                             const fl_small_plan_##SUFFIX* p,             \
+                                             double* out) {                               \
     VT t[FL_SMALL_C], m, rest;                                                            \
-    fl_small_load_##SUFFIX(x, rows, p, t);                                                \
-    const VT log_sum = fl_small_stats_##SUFFIX(t, p->n_classes, 0, &m, &rest);            \
+    fl_small_load_##SUFFIX(x, rows, c, p, t);                                             \
+    const VT log_sum = fl_small_stats_##SUFFIX(t, c, 0, &m, &rest);                       \
     fl_small_put_##SUFFIX(out, m + log_sum, rows);                                        \
 }                                                                                         \
                                                                                           \
@@ -292,25 +328,22 @@ FL_INLINE void fl_small_logsumexp_##SUFFIX(const T* x, ptrdiff_t rows,          
  * targets: the same quantities as _cross_entropy.pyx's ce_row with x_scale = 1 and no   \
  * loss factor. Row losses (sample weight included) into loss_out, logsumexp into        \
  * lse_out and the gradient into grad unless NULL. */                                     \
-FL_INLINE void fl_small_ce_##SUFFIX(                                                      \
-    const T* x, ptrdiff_t rows, const ptrdiff_t* y, ptrdiff_t row0,                         \
+FL_INLINE void fl_small_ce_c_##SUFFIX(                                                    \
+    const T* x, ptrdiff_t rows, const int c, const ptrdiff_t* y, ptrdiff_t row0,          \
     const fl_small_plan_##SUFFIX* p, const fl_small_ce_spec* spec,                        \
     double* loss_out, double* lse_out, T* grad) {                                         \
-    const int c = p->n_classes;                                                           \
     const VT zero = {0};                                                                  \
     VT t[FL_SMALL_C], m, rest;                                                            \
-    fl_small_load_##SUFFIX(x, rows, p, t);                                                \
+    fl_small_load_##SUFFIX(x, rows, c, p, t);                                             \
     const IT target = fl_small_targets_##SUFFIX(y, rows, spec->ignore_index);             \
     /* the row weight (0 for ignored rows, and rows past the end), the hard coefficient   \
      * (1 - eps) w_y, x_y, and sum_j a_j (m - x_j) after the max is known */              \
     VT weight = zero + 1, hard = zero + (T)spec->hard_scale, x_y = zero;                  \
-    if (spec->sample_weight)                                                              \
-        for (int k = 0; k < (L); k++)                                                     \
-            weight[k] = k < rows ? (T)spec->sample_weight[row0 + k] : 0;                  \
+    if (spec->sample_weight) weight = fl_small_get_##SUFFIX(spec->sample_weight + row0, rows); \
     weight = SEL(target == -1, zero, weight);          /* ignored, or past the end */     \
     const IT active = weight != zero;                                                     \
     if (spec->class_weight) hard = zero;                                                  \
-    for (int j = 0; j < c; j++) {                                                         \
+    FL_UNROLL for (int j = 0; j < c; j++) {                                                         \
         const IT is_y = target == j;                                                      \
         x_y = SEL(is_y, t[j], x_y);                                                       \
         if (spec->class_weight)                                                           \
@@ -322,7 +355,7 @@ FL_INLINE void fl_small_ce_##SUFFIX(                                            
     const VT log_sum = fl_small_stats_##SUFFIX(t, c, grad != NULL, &m, &rest);            \
     VT coef_dot = zero;           /* sum_j a_j (m - x_j); a zero a_j adds 0 */           \
     if (smooth)                                                                           \
-        for (int j = 0; j < c; j++) {                                                     \
+        FL_UNROLL for (int j = 0; j < c; j++) {                                                     \
             const T a = (T)(spec->smoothing * (spec->class_weight ? spec->class_weight[j] \
                                                                    : 1.0));               \
             if (a != 0) coef_dot += a * (m - x_minus[j]);                                 \
@@ -342,7 +375,7 @@ FL_INLINE void fl_small_ce_##SUFFIX(                                            
     const VT z_lse = (T)(2.0 * spec->z_loss) * lse;                                       \
     const VT slope = hard + coef_sum + z_lse;                                             \
     const VT inv_sum = 1 / (rest + 1);                                                    \
-    for (int j = 0; j < c; j++) {                                                         \
+    FL_UNROLL for (int j = 0; j < c; j++) {                                                         \
         const T a = spec->smoothing == 0.0 ? 0 : (T)(spec->smoothing *                    \
             (spec->class_weight ? spec->class_weight[j] : 1.0));                          \
         const IT is_y = target == j;                                                      \
@@ -352,7 +385,31 @@ FL_INLINE void fl_small_ce_##SUFFIX(                                            
         g = SEL(is_y, g_y, g);                                                            \
         t[j] = SEL(active, scale * g, zero);                                              \
     }                                                                                     \
-    fl_small_store_##SUFFIX(t, rows, p, grad);                                            \
+    fl_small_store_##SUFFIX(t, rows, c, p, grad);                                         \
+}                                                                                         \
+                                                                                          \
+/* The entry points: the class count a compile-time constant where it is a common one, so \
+ * that the compiler keeps the class vectors in registers. */                             \
+static inline void fl_small_softmax_##SUFFIX(const T* x, ptrdiff_t rows,                  \
+                                             const fl_small_plan_##SUFFIX* p, T* out) {   \
+    FL_SMALL_DISPATCH(p->n_classes, fl_small_softmax_c_##SUFFIX, x, rows, C_, p, out);    \
+}                                                                                         \
+static inline void fl_small_log_softmax_##SUFFIX(const T* x, ptrdiff_t rows,              \
+                                                 const fl_small_plan_##SUFFIX* p,         \
+                                                 T* out) {                                \
+    FL_SMALL_DISPATCH(p->n_classes, fl_small_log_softmax_c_##SUFFIX, x, rows, C_, p, out); \
+}                                                                                         \
+static inline void fl_small_logsumexp_##SUFFIX(const T* x, ptrdiff_t rows,                \
+                                               const fl_small_plan_##SUFFIX* p,           \
+                                               double* out) {                             \
+    FL_SMALL_DISPATCH(p->n_classes, fl_small_logsumexp_c_##SUFFIX, x, rows, C_, p, out);  \
+}                                                                                         \
+static inline void fl_small_ce_##SUFFIX(                                                  \
+    const T* x, ptrdiff_t rows, const ptrdiff_t* y, ptrdiff_t row0,                       \
+    const fl_small_plan_##SUFFIX* p, const fl_small_ce_spec* spec,                        \
+    double* loss_out, double* lse_out, T* grad) {                                         \
+    FL_SMALL_DISPATCH(p->n_classes, fl_small_ce_c_##SUFFIX, x, rows, C_, y, row0, p, spec, \
+                      loss_out, lse_out, grad);                                           \
 }
 
 /* (x - m) - log_sum with x - m exact, for each type */
