@@ -327,3 +327,49 @@ def test_property_matches_reference(case, reduction, n_threads):
     masked = np.isneginf(logits)
     masked[np.arange(len(target)), target] = False      # a masked target's gradient is -1
     assert np.all(grad[masked] == 0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("shape", [(32, 10), (5000, 3), (40, 1000)], ids=str)
+def test_the_plain_call_matches_the_general_path_bit_for_bit(rng, dtype, reduction, shape):
+    """Class targets without options take a shorter path (call overhead); return_lse
+    forces the general one: the same loss and gradient bits."""
+    x = make_logits(rng, shape, dtype)
+    target = rng.integers(0, shape[1], shape[0])
+    target[::5] = -100
+    plain_loss, plain_grad = fastloss.cross_entropy(x, target, reduction=reduction,
+                                                    return_grad=True)
+    loss, grad, _ = fastloss.cross_entropy(x, target, reduction=reduction, return_grad=True,
+                                           return_lse=True)
+    assert plain_loss.dtype == loss.dtype == dtype
+    assert plain_loss.tobytes() == loss.tobytes()
+    np.testing.assert_array_equal(plain_grad, grad)
+    assert fastloss.cross_entropy(x, target, reduction=reduction).tobytes() == loss.tobytes()
+    out = np.empty_like(x)
+    assert fastloss.cross_entropy(x, target, reduction=reduction, grad_out=out)[1] is out
+    np.testing.assert_array_equal(out, grad)
+    in_place = x.copy()
+    fastloss.cross_entropy(in_place, target, reduction=reduction, grad_out=in_place)
+    np.testing.assert_array_equal(in_place, grad)
+
+
+def test_the_plain_call_leaves_bad_arguments_to_the_general_checks():
+    x = np.zeros((4, 3), dtype=np.float32)
+    target = np.array([0, 1, 2, 3])
+    with pytest.raises(IndexError, match=r"got 3 at index \(3,\)"):
+        fastloss.cross_entropy(x, target)
+    buf = np.zeros((8, 3), dtype=np.float32)
+    with pytest.raises(ValueError, match="overlaps the input only partly"):
+        fastloss.cross_entropy(buf[:4], target % 3, grad_out=buf[2:6])
+    read_only = np.zeros_like(x)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="grad_out must be writeable"):
+        fastloss.cross_entropy(x, target % 3, grad_out=read_only)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        fastloss.cross_entropy(x, target % 3, grad_out=np.zeros((3, 4), np.float32).T)
+    shared = np.zeros(4 * 3, dtype=np.int64)
+    with pytest.raises(ValueError, match="must not share memory with target"):
+        fastloss.cross_entropy(np.zeros((4, 3)), shared[4:8],
+                               grad_out=shared.view(np.float64).reshape(4, 3))
+    with pytest.raises(TypeError, match="label_smoothing must be a real number"):
+        fastloss.cross_entropy(x, target % 3, label_smoothing=False)

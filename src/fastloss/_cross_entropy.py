@@ -8,6 +8,7 @@ from typing import Any, cast
 import numpy as np
 
 from fastloss._common import (
+    KERNEL_DTYPES,
     as_floating,
     check_probabilities,
     check_real,
@@ -124,13 +125,6 @@ def reduce_rows(row_losses: np.ndarray, reduction: str, denominator: float,
         return dtype.type(total)
 
 
-def rows_per_sum(n_rows: int) -> int:
-    """Rows per partial sum of the kernel's losses: a multiple of 16 (the row blocks of
-    few classes), at most 64 sums, depending on n_rows alone so that the reduced loss is
-    the same bits for any thread count."""
-    return 16 * max(1, -(-n_rows // (16 * 64)))
-
-
 # The kernels' TargetKind.
 TARGET_CLASSES, TARGET_PROBS, KL_PROBS, KL_LOG_PROBS, KL_LOGITS = range(5)
 
@@ -162,7 +156,7 @@ def fused_rows(
     kl_div_with_logits: (float64 row losses, gradient or None, logsumexp or None).
 
     Without ``per_row`` the losses may come as sums over fixed spans of rows instead
-    (:func:`rows_per_sum`), which is all a reduction needs; their sum is the same.
+    (the kernels' ``rows_per_sum``), which is all a reduction needs: their sum.
 
     ``view`` is ``class_view(logits, axis)``; ``target_rows`` has the logits' shape (any
     float dtype; converted to the kernel's); losses and gradient are divided by ``unit``
@@ -179,10 +173,11 @@ def fused_rows(
                      else np.empty_like(view))
     else:
         grad_view = empty
-    span = 0 if per_row or view.shape[2] != 1 else rows_per_sum(n_rows)
+    kernels = simd_kernels("_cross_entropy")
+    span = 0 if per_row or view.shape[2] != 1 else kernels.rows_per_sum(n_rows)
     row_losses = np.empty(-(-n_rows // span) if span else n_rows, dtype=np.float64)
     lse = np.empty(n_rows if return_lse else 0, dtype=np.float64)
-    simd_kernels("_cross_entropy").cross_entropy_kernel(
+    total = kernels.cross_entropy_kernel(
         view, classes, rows_view,
         class_weight if class_weight is not None else _NO_WEIGHTS,
         row_weight if row_weight is not None else _NO_WEIGHTS,
@@ -190,6 +185,8 @@ def fused_rows(
         1.0 / (denominator * unit) if denominator > 0 else 0.0,    # the gradient's scale
         temperature, loss_factor, span, effective_n_threads(n_threads, logits.size),
     )
+    if span:            # the kernel's sum of its partial sums, in order
+        row_losses = np.array([total])
     if unit != 1.0:
         row_losses /= unit
     grad = None
@@ -203,6 +200,37 @@ def fused_rows(
     # logsumexp is a property of the logits, in nats whatever the loss's base.
     lse_out = lse.reshape(batch_shape).astype(logits.dtype) if return_lse else None
     return row_losses, grad, lse_out
+
+
+def _plain_class_loss(logits: Any, target: Any, ignore_index: Any, label_smoothing: Any,
+                      z_loss: Any, reduction: Any, axis: Any, n_threads: int | None,
+                      return_grad: bool, grad_out: Any) -> Any:
+    """cross_entropy's result for C-contiguous (N, C) float32/float64 logits and (N,)
+    intp targets in range, without options, reduced by "mean" or "sum"; None for any other
+    call (or a target out of range, or a grad_out the kernel refuses), which the general
+    path then handles and checks."""
+    if not (type(logits) is np.ndarray and type(target) is np.ndarray
+            and logits.ndim == 2 and target.ndim == 1 and logits.dtype in KERNEL_DTYPES
+            and target.dtype == np.intp and logits.flags.c_contiguous
+            and target.flags.c_contiguous and 0 < logits.shape[1]
+            and target.shape[0] == logits.shape[0] and type(ignore_index) is int
+            and (axis == -1 or axis == 1) and type(axis) is int
+            and type(label_smoothing) in (int, float) and label_smoothing == 0
+            and type(z_loss) in (int, float) and z_loss == 0
+            and (reduction == "mean" or reduction == "sum")
+            and (grad_out is None or (type(grad_out) is np.ndarray
+                                      and grad_out.dtype == logits.dtype
+                                      and grad_out.shape == logits.shape))):
+        return None
+    if grad_out is None and return_grad:
+        grad_out = np.empty_like(logits)
+    total = simd_kernels("_cross_entropy").cross_entropy_classes(
+        logits, target, grad_out, reduction == "mean", ignore_index,
+        effective_n_threads(n_threads, logits.size))
+    if total is None:
+        return None
+    loss = logits.dtype.type(total)
+    return loss if grad_out is None else (loss, grad_out)
 
 
 def cross_entropy(
@@ -341,6 +369,14 @@ def cross_entropy(
     >>> round(float(fastloss.cross_entropy(logits, soft, label_smoothing=0.1)), 5)
     2.72475
     """
+    if (weight is None and sample_weight is None and base is None and not return_lse
+            and (return_grad is False or return_grad is True)):
+        # The common call (class targets, no options) without the general path's per-call
+        # work: what it would check is checked here, or it takes over.
+        result = _plain_class_loss(logits, target, ignore_index, label_smoothing, z_loss,
+                                   reduction, axis, n_threads, return_grad, grad_out)
+        if result is not None:
+            return result
     logits = as_floating(logits, "logits")
     axis = normalize_axis(axis, logits.ndim, "logits")
     reduction = check_reduction(reduction)

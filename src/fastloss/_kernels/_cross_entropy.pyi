@@ -21,7 +21,7 @@ def cross_entropy_kernel(
     loss_factor: float,
     rows_per_sum: int,
     n_threads: int,
-) -> None: ...
+) -> float | None: ...
 
 def check_class_targets(
     target: NDArray[np.intp],
@@ -31,3 +31,13 @@ def check_class_targets(
     sample_weight: NDArray[np.float64],
     n_threads: int,
 ) -> tuple[int, float]: ...
+
+def rows_per_sum(n_rows: int) -> int: ...
+def cross_entropy_classes(
+    logits: NDArray[_Float],
+    target: NDArray[np.intp],
+    grad_out: NDArray[_Float] | None,
+    mean: bool,
+    ignore_index: int,
+    n_threads: int,
+) -> float | None: ...

@@ -48,6 +48,8 @@ cdef enum:
     LANES = 16
     # Rows per partial sum of check_class_targets' denominator.
     TARGET_BLOCK = 4096
+    # The most partial sums of a reduced loss (rows_per_sum).
+    MAX_SUMS = 64
 
 
 cdef enum TargetKind:
@@ -153,8 +155,8 @@ cdef inline void ce_row(
 
 
 cdef CESpec make_spec(
-    const double[::1] class_weight,
-    const double[::1] sample_weight,
+    const double* class_weight,
+    const double* sample_weight,
     TargetKind kind,
     double label_smoothing,
     Py_ssize_t n_classes,
@@ -165,12 +167,12 @@ cdef CESpec make_spec(
     double loss_factor,
     bint with_grad,
     bint with_lse,
-):
-    """The per-call constants; empty weight arrays mean "no weights"."""
+) noexcept nogil:
+    """The per-call constants; NULL weights mean "no weights"."""
     cdef CESpec spec
     cdef bint distill = kind >= KL_PROBS
-    spec.class_weight = &class_weight[0] if class_weight.shape[0] else NULL
-    spec.sample_weight = &sample_weight[0] if sample_weight.shape[0] else NULL
+    spec.class_weight = class_weight
+    spec.sample_weight = sample_weight
     spec.kind = kind
     spec.hard_scale = 1.0 - label_smoothing
     spec.row.x_scale = 1.0 / temperature
@@ -261,10 +263,11 @@ def cross_entropy_kernel(
     """Cross-entropy (or distillation KL, by target_kind, a TargetKind) of every row
     r = o * inner + i of a C-contiguous (outer, C, inner) array: see ce_row.
 
-    loss_out receives one loss per row, or, with rows_per_sum > 0 (class axis last only;
-    a multiple of 16), loss_out[k] the sum of the losses of rows [k, k + 1) * rows_per_sum,
-    added in row order: the partition depends on the arguments alone, so the sums are
-    the same bits for any thread count, and no per-row buffer is written.
+    loss_out receives one loss per row, or, with rows_per_sum > 0 (class axis last only:
+    rows_per_sum(N) rows), loss_out[k] the sum of the losses of rows [k, k + 1) *
+    rows_per_sum, added in row order, and the function returns their sum, in order: the
+    partition depends on N alone, so the total is the same bits for any thread count, and
+    no per-row buffer is written.
 
     With the class axis last (inner = 1) rows are contiguous and read in place. Otherwise
     each tile of LANES consecutive inner positions is gathered (with its target rows)
@@ -272,41 +275,52 @@ def cross_entropy_kernel(
     gradient scattered back: the same bits as on a transposed copy, without the copy.
     """
     cdef CESpec spec = make_spec(
-        class_weight, sample_weight, <TargetKind> target_kind, label_smoothing,
+        &class_weight[0] if class_weight.shape[0] else NULL,
+        &sample_weight[0] if sample_weight.shape[0] else NULL,
+        <TargetKind> target_kind, label_smoothing,
         logits.shape[1], z_loss, ignore_index, grad_scale, temperature, loss_factor,
         grad_out.shape[0] > 0, lse_out.shape[0] > 0,
     )
+    cdef double total = 0.0
+    cdef Py_ssize_t k
     if logits.shape[0] == 0 or logits.shape[2] == 0:
-        return
+        return None if rows_per_sum == 0 else 0.0
     if logits.shape[2] == 1:
-        rows_loop(logits, target, soft_target, loss_out, grad_out, lse_out, &spec,
-                  rows_per_sum, n_threads)
+        rows_loop(&logits[0, 0, 0], logits.shape[0], logits.shape[1],
+                  &target[0] if target.shape[0] else NULL,
+                  &soft_target[0, 0, 0] if soft_target.shape[0] else NULL,
+                  &loss_out[0], &grad_out[0, 0, 0] if spec.with_grad else NULL,
+                  &lse_out[0] if spec.with_lse else NULL, &spec, rows_per_sum, n_threads)
     else:
         tiles_loop(logits, target, soft_target, loss_out, grad_out, lse_out, &spec, n_threads)
+    if rows_per_sum == 0:
+        return None
+    for k in range(loss_out.shape[0]):
+        total += loss_out[k]
+    return total
 
 
 cdef int rows_loop(
-    const floating[:, :, ::1] logits,
-    const cnp.intp_t[::1] target,
-    const floating[:, :, ::1] soft_target,
-    double[::1] loss_out,
-    floating[:, :, ::1] grad_out,
-    double[::1] lse_out,
+    const floating* logits,     # IN (N, C), C-contiguous
+    Py_ssize_t n_rows,
+    Py_ssize_t n_classes,
+    const cnp.intp_t* target,   # IN (N,) for class targets, else NULL
+    const floating* soft,       # IN (N, C) target rows, or NULL
+    double* loss_out,           # OUT (N,), or one sum per rows_per_sum rows
+    floating* grad,             # OUT (N, C), may be logits; NULL: no gradient
+    double* lse_out,            # OUT (N,) or NULL
     const CESpec* spec,
     Py_ssize_t rows_per_sum,
     int n_threads,
 ) except -1:
-    """ce_row over the rows of an (N, C, 1) array, in place, or small_ce over blocks of
+    """ce_row over the rows of an (N, C) array, in place, or small_ce over blocks of
     rows where the classes are few; the row losses summed by rows_per_sum rows unless it
     is 0. Each thread takes whole spans of rows."""
-    cdef Py_ssize_t n_rows = logits.shape[0], n_classes = logits.shape[1]
     cdef Py_ssize_t lanes = small_block_rows(<floating*> NULL)
     cdef bint summed = rows_per_sum > 0
     cdef Py_ssize_t span = rows_per_sum if summed else 16     # a multiple of the lanes
     cdef Py_ssize_t shifts_len = chunk_shift_stride(n_row_chunks(n_classes))
     cdef Py_ssize_t part, start, stop, i, rows, k
-    cdef bint soft = spec.kind != TARGET_CLASSES
-    cdef double* lse_ptr = &lse_out[0] if spec.with_lse else NULL
     cdef double total
     cdef double* mine
     cdef double* losses
@@ -330,11 +344,11 @@ cdef int rows_loop(
                 i = start
                 while i < stop:
                     rows = stop - i if stop - i < lanes else lanes
-                    small_ce_block(&logits[i, 0, 0], rows, <const Py_ssize_t*> &target[i], i,
-                                   plan, plan_wide, &small,
-                                   losses if summed else &loss_out[i],
-                                   lse_ptr + i if lse_ptr != NULL else NULL,
-                                   &grad_out[i, 0, 0] if spec.with_grad else NULL)
+                    small_ce_block(logits + i * n_classes, rows,
+                                   <const Py_ssize_t*> target + i, i, plan, plan_wide,
+                                   &small, losses if summed else loss_out + i,
+                                   lse_out + i if lse_out != NULL else NULL,
+                                   grad + i * n_classes if grad != NULL else NULL)
                     if summed:
                         for k in range(rows):
                             total = total + losses[k]
@@ -342,12 +356,12 @@ cdef int rows_loop(
             else:
                 for i in range(start, stop):
                     ce_row(
-                        &logits[i, 0, 0], n_classes,
-                        target[i] if not soft else 0,
-                        &soft_target[i, 0, 0] if soft else NULL,
-                        i, spec, losses if summed else &loss_out[i],
-                        &grad_out[i, 0, 0] if spec.with_grad else NULL,
-                        lse_ptr + i if lse_ptr != NULL else NULL, mine,
+                        logits + i * n_classes, n_classes,
+                        target[i] if target != NULL else 0,
+                        soft + i * n_classes if soft != NULL else NULL,
+                        i, spec, losses if summed else loss_out + i,
+                        grad + i * n_classes if grad != NULL else NULL,
+                        lse_out + i if lse_out != NULL else NULL, mine,
                     )
                     if summed:
                         total = total + losses[0]
@@ -356,6 +370,19 @@ cdef int rows_loop(
     finally:
         free(scratch)
     return 0
+
+
+cdef bint overlap(cnp.ndarray a, cnp.ndarray b):
+    """Whether the memory of two C-contiguous arrays overlaps."""
+    cdef char* a0 = <char*> cnp.PyArray_DATA(a)
+    cdef char* b0 = <char*> cnp.PyArray_DATA(b)
+    return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
+
+
+cpdef Py_ssize_t rows_per_sum(Py_ssize_t n_rows) noexcept nogil:
+    """Rows per partial sum of the losses (cross_entropy_kernel): a multiple of 16 (the
+    blocks of few classes), at most MAX_SUMS sums, set by n_rows alone."""
+    return 16 * max(1, (n_rows + 16 * MAX_SUMS - 1) // (16 * MAX_SUMS))
 
 
 def check_class_targets(
@@ -370,47 +397,115 @@ def check_class_targets(
     ignore_index, or -1; sum over the others of sample_weight * class_weight[y], the
     denominator of a "mean"). The sum is formed by blocks of TARGET_BLOCK rows added in
     order: the same bits for any thread count."""
-    cdef Py_ssize_t n = target.shape[0]
+    cdef double denominator
+    cdef Py_ssize_t first_bad = class_target_pass(
+        &target[0] if target.shape[0] else NULL, target.shape[0], n_classes, ignore_index,
+        &class_weight[0] if class_weight.shape[0] else NULL,
+        &sample_weight[0] if sample_weight.shape[0] else NULL, n_threads, &denominator)
+    return first_bad, denominator
+
+
+cdef Py_ssize_t class_target_pass(
+    const cnp.intp_t* target, Py_ssize_t n, Py_ssize_t n_classes, Py_ssize_t ignore_index,
+    const double* cw, const double* sw, int n_threads, double* denominator,
+) except -2:
+    """check_class_targets on pointers: the first bad index (or -1); the denominator
+    into *denominator."""
     cdef Py_ssize_t n_blocks = (n + TARGET_BLOCK - 1) // TARGET_BLOCK
     cdef Py_ssize_t b, i, y, stop, bad, first_bad = -1
-    cdef double total, weight, denominator = 0.0
-    cdef const double* cw = &class_weight[0] if class_weight.shape[0] else NULL
-    cdef const double* sw = &sample_weight[0] if sample_weight.shape[0] else NULL
+    cdef double total, weight
+    cdef double* sums
+    cdef Py_ssize_t* first
+    denominator[0] = 0.0
     if n == 0:
-        return -1, 0.0
-    cdef double* sums = <double*> malloc(sizeof(double) * n_blocks)
-    cdef Py_ssize_t* first = <Py_ssize_t*> malloc(sizeof(Py_ssize_t) * n_blocks)
+        return -1
+    sums = <double*> malloc(sizeof(double) * n_blocks)
+    first = <Py_ssize_t*> malloc(sizeof(Py_ssize_t) * n_blocks)
     if sums == NULL or first == NULL:
         free(sums)
         free(first)
         raise MemoryError("fastloss: cannot allocate the target check's block sums")
-    try:
-        for b in prange(n_blocks, nogil=True, schedule="static", num_threads=n_threads):
-            stop = (b + 1) * TARGET_BLOCK if (b + 1) * TARGET_BLOCK < n else n
-            total = 0.0
-            bad = -1
-            for i in range(b * TARGET_BLOCK, stop):
-                y = target[i]
-                if y == ignore_index:
-                    continue
-                if y < 0 or y >= n_classes:
-                    if bad < 0:
-                        bad = i
-                    continue
-                weight = cw[y] if cw != NULL else 1.0
-                if sw != NULL:
-                    weight = weight * sw[i]
-                total = total + weight
-            sums[b] = total
-            first[b] = bad
-        for b in range(n_blocks):
-            denominator += sums[b]
-            if first_bad < 0 and first[b] >= 0:
-                first_bad = first[b]
-    finally:
-        free(sums)
-        free(first)
-    return first_bad, denominator
+    for b in prange(n_blocks, nogil=True, schedule="static", num_threads=n_threads):
+        stop = (b + 1) * TARGET_BLOCK if (b + 1) * TARGET_BLOCK < n else n
+        total = 0.0
+        bad = -1
+        for i in range(b * TARGET_BLOCK, stop):
+            y = target[i]
+            if y == ignore_index:
+                continue
+            if y < 0 or y >= n_classes:
+                if bad < 0:
+                    bad = i
+                continue
+            weight = cw[y] if cw != NULL else 1.0
+            if sw != NULL:
+                weight = weight * sw[i]
+            total = total + weight
+        sums[b] = total
+        first[b] = bad
+    for b in range(n_blocks):
+        denominator[0] += sums[b]
+        if first_bad < 0 and first[b] >= 0:
+            first_bad = first[b]
+    free(sums)
+    free(first)
+    return first_bad
+
+
+def cross_entropy_classes(
+    cnp.ndarray logits,
+    cnp.ndarray target,
+    cnp.ndarray grad_out,
+    bint mean,
+    Py_ssize_t ignore_index,
+    int n_threads,
+):
+    """The common case in one call: C-contiguous (N, C) float32/float64 logits, (N,)
+    intp class targets, no weights or other options, a "mean" or "sum", and grad_out an
+    array of the logits' shape and dtype, or None for no gradient.
+
+    The caller has checked all of that. Checked here: the targets' range, and that
+    grad_out is C-contiguous, writeable, and either the logits themselves or apart from
+    them and the targets. Returns the summed loss over the denominator (the rows not
+    ignored for a mean), or None when any of that fails (the caller then takes the general
+    path, which says what).
+    """
+    cdef Py_ssize_t n_rows = logits.shape[0], n_classes = logits.shape[1]
+    cdef double denominator, total = 0.0
+    cdef double sums[MAX_SUMS]
+    cdef Py_ssize_t span = rows_per_sum(n_rows), k
+    cdef bint with_grad = grad_out is not None
+    cdef CESpec spec
+    if with_grad and not (
+        cnp.PyArray_IS_C_CONTIGUOUS(grad_out) and cnp.PyArray_ISWRITEABLE(grad_out)
+        and (cnp.PyArray_DATA(grad_out) == cnp.PyArray_DATA(logits)
+             or not overlap(grad_out, logits)) and not overlap(grad_out, target)
+    ):
+        return None
+    if class_target_pass(<const cnp.intp_t*> cnp.PyArray_DATA(target), n_rows, n_classes,
+                         ignore_index, NULL, NULL, n_threads, &denominator) >= 0:
+        return None
+    if not mean:
+        denominator = 1.0
+    spec = make_spec(NULL, NULL, TARGET_CLASSES, 0.0, n_classes, 0.0, ignore_index,
+                     1.0 / denominator if denominator > 0 else 0.0, 1.0, 1.0,
+                     with_grad, False)
+    if n_rows:
+        if logits.dtype.itemsize == 4:
+            rows_loop(<const float*> cnp.PyArray_DATA(logits), n_rows, n_classes,
+                      <const cnp.intp_t*> cnp.PyArray_DATA(target), NULL, sums,
+                      <float*> cnp.PyArray_DATA(grad_out) if with_grad else NULL,
+                      NULL, &spec, span, n_threads)
+        else:
+            rows_loop(<const double*> cnp.PyArray_DATA(logits), n_rows, n_classes,
+                      <const cnp.intp_t*> cnp.PyArray_DATA(target), NULL, sums,
+                      <double*> cnp.PyArray_DATA(grad_out) if with_grad else NULL,
+                      NULL, &spec, span, n_threads)
+    for k in range((n_rows + span - 1) // span):
+        total += sums[k]
+    if mean:
+        return total / denominator if denominator > 0 else float("nan")
+    return total
 
 
 cdef int tiles_loop(
