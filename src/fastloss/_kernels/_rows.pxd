@@ -31,6 +31,28 @@ cdef extern from "_simd_rows.h" nogil:
     void fl_scale_f64(double* e, Py_ssize_t n, double factor)
     void fl_sub_shift_f32(const float* x, Py_ssize_t n, double a, double b, float* out)
     void fl_sub_shift_f64(const double* x, Py_ssize_t n, double a, double b, double* out)
+    ctypedef struct fl_coef_spec:
+        const double* class_weight
+        double alpha
+        double beta
+        double t_scale
+        double t_shift
+        int exp_kind
+        int with_entropy
+    void fl_coef_sums_f32(const float* x, const float* t, Py_ssize_t start, Py_ssize_t stop,
+                          double shift, const fl_coef_spec* c, double* sum, double* dot,
+                          double* entropy)
+    void fl_coef_sums_f64(const double* x, const double* t, Py_ssize_t start,
+                          Py_ssize_t stop, double shift, const fl_coef_spec* c, double* sum,
+                          double* dot, double* entropy)
+    void fl_coef_scale_f32(float* e, const float* t, Py_ssize_t start, Py_ssize_t stop,
+                           double factor, double coef_scale, const fl_coef_spec* c)
+    void fl_coef_scale_f64(double* e, const double* t, Py_ssize_t start, Py_ssize_t stop,
+                           double factor, double coef_scale, const fl_coef_spec* c)
+    double fl_coef_at_f32(const float* t, Py_ssize_t j, const fl_coef_spec* c)
+    double fl_coef_at_f64(const double* t, Py_ssize_t j, const fl_coef_spec* c)
+    void fl_entropy_grad_f32(float* e, Py_ssize_t n, double factor, double offset)
+    void fl_entropy_grad_f64(double* e, Py_ssize_t n, double factor, double offset)
 
 cdef enum:
     # 2048 elements: 8 KiB of float32 or 16 KiB of float64, well inside L1.
@@ -105,42 +127,28 @@ cdef inline void sub_shift_row(
         fl_sub_shift_f64(x, n, a, b, out)
 
 
+cdef inline fl_coef_spec c_coefs(const CoefSpec* spec) noexcept nogil:
+    """The coefficients as the C primitives take them."""
+    cdef fl_coef_spec c
+    c.class_weight = spec.class_weight
+    c.alpha = spec.alpha
+    c.beta = spec.beta
+    c.t_scale = spec.t_scale
+    c.t_shift = spec.t_shift
+    c.exp_kind = spec.kind == COEF_EXP
+    c.with_entropy = spec.with_entropy
+    return c
+
+
 cdef inline double coef_at(
     const floating* t, const CoefSpec* spec, Py_ssize_t j
 ) noexcept nogil:
     """a_j (t may be NULL for COEF_LINEAR: no target row)."""
-    cdef double a
-    if spec.kind == COEF_EXP:
-        a = exp(t[j] * spec.t_scale - spec.t_shift)
+    cdef fl_coef_spec c = c_coefs(spec)
+    if floating is float:
+        return fl_coef_at_f32(t, j, &c)
     else:
-        a = spec.beta
-        if t != NULL:
-            a = a + spec.alpha * t[j]
-    if spec.class_weight != NULL:
-        a = a * spec.class_weight[j]
-    return a
-
-
-cdef inline double coef_log(
-    const floating* t, const CoefSpec* spec, Py_ssize_t j, double a
-) noexcept nogil:
-    """log a_j for a_j > 0 (COEF_EXP knows it without a log; no class weights there)."""
-    if spec.kind == COEF_EXP:
-        return t[j] * spec.t_scale - spec.t_shift
-    return log(a)
-
-
-cdef inline void coef_term(
-    const floating* x, const floating* t, const CoefSpec* spec, Py_ssize_t i,
-    double shift, double* coef_sum, double* coef_dot, double* coef_entropy,
-) noexcept nogil:
-    """Adds a_i, a_i (shift - x_i) and a_i log a_i; a zero a_i adds 0 (even at x = -inf)."""
-    cdef double a = coef_at(t, spec, i)
-    coef_sum[0] += a
-    if a != 0.0:
-        coef_dot[0] += a * (shift - x[i])
-        if spec.with_entropy:
-            coef_entropy[0] += a * coef_log(t, spec, i, a)
+        return fl_coef_at_f64(t, j, &c)
 
 
 cdef inline void coef_chunk(
@@ -148,25 +156,14 @@ cdef inline void coef_chunk(
     Py_ssize_t stop, double shift, double* coef_sum, double* coef_dot,
     double* coef_entropy,
 ) noexcept nogil:
-    """The coefficient sums of coef_term over x[start:stop]. Four interleaved
-    accumulators, added in a fixed order, keep the adds' latency from serialising the
-    loop (the order depends on the positions only, never on the data or the threads)."""
-    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
-    cdef double d0 = 0.0, d1 = 0.0, d2 = 0.0, d3 = 0.0
-    cdef double h0 = 0.0, h1 = 0.0, h2 = 0.0, h3 = 0.0
-    cdef Py_ssize_t i = start
-    while i + 4 <= stop:
-        coef_term(x, t, spec, i, shift, &s0, &d0, &h0)
-        coef_term(x, t, spec, i + 1, shift, &s1, &d1, &h1)
-        coef_term(x, t, spec, i + 2, shift, &s2, &d2, &h2)
-        coef_term(x, t, spec, i + 3, shift, &s3, &d3, &h3)
-        i += 4
-    while i < stop:
-        coef_term(x, t, spec, i, shift, &s0, &d0, &h0)
-        i += 1
-    coef_sum[0] = (s0 + s1) + (s2 + s3)
-    coef_dot[0] = (d0 + d1) + (d2 + d3)
-    coef_entropy[0] = (h0 + h1) + (h2 + h3)
+    """Over x[start:stop]: sum_i a_i, sum_i a_i (shift - x_i) and (with_entropy)
+    sum_i a_i log a_i, in SIMD double lanes (_simd_rows.h); a zero a_i adds 0, even at
+    x = -inf. The order of the sums depends on the positions only."""
+    cdef fl_coef_spec c = c_coefs(spec)
+    if floating is float:
+        fl_coef_sums_f32(x, t, start, stop, shift, &c, coef_sum, coef_dot, coef_entropy)
+    else:
+        fl_coef_sums_f64(x, t, start, stop, shift, &c, coef_sum, coef_dot, coef_entropy)
 
 
 cdef inline RowStats row_stats(
@@ -271,16 +268,20 @@ cdef inline void scale_stored_exp(
     double coef_scale,
 ) noexcept nogil:
     """Second pass: e_j <- scale * softmax(x s)_j - coef_scale * a_j, chunk by chunk."""
+    cdef fl_coef_spec coefs
     cdef double factor
     cdef double s = 1.0 if spec == NULL else spec.x_scale
     cdef bint with_coefs = spec != NULL and spec.coefs.active
-    cdef Py_ssize_t start = 0, stop, i, k = 0
+    cdef Py_ssize_t start = 0, stop, k = 0
     while start < n:
         stop = start + ROW_CHUNK if start + ROW_CHUNK < n else n
         factor = chunk_factor(shift, k, st, s) * scale
         if with_coefs:
-            for i in range(start, stop):
-                e[i] = <floating>(e[i] * factor - coef_scale * coef_at(t, &spec.coefs, i))
+            coefs = c_coefs(&spec.coefs)
+            if floating is float:
+                fl_coef_scale_f32(e, t, start, stop, factor, coef_scale, &coefs)
+            else:
+                fl_coef_scale_f64(e, t, start, stop, factor, coef_scale, &coefs)
         else:
             scale_row(e + start, stop - start, factor)
         k += 1
@@ -317,15 +318,16 @@ cdef inline void scale_entropy_grad(
     """Second pass for H(softmax(x)): e_j <- scale * q_j (lse - x_j - H), with
     lse - x_j = (max - shift_k) - log(e_j) + log S recovered from the stored e_j (x may
     have been overwritten in place). A class of probability 0 gets gradient 0."""
-    cdef double factor, offset, ej, log_sum = log(st.sumexp)
-    cdef Py_ssize_t start = 0, stop, i, k = 0
+    cdef double factor, offset, log_sum = log(st.sumexp)
+    cdef Py_ssize_t start = 0, stop, k = 0
     while start < n:
         stop = start + ROW_CHUNK if start + ROW_CHUNK < n else n
         factor = chunk_factor(shift, k, st, 1.0) * scale
         offset = (st.max - shift[k]) + log_sum - entropy
-        for i in range(start, stop):
-            ej = e[i]
-            e[i] = <floating>(ej * factor * (offset - log(ej)) if ej != 0.0 else 0.0)
+        if floating is float:
+            fl_entropy_grad_f32(e + start, stop - start, factor, offset)
+        else:
+            fl_entropy_grad_f64(e + start, stop - start, factor, offset)
         k += 1
         start = stop
 

@@ -85,6 +85,11 @@ FL_INLINE fl_vf fl_select_f(fl_vi m, fl_vf a, fl_vf b) {
     return (fl_vf)((m & (fl_vi)a) | (~m & (fl_vi)b));
 }
 FL_INLINE fl_vd fl_select_d(fl_vl m, fl_vd a, fl_vd b) {
+#if defined(__SSE2__) && !defined(__SSE4_1__) && !defined(__AVX__) && !defined(__clang__)
+    /* Opaque to the optimiser: GCC 12 folds some of these selects of 64-bit lanes into a
+     * conditional it cannot expand without SSE4.1 (an internal compiler error). */
+    __asm__("" : "+x"(m));
+#endif
     return (fl_vd)((m & (fl_vl)a) | (~m & (fl_vl)b));
 }
 
@@ -205,6 +210,40 @@ FL_INLINE fl_vf fl_shift_f(fl_vf x, float sub, float s, fl_vf* lo) {
     const fl_vf x_seen = d + sub, sub_seen = x_seen - d;
     *lo = ((x - x_seen) + (sub_seen - sub)) * s;
     return d * s;
+}
+
+/* ---- log ---- */
+
+/* log(u) + c for u > 0 and a small correction c, in double lanes: fdlibm's scheme (u =
+ * 2^k m, m in [0.707, 1.414), s = (m - 1) / (m + 1) and a polynomial in s^2), within
+ * 2 ulp; 0 gives -inf, and NaN and +inf pass through. */
+FL_INLINE fl_vd fl_log_plus_d(fl_vd u, fl_vd c) {
+    const fl_vd zero = {0};
+    const fl_vl k = (((fl_vl)u - 0x3fe6a09e667f3bcdLL) >> 52);
+    const fl_vd f = (fl_vd)((fl_vl)u - (k << 52)) - 1.0;
+    const fl_vd s = f / (2.0 + f), s2 = s * s, s4 = s2 * s2;
+    const fl_vd t1 = s2 * (6.666666666666735130e-01 + s4 * (2.857142874366239149e-01
+                     + s4 * (1.818357216161805012e-01 + s4 * 1.479819860511658591e-01)));
+    const fl_vd t2 = s4 * (3.999999999940941908e-01 + s4 * (2.222219843214978396e-01
+                     + s4 * 1.531383769920937332e-01));
+    const fl_vd hfsq = 0.5 * f * f;
+    const fl_vd kd = __builtin_convertvector(k, fl_vd);
+    fl_vd r = s * (hfsq + (t1 + t2)) + (kd * 1.90821492927058770002e-10 + c);
+    r = kd * 6.93147180369123816490e-01 - ((hfsq - r) - f);
+    const fl_vl finite = (u > zero) & (u < zero + INFINITY);
+    return fl_select_d(finite, r, fl_select_d(u == zero, zero - INFINITY, u));
+}
+
+/* log(u) of double lanes, u >= 0. */
+FL_INLINE fl_vd fl_log_d(fl_vd u) {
+    const fl_vd zero = {0};
+    return fl_log_plus_d(u, zero);
+}
+
+/* log1p(z) for z >= -1: log(1 + z) with the rounding of 1 + z corrected. */
+FL_INLINE fl_vd fl_log1p_f64(fl_vd z) {
+    const fl_vd u = z + 1.0;
+    return fl_log_plus_d(u, (z - (u - 1.0)) / u);
 }
 
 /* ---- the row primitives ----
@@ -469,5 +508,144 @@ FL_INLINE void fl_sub_shift_f64(const double* x, ptrdiff_t n, double a, double b
     }
     for (; i < n; i++) out[i] = (x[i] - a) - b;
 }
+
+/* ---- the coefficient terms of a row (soft targets, smoothing, distillation) ----
+ * A weighted sum of -log softmax(x s)_j over the classes has coefficients a_j from a
+ * target row t (NULL: none) and class weights w (NULL: 1): a_j = (alpha t_j + beta) w_j,
+ * or a_j = exp(t_j t_scale - t_shift) w_j for teacher log-probabilities or logits. They
+ * are computed in double lanes for both storage types (FL_ND elements at a time). */
+typedef struct {
+    const double* class_weight;
+    double alpha, beta, t_scale, t_shift;
+    int exp_kind;                   /* a_j = exp(t_j t_scale - t_shift) w_j */
+    int with_entropy;               /* also sum_j a_j log a_j */
+} fl_coef_spec;
+
+/* m (<= FL_ND) values from p as double lanes, 0 in the others. */
+FL_INLINE fl_vd fl_load_d_f32(const float* p, ptrdiff_t m) {
+    if (m >= FL_ND) {
+        fl_vh h;
+        memcpy(&h, p, sizeof h);
+        return __builtin_convertvector(h, fl_vd);
+    }
+    fl_vd v = {0};
+    for (int k = 0; k < m; k++) v[k] = p[k];
+    return v;
+}
+FL_INLINE fl_vd fl_load_d_f64(const double* p, ptrdiff_t m) {
+    if (m >= FL_ND) {
+        fl_vd v;
+        memcpy(&v, p, sizeof v);
+        return v;
+    }
+    fl_vd v = {0};
+    for (int k = 0; k < m; k++) v[k] = p[k];
+    return v;
+}
+/* The first m (<= FL_ND) double lanes into p, rounded to the storage type. */
+FL_INLINE void fl_store_d_f32(float* p, fl_vd v, ptrdiff_t m) {
+    const fl_vh h = __builtin_convertvector(v, fl_vh);
+    if (m >= FL_ND) memcpy(p, &h, sizeof h);
+    else for (int k = 0; k < m; k++) p[k] = h[k];
+}
+FL_INLINE void fl_store_d_f64(double* p, fl_vd v, ptrdiff_t m) {
+    if (m >= FL_ND) memcpy(p, &v, sizeof v);
+    else for (int k = 0; k < m; k++) p[k] = v[k];
+}
+
+#define FL_DEFINE_COEFS(SUFFIX, T)                                                        \
+/* a_j of the m (<= FL_ND) elements from j, 0 past them, and log a_j into *log_a where   \
+ * log_a is not NULL (exact for the exp kind). */                                         \
+FL_INLINE fl_vd fl_coef_lanes_##SUFFIX(const T* t, ptrdiff_t j, ptrdiff_t m,              \
+                                       const fl_coef_spec* c, fl_vd* log_a) {             \
+    const fl_vd zero = {0};                                                               \
+    fl_vl valid;                                                                          \
+    for (int k = 0; k < FL_ND; k++) valid[k] = k < m ? -1 : 0;                            \
+    fl_vd a;                                                                              \
+    if (c->exp_kind) {                                                                    \
+        const fl_vd arg = fl_load_d_##SUFFIX(t + j, m) * c->t_scale - c->t_shift;         \
+        a = fl_exp_d(arg);                                                                \
+        if (log_a) *log_a = arg;                                                          \
+    } else {                                                                              \
+        a = zero + c->beta;                                                               \
+        if (t) a = a + c->alpha * fl_load_d_##SUFFIX(t + j, m);                           \
+    }                                                                                     \
+    if (c->class_weight) a = a * fl_load_d_f64(c->class_weight + j, m);                   \
+    a = fl_select_d(valid, a, zero);                                                      \
+    if (log_a && !c->exp_kind) *log_a = fl_log_d(a);                                      \
+    return a;                                                                             \
+}                                                                                         \
+                                                                                          \
+/* a_j of one element. */                                                                 \
+FL_INLINE double fl_coef_at_##SUFFIX(const T* t, ptrdiff_t j, const fl_coef_spec* c) {    \
+    return fl_coef_lanes_##SUFFIX(t, j, 1, c, NULL)[0];                                   \
+}                                                                                         \
+                                                                                          \
+/* The terms of the m (<= FL_ND) elements from j into the accumulators s, d, h. */        \
+FL_INLINE void fl_coef_terms_##SUFFIX(const T* x, const T* t, ptrdiff_t j, ptrdiff_t m,   \
+                                      double shift, const fl_coef_spec* c, fl_vd* s,      \
+                                      fl_vd* d, fl_vd* h) {                               \
+    const fl_vd zero = {0};                                                               \
+    fl_vd log_a;                                                                          \
+    const fl_vd a = fl_coef_lanes_##SUFFIX(t, j, m, c, c->with_entropy ? &log_a : NULL);  \
+    const fl_vl used = a != zero;                                                         \
+    *s += a;                                                                              \
+    *d += fl_select_d(used, a * (shift - fl_load_d_##SUFFIX(x + j, m)), zero);            \
+    if (c->with_entropy) *h += fl_select_d(used, a * log_a, zero);                        \
+}                                                                                         \
+                                                                                          \
+/* Over j in [start, stop): sum_j a_j, sum_j a_j (shift - x_j) and (with_entropy)        \
+ * sum_j a_j log a_j; a zero a_j adds 0, even against x_j = -inf. Four interleaved       \
+ * accumulators, added in an order set by the positions alone. */                       \
+FL_INLINE void fl_coef_sums_##SUFFIX(const T* x, const T* t, ptrdiff_t start,             \
+                                     ptrdiff_t stop, double shift, const fl_coef_spec* c, \
+                                     double* sum, double* dot, double* entropy) {         \
+    fl_vd s[4] = {{0}}, d[4] = {{0}}, h[4] = {{0}};                                       \
+    ptrdiff_t j = start;                                                                  \
+    for (; j + 4 * FL_ND <= stop; j += 4 * FL_ND)       /* whole vectors: no masks */     \
+        for (int q = 0; q < 4; q++)                                                       \
+            fl_coef_terms_##SUFFIX(x, t, j + q * FL_ND, FL_ND, shift, c, &s[q], &d[q],    \
+                                   &h[q]);                                                \
+    for (int q = 0; j < stop; j += FL_ND, q++)                                            \
+        fl_coef_terms_##SUFFIX(x, t, j, stop - j, shift, c, &s[q], &d[q], &h[q]);         \
+    *sum = fl_hsum((s[0] + s[1]) + (s[2] + s[3]));                                        \
+    *dot = fl_hsum((d[0] + d[1]) + (d[2] + d[3]));                                        \
+    *entropy = fl_hsum((h[0] + h[1]) + (h[2] + h[3]));                                    \
+}                                                                                         \
+                                                                                          \
+/* e_j <- e_j factor - coef_scale a_j over j in [start, stop), in double. */              \
+FL_INLINE void fl_coef_scale_lanes_##SUFFIX(T* e, const T* t, ptrdiff_t j, ptrdiff_t m,   \
+                                            double factor, double coef_scale,             \
+                                            const fl_coef_spec* c) {                      \
+    const fl_vd a = fl_coef_lanes_##SUFFIX(t, j, m, c, NULL);                             \
+    fl_store_d_##SUFFIX(e + j, fl_load_d_##SUFFIX(e + j, m) * factor - coef_scale * a, m); \
+}                                                                                         \
+FL_INLINE void fl_coef_scale_##SUFFIX(T* e, const T* t, ptrdiff_t start, ptrdiff_t stop,  \
+                                      double factor, double coef_scale,                   \
+                                      const fl_coef_spec* c) {                            \
+    ptrdiff_t j = start;                                                                  \
+    for (; j + FL_ND <= stop; j += FL_ND)                                                 \
+        fl_coef_scale_lanes_##SUFFIX(e, t, j, FL_ND, factor, coef_scale, c);              \
+    if (j < stop) fl_coef_scale_lanes_##SUFFIX(e, t, j, stop - j, factor, coef_scale, c); \
+}                                                                                         \
+                                                                                          \
+/* The entropy gradient from stored exponentials: e_j <- e_j factor (offset - log e_j),  \
+ * 0 where e_j is 0. */                                                                   \
+FL_INLINE void fl_entropy_grad_lanes_##SUFFIX(T* e, ptrdiff_t m, double factor,           \
+                                              double offset) {                            \
+    const fl_vd zero = {0};                                                               \
+    const fl_vd v = fl_load_d_##SUFFIX(e, m);                                             \
+    const fl_vd g = v * factor * (offset - fl_log_d(v));                                  \
+    fl_store_d_##SUFFIX(e, fl_select_d(v != zero, g, zero), m);                           \
+}                                                                                         \
+FL_INLINE void fl_entropy_grad_##SUFFIX(T* e, ptrdiff_t n, double factor, double offset) { \
+    ptrdiff_t j = 0;                                                                      \
+    for (; j + FL_ND <= n; j += FL_ND)                                                    \
+        fl_entropy_grad_lanes_##SUFFIX(e + j, FL_ND, factor, offset);                     \
+    if (j < n) fl_entropy_grad_lanes_##SUFFIX(e + j, n - j, factor, offset);              \
+}
+
+FL_DEFINE_COEFS(f32, float)
+FL_DEFINE_COEFS(f64, double)
 
 #endif

@@ -56,9 +56,9 @@ FL_INLINE fl_vd fl_small_exp_f64(fl_vd t, fl_vd m, fl_vl* at_max) {
     return fl_exp_d(t - m);
 }
 
-/* log1p(z) for z >= -1 (-inf at -1), NaN and +inf passing through. Float: Cephes' logf
- * polynomial on the mantissa, with the rounding of 1 + z corrected; double: fdlibm's
- * log1p scheme (s = f / (2 + f) and a polynomial in s^2). Within 2 ulp. */
+/* log1p(z) for z >= -1 (-inf at -1), NaN and +inf passing through: Cephes' logf
+ * polynomial on the mantissa, with the rounding of 1 + z corrected; within 2 ulp. (The
+ * double one is in _simd_rows.h.) */
 FL_INLINE fl_vf fl_log1p_f32(fl_vf z) {
     const fl_vf zero = {0};
     const fl_vf u = z + 1.0f;
@@ -80,24 +80,6 @@ FL_INLINE fl_vf fl_log1p_f32(fl_vf z) {
     r = (f + r) + kf * 0.693359375f;
     const fl_vi finite = (u > zero) & (u < zero + INFINITY);
     return fl_select_f(finite, r, fl_select_f(u == zero, zero - INFINITY, u));
-}
-FL_INLINE fl_vd fl_log1p_f64(fl_vd z) {
-    const fl_vd zero = {0};
-    const fl_vd u = z + 1.0;
-    const fl_vl k = (((fl_vl)u - 0x3fe6a09e667f3bcdLL) >> 52);
-    const fl_vd f = (fl_vd)((fl_vl)u - (k << 52)) - 1.0;
-    const fl_vd s = f / (2.0 + f), s2 = s * s, s4 = s2 * s2;
-    const fl_vd t1 = s2 * (6.666666666666735130e-01 + s4 * (2.857142874366239149e-01
-                     + s4 * (1.818357216161805012e-01 + s4 * 1.479819860511658591e-01)));
-    const fl_vd t2 = s4 * (3.999999999940941908e-01 + s4 * (2.222219843214978396e-01
-                     + s4 * 1.531383769920937332e-01));
-    const fl_vd hfsq = 0.5 * f * f;
-    const fl_vd kd = __builtin_convertvector(k, fl_vd);
-    fl_vd r = s * (hfsq + (t1 + t2)) + (kd * 1.90821492927058770002e-10
-                                        + (z - (u - 1.0)) / u);
-    r = kd * 6.93147180369123816490e-01 - ((hfsq - r) - f);
-    const fl_vl finite = (u > zero) & (u < zero + INFINITY);
-    return fl_select_d(finite, r, fl_select_d(u == zero, zero - INFINITY, u));
 }
 
 /* Class targets of a block as lanes of the element width: -1 for ignored rows and for
