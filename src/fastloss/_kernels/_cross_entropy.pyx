@@ -15,7 +15,7 @@ whole array.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.math cimport exp, log
+from libc.math cimport exp
 from libc.stdlib cimport free, malloc
 
 cimport numpy as cnp
@@ -38,6 +38,7 @@ from fastloss._kernels._rows cimport (
     small_block_rows,
     small_ce,
     small_plan,
+    stats_log_sum,
     stats_lse,
 )
 
@@ -130,7 +131,7 @@ cdef inline void ce_row(
         if spec.row.coefs.active:
             a_target = coef_at(t, &spec.row.coefs, y)
     st = row_stats(x, n_classes, grad, shift, t, &row_spec)
-    log_sum = log(st.sumexp)
+    log_sum = stats_log_sum(st)
     lse = st.max * s + log_sum
     # Differences from the max first: exact for nearby values, so large logits (1e4 in
     # float32) lose nothing. A zero coefficient contributes 0 even against a -inf logit.

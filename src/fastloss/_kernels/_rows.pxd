@@ -14,7 +14,7 @@
 # and the shifts are in units of x, the exponentials are exp((x_j - shift) * s).
 
 from cython cimport floating
-from libc.math cimport INFINITY, exp, log
+from libc.math cimport INFINITY, NAN, exp, log1p
 from libc.stdlib cimport malloc
 
 # The hot loops of a row, in SIMD C (one source for every instruction set: see the
@@ -24,9 +24,9 @@ cdef extern from "_simd_rows.h" nogil:
     double fl_max_f32(const float* x, Py_ssize_t n)
     double fl_max_f64(const double* x, Py_ssize_t n)
     double fl_exp_sum_f32(const float* x, Py_ssize_t n, double sub, double s, float* out,
-                          double* self_dot)
+                          double* self_dot, double* ones)
     double fl_exp_sum_f64(const double* x, Py_ssize_t n, double sub, double s, double* out,
-                          double* self_dot)
+                          double* self_dot, double* ones)
     void fl_scale_f32(float* e, Py_ssize_t n, double factor)
     void fl_scale_f64(double* e, Py_ssize_t n, double factor)
     void fl_sub_shift_f32(const float* x, Py_ssize_t n, double a, double b, float* out)
@@ -65,7 +65,9 @@ cdef enum CoefKind:
 
 ctypedef struct RowStats:
     double max           # the shift: max of the finite-or-+inf x, -inf if none
-    double sumexp        # S = sum_j exp((x_j - max) s)
+    double sumexp        # S = sum_j exp((x_j - max) s) = ones + rest
+    double ones          # the count of terms at the max (each exactly 1)
+    double rest          # the sum of the others: S - 1 = (ones - 1) + rest, exactly
     double coef_sum      # A = sum_j a_j (0 without coefficients)
     double coef_dot      # sum_j a_j (max - x_j) (0 without coefficients)
     double coef_entropy  # sum_j a_j log a_j (0 unless CoefSpec.with_entropy)
@@ -181,13 +183,15 @@ cdef inline RowStats row_stats(
     is 0 contributes 0, even where x_j is -inf (0 * log 0 = 0).
     """
     cdef RowStats st
-    cdef double shift, sub, csum, csd, cdot, ccount, cent, rescale
+    cdef double shift, sub, csum, crest, cones, csd, cdot, ccount, cent, rescale, total
     cdef double s = 1.0 if spec == NULL else spec.x_scale
     cdef bint with_coefs = spec != NULL and spec.coefs.active
     cdef bint with_self_dot = spec != NULL and spec.self_dot
     cdef Py_ssize_t start = 0, stop, k = 0
     st.max = -INFINITY
     st.sumexp = 0.0
+    st.ones = 0.0
+    st.rest = 0.0
     st.coef_sum = 0.0
     st.coef_dot = 0.0
     st.coef_entropy = 0.0
@@ -212,39 +216,55 @@ cdef inline RowStats row_stats(
         csd = 0.0
         # The C functions directly (they are always inlined; a wrapper may not be).
         if floating is float:
-            csum = fl_exp_sum_f32(x + start, stop - start, sub, s,
-                                  exp_out + start if exp_out != NULL else NULL,
-                                  &csd if with_self_dot else NULL)
+            crest = fl_exp_sum_f32(x + start, stop - start, sub, s,
+                                   exp_out + start if exp_out != NULL else NULL,
+                                   &csd if with_self_dot else NULL, &cones)
         else:
-            csum = fl_exp_sum_f64(x + start, stop - start, sub, s,
-                                  exp_out + start if exp_out != NULL else NULL,
-                                  &csd if with_self_dot else NULL)
+            crest = fl_exp_sum_f64(x + start, stop - start, sub, s,
+                                   exp_out + start if exp_out != NULL else NULL,
+                                   &csd if with_self_dot else NULL, &cones)
+        if shift == INFINITY:
+            crest = NAN                         # exp(inf - inf): no count makes it finite
+        csum = cones + crest
         if exp_out != NULL:
             shift_out[k] = shift
         k += 1
         if shift == -INFINITY:
-            st.sumexp = st.sumexp + csum        # adds 0, or NaN
+            st.rest = st.rest + crest           # adds 0, or NaN
             st.self_dot = st.self_dot + csd
         elif shift > st.max:
             # exp(-inf) = 0 for the first chunk, without the call
             rescale = exp((st.max - shift) * s) if st.max != -INFINITY else 0.0
-            if with_self_dot and st.sumexp != 0.0:
-                st.self_dot = rescale * (st.self_dot + (shift - st.max) * st.sumexp)
+            total = st.ones + st.rest
+            if with_self_dot and total != 0.0:
+                st.self_dot = rescale * (st.self_dot + (shift - st.max) * total)
             st.self_dot = st.self_dot + csd
-            st.sumexp = st.sumexp * rescale + csum
+            st.rest = total * rescale + crest   # the old terms are below 1 now
+            st.ones = cones
             st.max = shift
+        elif shift == st.max:
+            st.ones = st.ones + cones
+            st.rest = st.rest + crest
+            st.self_dot = st.self_dot + csd
         else:
             rescale = exp((shift - st.max) * s)
-            st.sumexp = st.sumexp + csum * rescale
+            st.rest = st.rest + csum * rescale
             if with_self_dot:
                 st.self_dot = st.self_dot + rescale * (csd + (st.max - shift) * csum)
         start = stop
+    st.sumexp = st.ones + st.rest
     return st
+
+
+cdef inline double stats_log_sum(RowStats st) noexcept nogil:
+    """log S, as log1p(S - 1) with S - 1 = (ones - 1) + rest exact: a small loss log S
+    keeps its relative accuracy, which log(S) would round away."""
+    return log1p((st.ones - 1.0) + st.rest)
 
 
 cdef inline double stats_lse(RowStats st, double s) noexcept nogil:
     """log(sum_j exp(x_j s)) of the row."""
-    return st.max * s + log(st.sumexp)
+    return st.max * s + stats_log_sum(st)
 
 
 cdef inline double chunk_factor(
@@ -304,7 +324,7 @@ cdef inline RowStats scaled_softmax_row(
 cdef inline double softmax_entropy(RowStats st) noexcept nogil:
     """H(softmax(x)) = lse - sum_j q_j x_j = log S + self_dot / S (row_stats with
     self_dot, s = 1)."""
-    return log(st.sumexp) + st.self_dot / st.sumexp
+    return stats_log_sum(st) + st.self_dot / st.sumexp
 
 
 cdef inline void scale_entropy_grad(
@@ -318,7 +338,7 @@ cdef inline void scale_entropy_grad(
     """Second pass for H(softmax(x)): e_j <- scale * q_j (lse - x_j - H), with
     lse - x_j = (max - shift_k) - log(e_j) + log S recovered from the stored e_j (x may
     have been overwritten in place). A class of probability 0 gets gradient 0."""
-    cdef double factor, offset, log_sum = log(st.sumexp)
+    cdef double factor, offset, log_sum = stats_log_sum(st)
     cdef Py_ssize_t start = 0, stop, k = 0
     while start < n:
         stop = start + ROW_CHUNK if start + ROW_CHUNK < n else n

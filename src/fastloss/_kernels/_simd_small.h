@@ -25,6 +25,48 @@
 
 #include "_simd_rows.h"
 
+#if !defined(__GNUC__) || defined(FASTLOSS_SCALAR)
+/* Without vector extensions there are no blocks: FL_SMALL_C = 0 keeps every row on the
+ * row primitives (_scalar_rows.h), and the block functions below are never called (the
+ * kernels test 0 < C <= FL_SMALL_C); they exist so that the kernels compile. */
+#define FL_SMALL_C 0
+#define FL_NF 1
+#define FL_ND 1
+typedef struct { int n_classes; } fl_small_plan_f32;
+typedef struct { int n_classes; } fl_small_plan_f64;
+typedef struct {
+    const double* class_weight;
+    const double* sample_weight;
+    double hard_scale, smoothing, coef_sum, z_loss, grad_scale;
+    ptrdiff_t ignore_index;
+} fl_small_ce_spec;
+static fl_small_plan_f32 fl_small_no_plan_f32;
+static fl_small_plan_f64 fl_small_no_plan_f64;
+static const fl_small_plan_f32* fl_small_plan_f32_get(int c) { return &fl_small_no_plan_f32; }
+static const fl_small_plan_f64* fl_small_plan_f64_get(int c) { return &fl_small_no_plan_f64; }
+#define FL_SMALL_UNREACHABLE(NAME, ...) static void NAME(__VA_ARGS__) { abort(); }
+FL_SMALL_UNREACHABLE(fl_small_softmax_f32, const float* x, ptrdiff_t r,
+                     const fl_small_plan_f32* p, float* o)
+FL_SMALL_UNREACHABLE(fl_small_softmax_f64, const double* x, ptrdiff_t r,
+                     const fl_small_plan_f64* p, double* o)
+FL_SMALL_UNREACHABLE(fl_small_log_softmax_f32, const float* x, ptrdiff_t r,
+                     const fl_small_plan_f32* p, float* o)
+FL_SMALL_UNREACHABLE(fl_small_log_softmax_f64, const double* x, ptrdiff_t r,
+                     const fl_small_plan_f64* p, double* o)
+FL_SMALL_UNREACHABLE(fl_small_logsumexp_f64, const double* x, ptrdiff_t r,
+                     const fl_small_plan_f64* p, double* o)
+FL_SMALL_UNREACHABLE(fl_small_logsumexp_wide_f32, const float* x, ptrdiff_t r,
+                     const fl_small_plan_f64* p, double* o)
+FL_SMALL_UNREACHABLE(fl_small_logsumexp_narrow_f32, const float* x, ptrdiff_t r,
+                     const fl_small_plan_f64* p, float* o)
+FL_SMALL_UNREACHABLE(fl_small_ce_f32, const float* x, ptrdiff_t r, const ptrdiff_t* y,
+                     ptrdiff_t r0, const fl_small_plan_f32* p, const fl_small_ce_spec* s,
+                     double* l, double* e, float* g)
+FL_SMALL_UNREACHABLE(fl_small_ce_f64, const double* x, ptrdiff_t r, const ptrdiff_t* y,
+                     ptrdiff_t r0, const fl_small_plan_f64* p, const fl_small_ce_spec* s,
+                     double* l, double* e, double* g)
+#else
+
 #define FL_SMALL_C 16
 
 /* Two-source shuffle: lane k of the result is (idx[k] < lanes ? a[idx[k]] : b[idx[k] -
@@ -272,6 +314,7 @@ FL_INLINE VT fl_small_stats_##SUFFIX(VT* t, int c, int keep_exp, VT* shift, VT* 
     *shift = m;                                                                           \
     /* S - 1 = (ones - 1) + the others: exact while the others are small */              \
     *rest = (__builtin_convertvector(ones, VT) - 1) + (rest0 + rest1);                    \
+    *rest = SEL(m == zero + INFINITY, zero + NAN, *rest);    /* exp(inf - inf) */         \
     return fl_log1p_##SUFFIX(*rest);                                                      \
 }                                                                                         \
                                                                                           \
@@ -435,4 +478,5 @@ FL_INLINE void fl_small_logsumexp_narrow_f32(const float* x, ptrdiff_t rows,
     }
 }
 
+#endif  /* vector extensions */
 #endif

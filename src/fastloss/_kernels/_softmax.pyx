@@ -29,6 +29,7 @@ from fastloss._kernels._rows cimport (
     small_plan,
     small_softmax,
     softmax_entropy,
+    stats_log_sum,
     stats_lse,
     sub_shift_row,
 )
@@ -84,7 +85,7 @@ def log_softmax_rows(
     for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
         st = row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL)
         # (x - max) - log(sum) rather than x - lse: x - max is exact for nearby values.
-        sub_shift_row(&x[i, 0], n_cols, st.max, log(st.sumexp), &out[i, 0])
+        sub_shift_row(&x[i, 0], n_cols, st.max, stats_log_sum(st), &out[i, 0])
 
 
 def logsumexp_rows(

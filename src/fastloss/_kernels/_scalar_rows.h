@@ -1,0 +1,99 @@
+/* The row primitives of _simd_rows.h in plain C, for compilers without GCC/Clang vector
+ * extensions (MSVC), or with FASTLOSS_SCALAR defined (to test this file with GCC).
+ *
+ * Same functions, same contracts, one element at a time with libm's exp and log, in
+ * double; slower, and not bit-identical to the SIMD builds (within their tolerances).
+ * The blocks of few classes (_simd_small.h) are not available here: FL_SMALL_C is 0, so
+ * the kernels never call them and rows of any length take the row primitives.
+ */
+#ifndef FASTLOSS_SCALAR_ROWS_H
+#define FASTLOSS_SCALAR_ROWS_H
+
+#include <math.h>
+#include <stddef.h>
+
+#define FL_INLINE static __inline
+
+typedef struct {
+    const double* class_weight;
+    double alpha, beta, t_scale, t_shift;
+    int exp_kind;
+    int with_entropy;
+} fl_coef_spec;
+
+#define FL_DEFINE_SCALAR(SUFFIX, T)                                                       \
+FL_INLINE double fl_max_##SUFFIX(const T* x, ptrdiff_t n) {                               \
+    double best = -INFINITY;                                                              \
+    ptrdiff_t i;                                                                          \
+    for (i = 0; i < n; i++) if (x[i] > best) best = x[i];                                 \
+    return best;                                                                          \
+}                                                                                         \
+FL_INLINE double fl_exp_sum_##SUFFIX(const T* x, ptrdiff_t n, double sub, double s,       \
+                                     T* out, double* self_dot, double* ones) {            \
+    double sum = 0.0, dot = 0.0, at_shift = 0.0;                                          \
+    ptrdiff_t i;                                                                          \
+    for (i = 0; i < n; i++) {                                                             \
+        const double xi = x[i];         /* before a store in place overwrites it */       \
+        const double e = exp((xi - sub) * s);                                             \
+        if (out) out[i] = (T)e;                                                           \
+        if (xi == sub) at_shift += 1.0;                                                   \
+        else sum += e;                                                                    \
+        if (e != 0.0) dot += e * (sub - xi);                                              \
+    }                                                                                     \
+    if (self_dot) *self_dot = dot;                                                        \
+    *ones = at_shift;                                                                     \
+    return sum;                                                                           \
+}                                                                                         \
+FL_INLINE void fl_scale_##SUFFIX(T* e, ptrdiff_t n, double factor) {                      \
+    ptrdiff_t i;                                                                          \
+    for (i = 0; i < n; i++) e[i] = (T)(e[i] * factor);                                    \
+}                                                                                         \
+FL_INLINE void fl_sub_shift_##SUFFIX(const T* x, ptrdiff_t n, double a, double b,         \
+                                     T* out) {                                            \
+    ptrdiff_t i;                                                                          \
+    for (i = 0; i < n; i++) out[i] = (T)(((double)x[i] - a) - b);                         \
+}                                                                                         \
+FL_INLINE double fl_coef_at_##SUFFIX(const T* t, ptrdiff_t j, const fl_coef_spec* c) {    \
+    double a;                                                                             \
+    if (c->exp_kind) a = exp(t[j] * c->t_scale - c->t_shift);                             \
+    else a = c->beta + (t ? c->alpha * t[j] : 0.0);                                       \
+    if (c->class_weight) a *= c->class_weight[j];                                         \
+    return a;                                                                             \
+}                                                                                         \
+FL_INLINE void fl_coef_sums_##SUFFIX(const T* x, const T* t, ptrdiff_t start,             \
+                                     ptrdiff_t stop, double shift, const fl_coef_spec* c, \
+                                     double* sum, double* dot, double* entropy) {         \
+    double s = 0.0, d = 0.0, h = 0.0;                                                     \
+    ptrdiff_t j;                                                                          \
+    for (j = start; j < stop; j++) {                                                      \
+        const double a = fl_coef_at_##SUFFIX(t, j, c);                                    \
+        s += a;                                                                           \
+        if (a != 0.0) {                                                                   \
+            d += a * (shift - x[j]);                                                      \
+            if (c->with_entropy)                                                          \
+                h += a * (c->exp_kind ? t[j] * c->t_scale - c->t_shift : log(a));         \
+        }                                                                                 \
+    }                                                                                     \
+    *sum = s;                                                                             \
+    *dot = d;                                                                             \
+    *entropy = h;                                                                         \
+}                                                                                         \
+FL_INLINE void fl_coef_scale_##SUFFIX(T* e, const T* t, ptrdiff_t start, ptrdiff_t stop,  \
+                                      double factor, double coef_scale,                   \
+                                      const fl_coef_spec* c) {                            \
+    ptrdiff_t j;                                                                          \
+    for (j = start; j < stop; j++)                                                        \
+        e[j] = (T)(e[j] * factor - coef_scale * fl_coef_at_##SUFFIX(t, j, c));            \
+}                                                                                         \
+FL_INLINE void fl_entropy_grad_##SUFFIX(T* e, ptrdiff_t n, double factor, double offset) { \
+    ptrdiff_t j;                                                                          \
+    for (j = 0; j < n; j++) {                                                             \
+        const double v = e[j];                                                            \
+        e[j] = (T)(v != 0.0 ? v * factor * (offset - log(v)) : 0.0);                      \
+    }                                                                                     \
+}
+
+FL_DEFINE_SCALAR(f32, float)
+FL_DEFINE_SCALAR(f64, double)
+
+#endif
