@@ -435,21 +435,19 @@ cdef inline const void* small_plan(int n_classes, const floating* witness) excep
 
 
 cdef inline void small_softmax(
-    const floating* x, Py_ssize_t rows, const void* plan, floating* out
+    const floating* x, Py_ssize_t rows, const void* plan, floating* out, bint take_log
 ) noexcept nogil:
+    """softmax, or log_softmax (take_log), of a block of rows."""
     if floating is float:
-        fl_small_softmax_f32(x, rows, <const fl_small_plan_f32*> plan, out)
+        if take_log:
+            fl_small_log_softmax_f32(x, rows, <const fl_small_plan_f32*> plan, out)
+        else:
+            fl_small_softmax_f32(x, rows, <const fl_small_plan_f32*> plan, out)
     else:
-        fl_small_softmax_f64(x, rows, <const fl_small_plan_f64*> plan, out)
-
-
-cdef inline void small_log_softmax(
-    const floating* x, Py_ssize_t rows, const void* plan, floating* out
-) noexcept nogil:
-    if floating is float:
-        fl_small_log_softmax_f32(x, rows, <const fl_small_plan_f32*> plan, out)
-    else:
-        fl_small_log_softmax_f64(x, rows, <const fl_small_plan_f64*> plan, out)
+        if take_log:
+            fl_small_log_softmax_f64(x, rows, <const fl_small_plan_f64*> plan, out)
+        else:
+            fl_small_softmax_f64(x, rows, <const fl_small_plan_f64*> plan, out)
 
 
 cdef inline void small_ce(

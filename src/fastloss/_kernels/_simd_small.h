@@ -159,19 +159,12 @@ FL_INLINE void fl_small_put_f32(double* out, fl_vf v, ptrdiff_t rows) {
 /* Per-row doubles of a block (sample weights) as lanes of the element type; 0 past the
  * end. */
 FL_INLINE fl_vd fl_small_get_f64(const double* w, ptrdiff_t rows) {
-    if (rows >= FL_ND) {
-        fl_vd v;
-        memcpy(&v, w, sizeof v);
-        return v;
-    }
-    fl_vd v = {0};
-    for (int k = 0; k < rows; k++) v[k] = w[k];
-    return v;
+    return fl_load_d_f64(w, rows);
 }
 FL_INLINE fl_vf fl_small_get_f32(const double* w, ptrdiff_t rows) {
     const fl_vd zero = {0};
-    return fl_narrow(fl_small_get_f64(w, rows),
-                     rows > FL_ND ? fl_small_get_f64(w + FL_ND, rows - FL_ND) : zero);
+    return fl_narrow(fl_load_d_f64(w, rows),
+                     rows > FL_ND ? fl_load_d_f64(w + FL_ND, rows - FL_ND) : zero);
 }
 
 /* Loops over the classes unrolled, so that the class vectors stay in registers. */

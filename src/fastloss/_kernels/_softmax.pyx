@@ -25,7 +25,6 @@ from fastloss._kernels._rows cimport (
     scale_entropy_grad,
     scaled_softmax_row,
     small_block_rows,
-    small_log_softmax,
     small_plan,
     small_softmax,
     softmax_entropy,
@@ -35,25 +34,34 @@ from fastloss._kernels._rows cimport (
 )
 
 
+cdef int small_softmax_blocks(
+    const floating[:, ::1] x, floating[:, ::1] out, bint take_log, int n_threads
+) except -1:
+    """softmax (or log_softmax, take_log) of rows of at most FL_SMALL_C classes, by blocks
+    of rows (_simd_small.h)."""
+    cdef Py_ssize_t n_rows = x.shape[0], lanes = small_block_rows(<floating*> NULL)
+    cdef Py_ssize_t block, i, rows
+    cdef const void* plan = small_plan(x.shape[1], <floating*> NULL)
+    for block in prange((n_rows + lanes - 1) // lanes, nogil=True, schedule="static",
+                        num_threads=n_threads):
+        i = block * lanes
+        rows = n_rows - i if n_rows - i < lanes else lanes
+        small_softmax(&x[i, 0], rows, plan, &out[i, 0], take_log)
+    return 0
+
+
 def softmax_rows(
     const floating[:, ::1] x,       # IN
     floating[:, ::1] out,           # OUT (may be x itself)
     int n_threads,
 ):
-    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i, block, rows
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i
     cdef Py_ssize_t stride = chunk_shift_stride(n_row_chunks(n_cols))
-    cdef Py_ssize_t lanes = small_block_rows(<floating*> NULL)
-    cdef const void* plan
     cdef double* shifts
     if n_rows == 0:
         return
     if 0 < n_cols <= FL_SMALL_C:
-        plan = small_plan(n_cols, <floating*> NULL)
-        for block in prange((n_rows + lanes - 1) // lanes, nogil=True, schedule="static",
-                            num_threads=n_threads):
-            i = block * lanes
-            rows = n_rows - i if n_rows - i < lanes else lanes
-            small_softmax(&x[i, 0], rows, plan, &out[i, 0])
+        small_softmax_blocks(x, out, False, n_threads)
         return
     shifts = alloc_thread_scratch(n_threads, stride)
     try:
@@ -68,19 +76,12 @@ def log_softmax_rows(
     floating[:, ::1] out,           # OUT (may be x itself)
     int n_threads,
 ):
-    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i, block, rows
-    cdef Py_ssize_t lanes = small_block_rows(<floating*> NULL)
-    cdef const void* plan
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i
     cdef RowStats st
     if n_rows == 0:
         return
     if 0 < n_cols <= FL_SMALL_C:
-        plan = small_plan(n_cols, <floating*> NULL)
-        for block in prange((n_rows + lanes - 1) // lanes, nogil=True, schedule="static",
-                            num_threads=n_threads):
-            i = block * lanes
-            rows = n_rows - i if n_rows - i < lanes else lanes
-            small_log_softmax(&x[i, 0], rows, plan, &out[i, 0])
+        small_softmax_blocks(x, out, True, n_threads)
         return
     for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
         st = row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL)
