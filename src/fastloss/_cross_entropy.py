@@ -174,7 +174,7 @@ def fused_rows(
     else:
         grad_view = empty
     kernels = simd_kernels("_cross_entropy")
-    span = 0 if per_row or view.shape[2] != 1 else kernels.rows_per_sum(n_rows)
+    span = 0 if per_row or view.shape[2] != 1 else kernels.rows_per_sum(n_rows, view.shape[1])
     row_losses = np.empty(-(-n_rows // span) if span else n_rows, dtype=np.float64)
     lse = np.empty(n_rows if return_lse else 0, dtype=np.float64)
     total = kernels.cross_entropy_kernel(

@@ -265,7 +265,7 @@ def cross_entropy_kernel(
     r = o * inner + i of a C-contiguous (outer, C, inner) array: see ce_row.
 
     loss_out receives one loss per row, or, with rows_per_sum > 0 (class axis last only:
-    rows_per_sum(N) rows), loss_out[k] the sum of the losses of rows [k, k + 1) *
+    rows_per_sum(N, C) rows), loss_out[k] the sum of the losses of rows [k, k + 1) *
     rows_per_sum, added in row order, and the function returns their sum, in order: the
     partition depends on N alone, so the total is the same bits for any thread count, and
     no per-row buffer is written.
@@ -319,7 +319,8 @@ cdef int rows_loop(
     is 0. Each thread takes whole spans of rows."""
     cdef Py_ssize_t lanes = small_block_rows(<floating*> NULL)
     cdef bint summed = rows_per_sum > 0
-    cdef Py_ssize_t span = rows_per_sum if summed else 16     # a multiple of the lanes
+    # Each thread takes whole spans: blocks of rows for few classes, else rows.
+    cdef Py_ssize_t span = rows_per_sum if summed else (16 if n_classes <= FL_SMALL_C else 1)
     cdef Py_ssize_t shifts_len = chunk_shift_stride(n_row_chunks(n_classes))
     cdef Py_ssize_t part, start, stop, i, rows, k
     cdef double total
@@ -380,10 +381,14 @@ cdef bint overlap(cnp.ndarray a, cnp.ndarray b):
     return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
 
 
-cpdef Py_ssize_t rows_per_sum(Py_ssize_t n_rows) noexcept nogil:
-    """Rows per partial sum of the losses (cross_entropy_kernel): a multiple of 16 (the
-    blocks of few classes), at most MAX_SUMS sums, set by n_rows alone."""
-    return 16 * max(1, (n_rows + 16 * MAX_SUMS - 1) // (16 * MAX_SUMS))
+cpdef Py_ssize_t rows_per_sum(Py_ssize_t n_rows, Py_ssize_t n_classes) noexcept nogil:
+    """Rows per partial sum of the losses (cross_entropy_kernel), set by the shape alone:
+    at most MAX_SUMS sums; a multiple of 16 (the blocks of rows) for few classes, else as
+    few rows as that allows (each span goes to one thread: a few long rows still
+    spread over the threads)."""
+    if n_classes <= FL_SMALL_C:
+        return 16 * max(1, (n_rows + 16 * MAX_SUMS - 1) // (16 * MAX_SUMS))
+    return max(1, (n_rows + MAX_SUMS - 1) // MAX_SUMS)
 
 
 def check_class_targets(
@@ -474,7 +479,7 @@ def cross_entropy_classes(
     cdef Py_ssize_t n_rows = logits.shape[0], n_classes = logits.shape[1]
     cdef double denominator, total = 0.0
     cdef double sums[MAX_SUMS]
-    cdef Py_ssize_t span = rows_per_sum(n_rows), k
+    cdef Py_ssize_t span = rows_per_sum(n_rows, n_classes), k
     cdef bint with_grad = grad_out is not None
     cdef CESpec spec
     if with_grad and not (
