@@ -22,9 +22,10 @@ import numpy as np
 from fastloss._kernels import _elementwise, _openmp_helpers
 
 #: Below this many scores (N x C) a call runs on one thread. benchmarks/threshold.py on
-#: the 2-core project machine: with OpenMP's workers awake, two threads already win at 320
-#: elements (1.3x) and reach 1.9x by 10k; the margin covers waking a worker that went to
-#: sleep, which costs from tens of microseconds to milliseconds depending on the machine.
+#: the 2-core project machine (SIMD kernels, OpenMP's workers awake): two threads lose
+#: below ~1k elements (0.87x at 32 x 10), break even at ~1.3k, win 1.5x at 10k and 1.6-1.9x
+#: from 32k. The margin covers waking a worker that went to sleep, which costs from tens of
+#: microseconds to milliseconds depending on the machine.
 PARALLEL_MIN_ELEMENTS = 1 << 14
 
 #: The dtypes the kernels are compiled for.
