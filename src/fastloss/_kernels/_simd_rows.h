@@ -339,26 +339,30 @@ FL_DEFINE_GROUP_IO(f64, double, fl_vd, FL_ND)
     })
 
 /* fl_max_f32 and fl_max_f64: one definition for both types (T, its vector VT, lanes NL,
- * lane-wise max VMAX). Four accumulators hide the max's latency. */
+ * lane-wise max VMAX). Four accumulators hide the max's latency; the rest of the row goes
+ * a vector at a time, its last partial vector padded with -inf. */
 #define FL_DEFINE_MAX(SUFFIX, T, VT, NL, VMAX)                                            \
     FL_INLINE double fl_max_##SUFFIX(const T* x, ptrdiff_t n) {                           \
-        double best = -INFINITY;                                                          \
+        VT lowest;                                                                        \
+        for (int k = 0; k < (NL); k++) lowest[k] = -INFINITY;                             \
+        VT m[4] = {lowest, lowest, lowest, lowest};                                       \
         ptrdiff_t i = 0;                                                                  \
-        if (n >= 4 * (NL)) {            /* else no vector: skip the lanes' reduction */   \
-            VT lowest;                                                                    \
-            for (int k = 0; k < (NL); k++) lowest[k] = -INFINITY;                         \
-            VT m[4] = {lowest, lowest, lowest, lowest};                                   \
-            for (; i + 4 * (NL) <= n; i += 4 * (NL)) {                                    \
-                for (int q = 0; q < 4; q++) {                                             \
-                    VT a;                                                                 \
-                    memcpy(&a, x + i + q * (NL), sizeof a);                               \
-                    m[q] = VMAX(a, m[q]);        /* a NaN in a keeps m */                 \
-                }                                                                         \
+        for (; i + 4 * (NL) <= n; i += 4 * (NL)) {                                        \
+            for (int q = 0; q < 4; q++) {                                                 \
+                VT a;                                                                     \
+                memcpy(&a, x + i + q * (NL), sizeof a);                                   \
+                m[q] = VMAX(a, m[q]);            /* a NaN in a keeps m */                 \
             }                                                                             \
-            m[0] = VMAX(VMAX(m[1], m[0]), VMAX(m[3], m[2]));                              \
-            for (int k = 0; k < (NL); k++) if (m[0][k] > best) best = m[0][k];            \
         }                                                                                 \
-        for (; i < n; i++) if (x[i] > best) best = x[i];                                  \
+        for (; i < n; i += (NL)) {                                                        \
+            VT a;                                                                         \
+            if (n - i >= (NL)) memcpy(&a, x + i, sizeof a);                               \
+            else a = fl_load_tail_##SUFFIX(x + i, (int)(n - i));                          \
+            m[0] = VMAX(a, m[0]);                                                         \
+        }                                                                                 \
+        m[0] = VMAX(VMAX(m[1], m[0]), VMAX(m[3], m[2]));                                  \
+        double best = -INFINITY;                                                          \
+        for (int k = 0; k < (NL); k++) if (m[0][k] > best) best = m[0][k];                \
         return best;                                                                      \
     }
 FL_DEFINE_MAX(f32, float, fl_vf, FL_NF, fl_vmax_f)
