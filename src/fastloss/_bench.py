@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -78,7 +78,7 @@ def load_torch() -> ModuleType | None:
         import torch
     except ImportError:
         return None
-    return torch
+    return cast(ModuleType, torch)
 
 
 @contextlib.contextmanager
@@ -115,6 +115,13 @@ class Arrays:
     rows: np.ndarray
     extra: dict[str, np.ndarray] = field(default_factory=dict)
     _copies: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    @property
+    def y(self) -> np.ndarray:
+        """``target``, for the kernels that take one."""
+        if self.target is None:
+            raise ValueError("this case has no target")
+        return self.target
 
     def copy_pair(self, nbytes: int) -> tuple[np.ndarray, np.ndarray]:
         """(source, destination) whose copy moves ``nbytes`` (read + write).
@@ -234,7 +241,7 @@ def _ce_options_numpy(a: Arrays, every: bool) -> Callback:
     kwargs: dict[str, Any] = {"weight": a.extra["class_weight"], "label_smoothing": 0.1}
     if every:
         kwargs.update(sample_weight=a.extra["sample_weight"], z_loss=1e-4)
-    return lambda: reference.cross_entropy(a.x, a.target, return_grad=True, **kwargs)
+    return lambda: reference.cross_entropy(a.x, a.y, return_grad=True, **kwargs)
 
 
 def _leaf(torch: ModuleType, x: np.ndarray) -> Any:
@@ -330,7 +337,7 @@ def _softmax_family(name: str, out: str) -> Kernel:
 KERNELS: dict[str, Kernel] = {k.name: k for k in (
     Kernel("cross_entropy", "class targets, loss (mean) and gradient into grad_out",
            "classes", 2, _ce,
-           lambda a: lambda: reference.cross_entropy(a.x, a.target, return_grad=True),
+           lambda a: lambda: reference.cross_entropy(a.x, a.y, return_grad=True),
            _torch_ce),
     Kernel("cross_entropy_options",
            "cross_entropy with class weights, 10% ignored rows, label smoothing 0.1",
@@ -342,7 +349,7 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in (
            lambda a: _ce_options_numpy(a, True), None, plain=True),
     Kernel("cross_entropy_soft", "probability targets, loss (mean) and gradient",
            "soft", 3, _ce,
-           lambda a: lambda: reference.cross_entropy(a.x, a.target, return_grad=True),
+           lambda a: lambda: reference.cross_entropy(a.x, a.y, return_grad=True),
            _torch_ce_soft),
     _softmax_family("softmax", "out"),
     _softmax_family("log_softmax", "out"),
@@ -364,7 +371,7 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in (
            lambda a, t: lambda: fastloss.kl_div_with_logits(
                a.x, a.target, temperature=TEMPERATURE, grad_out=a.out, n_threads=t),
            lambda a: lambda: reference.kl_div_with_logits(
-               a.x, a.target, temperature=TEMPERATURE, return_grad=True),
+               a.x, a.y, temperature=TEMPERATURE, return_grad=True),
            lambda a, torch: _torch_distill(a, torch, False)),
     Kernel("kl_div_with_logits_teacher_logits",
            "kl_div_with_logits with the teacher's logits (teacher_kind='logits')",
@@ -373,21 +380,21 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in (
                a.x, a.target, teacher_kind="logits", temperature=TEMPERATURE,
                grad_out=a.out, n_threads=t),
            lambda a: lambda: reference.kl_div_with_logits(
-               a.x, a.target, teacher_kind="logits", temperature=TEMPERATURE,
+               a.x, a.y, teacher_kind="logits", temperature=TEMPERATURE,
                return_grad=True),
            lambda a, torch: _torch_distill(a, torch, True)),
     Kernel("kl_div", "elementwise, log-probabilities against probabilities, sum, "
            "loss and gradient", "log_probs", 3,
            lambda a, t: lambda: fastloss.kl_div(a.x, a.target, reduction="sum",
                                                 grad_out=a.out, n_threads=t),
-           lambda a: lambda: reference.kl_div(a.x, a.target, reduction="sum",
+           lambda a: lambda: reference.kl_div(a.x, a.y, reduction="sum",
                                               return_grad=True),
            _torch_elementwise("kl_div", reduction="sum")),
     Kernel("binary_cross_entropy", "probabilities and 0/1 labels, mean, loss and gradient",
            "binary_probs", 3,
            lambda a, t: lambda: fastloss.binary_cross_entropy(a.x, a.target,
                                                               grad_out=a.out, n_threads=t),
-           lambda a: lambda: reference.binary_cross_entropy(a.x, a.target,
+           lambda a: lambda: reference.binary_cross_entropy(a.x, a.y,
                                                             return_grad=True),
            _torch_elementwise("binary_cross_entropy")),
     Kernel("binary_cross_entropy_with_logits",
@@ -395,7 +402,7 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in (
            lambda a, t: lambda: fastloss.binary_cross_entropy_with_logits(
                a.x, a.target, grad_out=a.out, n_threads=t),
            lambda a: lambda: reference.binary_cross_entropy_with_logits(
-               a.x, a.target, return_grad=True),
+               a.x, a.y, return_grad=True),
            _torch_elementwise("binary_cross_entropy_with_logits")),
 )}
 
@@ -723,7 +730,7 @@ def load_run(path: Path) -> dict[str, Any]:
             and isinstance(c.get("ratios"), dict) for c in cases):
         raise ValueError(f"{path} is not a saved 'fastloss bench --json' run "
                          "(no list of cases with 'key' and 'ratios')")
-    return data
+    return cast(dict[str, Any], data)
 
 
 def compare(saved: dict[str, Any], now: Sequence[dict[str, Any]], tolerance: float
