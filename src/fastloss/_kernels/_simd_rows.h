@@ -174,9 +174,13 @@ FL_INLINE fl_vd fl_exp_d(fl_vd x) {
     p = p * r + 0.5;
     p = p * r + 1.0;
     p = p * r + 1.0;
+#if defined(__AVX512F__)
+    return (fl_vd)_mm512_scalef_pd((__m512d)p, (__m512d)n);
+#else
     const fl_vl ni = (fl_vl)t - (fl_vl)(zero + round);      /* n, from t's low bits */
-    const fl_vl n1 = ni >> 1, n2 = ni - n1;
+    const fl_vl n1 = ni >> 1, n2 = ni - n1;    /* 2^n in halves: subnormals round once */
     return p * (fl_vd)((n1 + 1023) << 52) * (fl_vd)((n2 + 1023) << 52);
+#endif
 }
 
 /* exp(d + lo) of float lanes, for d <= 0 (or NaN) and |lo| <= ulp(d) (or NaN where d is
