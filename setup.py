@@ -29,7 +29,8 @@ KERNELS = ["_openmp_helpers", "_softmax", "_cross_entropy", "_elementwise"]
 # -Wno-psabi: 64-byte vector arguments of inlined helpers are not an ABI matter.
 ROW_CFLAGS = {"unix": ["-fno-trapping-math", "-Wno-psabi"], "msvc": []}
 EXTRA_CFLAGS = {
-    "_elementwise": {"unix": ["-fno-trapping-math", "-ffp-contract=off"], "msvc": []},
+    "_elementwise": {"unix": ["-fno-trapping-math", "-ffp-contract=off", "-Wno-psabi"],
+                     "msvc": []},
     "_softmax": ROW_CFLAGS,
     "_cross_entropy": ROW_CFLAGS,
 }

@@ -365,6 +365,12 @@ def check_range(flat: np.ndarray, name: str, low: float, high: float = math.inf,
 
 def periodic_weights(weights: Any, name: str, shape: tuple[int, ...], dtype: np.dtype,
                      against: str) -> np.ndarray:
+    """See :func:`periodic_weights_and_ones`: the period alone."""
+    return periodic_weights_and_ones(weights, name, shape, dtype, against)[0]
+
+
+def periodic_weights_and_ones(weights: Any, name: str, shape: tuple[int, ...],
+                              dtype: np.dtype, against: str) -> tuple[np.ndarray, bool]:
     """Finite, non-negative real weights that broadcast to ``shape``, as the kernels take
     them: one period of their values over the flat index, in ``dtype``, tiled to at least
     the kernels' block size (None: ones).
@@ -374,10 +380,13 @@ def periodic_weights(weights: Any, name: str, shape: tuple[int, ...], dtype: np.
     period prod(trailing axes) and are passed as they are (a view when they are
     C-contiguous in ``dtype``). Any other broadcast, such as (N, 1), is materialised to the
     full shape (one copy).
+
+    Also returns whether every weight is 1 (None included), so that the kernels need not
+    read them: a product by 1 is exact, so the results are the same bits.
     """
     block = _elementwise.BLOCK_SIZE
     if weights is None:
-        return _ones(dtype, block)
+        return _ones(dtype, block), True
     arr = np.asarray(weights)
     if arr.dtype.kind not in "iuf":
         raise TypeError(f"{name} must be an array of real numbers, got dtype {arr.dtype}")
@@ -385,12 +394,14 @@ def periodic_weights(weights: Any, name: str, shape: tuple[int, ...], dtype: np.
     if arr.ndim > len(shape) or any(w not in (1, s) for w, s in zip(padded, shape, strict=True)):
         raise ValueError(f"{name} of shape {arr.shape} does not broadcast to the shape of "
                          f"{against}, {shape}")
+    ones = True
     if arr.size:
         low, high = np.min(arr), np.max(arr)
         if not (np.isfinite(low) and np.isfinite(high)):
             raise ValueError(f"{name} must be finite")
         if low < 0:
             raise ValueError(f"{name} must be non-negative, got {low}")
+        ones = bool(low == high == 1)
     lead = len(shape)                      # the trailing axes [lead:] match shape
     while lead > 0 and padded[lead - 1] == shape[lead - 1]:
         lead -= 1
@@ -400,7 +411,7 @@ def periodic_weights(weights: Any, name: str, shape: tuple[int, ...], dtype: np.
         period = np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=dtype).reshape(-1)
     if 0 < period.size < block:
         period = np.tile(period, -(-block // period.size))
-    return period
+    return period, ones
 
 
 @functools.cache
@@ -444,8 +455,10 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
                                  (y, "target", spec.target_bounds)):
         if bounds is not None:
             check_range(values, name, *bounds, what=spec.bounds_hint, n_threads=threads)
-    weights = periodic_weights(weight, "weight", given.shape, x.dtype, spec.x_name)
-    pos_weights = periodic_weights(pos_weight, "pos_weight", given.shape, x.dtype, "target")
+    weights, unweighted = periodic_weights_and_ones(weight, "weight", given.shape, x.dtype,
+                                                    spec.x_name)
+    pos_weights, no_pos_weight = periodic_weights_and_ones(pos_weight, "pos_weight",
+                                                           given.shape, x.dtype, "target")
     with_grad = gradient_requested(
         return_grad, grad_out, given,
         no_overlap=(("target", target), ("weight", weight), ("pos_weight", pos_weight)),
@@ -464,7 +477,7 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
     scale = 1.0 / (denominator * ln_base) if denominator > 0 else 0.0
     kernels.elementwise_loss(
         spec.kind, x, y, weights, pos_weights, partials, loss_out, grad, label_smoothing,
-        1.0 / ln_base, scale, threads,
+        1.0 / ln_base, scale, threads, not unweighted, not no_pos_weight,
     )
     # Results of a float16 input round to its range: 1e12 becomes inf, without a warning.
     with np.errstate(over="ignore"):

@@ -22,6 +22,8 @@ def elementwise_loss(
     loss_scale: float,
     grad_scale: float,
     n_threads: int,
+    has_weight: bool = ...,
+    has_pos_weight: bool = ...,
 ) -> None: ...
 def value_range(v: NDArray[_Float], lows: NDArray[np.float64], highs: NDArray[np.float64],
                 n_threads: int) -> None: ...

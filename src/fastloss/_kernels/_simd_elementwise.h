@@ -1,0 +1,667 @@
+/* The elementwise losses' block kernel: binary cross-entropy from probabilities or from
+ * logits, and the Kullback-Leibler divergence, each with its derivative, over one block of
+ * at most FL_EW_BLOCK elements, in GCC/Clang vector extensions.
+ *
+ * One source serves every instruction set (the vector width follows the compiler flags,
+ * see _simd_rows.h, whose vector types and primitives it uses). The elementwise kernels are
+ * built without FMA (-ffp-contract=off, no -mfma) and every operation here is an IEEE
+ * operation on a lane, or an exact bit manipulation, so every build computes the same bits.
+ *
+ * Order of the block sum. Element i of a block is added to accumulator i % 16 (16 double
+ * lanes, as many vectors as the width needs), in order; the 16 accumulators are then added
+ * in a fixed tree. The order depends on neither the vector width nor the thread count. The
+ * unused lanes of the last, partial group add -0.0, which changes no sum.
+ *
+ * Precision. float64 input is computed in double with exp and log within about 1 ulp.
+ * float32 input is computed in double where the result needs it and in float where the
+ * error analysis allows (the tests hold every float32 result within 4 ulps of the float64
+ * reference):
+ * - BCE with logits: e = exp(-|x|) in double, because the derivative sigma(x) - t cancels
+ *   for soft targets (a float e would cost ulps of e, not of the difference); the loss
+ *   adds non-negative parts, so log1p(e) is taken in float (within 2 ulps) from e rounded
+ *   to float, with the rounding of 1 + e corrected through 1 / (1 + e), already at hand.
+ * - BCE from probabilities: the loss adds non-negative parts: log p and log(1 - p) in
+ *   float; the derivative (p - y) / max(p (1 - p), eps) in double.
+ * - kl_div: p (log p - x), where log p - x cancels when q is close to p: log p in double.
+ *   With log_target, exp(log p) in double (its product with log p - x, exact in double).
+ * Every term is formed and weighted in double and rounded once to the output dtype.
+ */
+#ifndef FASTLOSS_SIMD_ELEMENTWISE_H
+#define FASTLOSS_SIMD_ELEMENTWISE_H
+
+#include "_simd_rows.h"
+
+#define FL_EW_BLOCK 4096    /* elements per partial sum (a multiple of FL_EW_GROUP) */
+#define FL_EW_GROUP 16      /* elements per group: the lanes of the block sum */
+#define FL_EW_GF (FL_EW_GROUP / FL_NF)      /* float vectors per group */
+#define FL_EW_GD (FL_EW_GROUP / FL_ND)      /* double vectors per group */
+
+/* Which loss (the values of _elementwise.pyx's LossKind). */
+enum { FL_EW_BCE = 0, FL_EW_LOGITS = 1, FL_EW_KL = 2, FL_EW_LOG_KL = 3 };
+
+/* Options of a call (constant over the elements). */
+typedef struct {
+    int kind;
+    int has_weight;         /* else the weights are 1 and not read */
+    int has_pos_weight;     /* BCE with logits; else pos_weight is 1 and not read */
+    double alpha, beta;     /* BCE with logits: smoothed target t = alpha y + beta */
+    double loss_scale;      /* loss_out = weighted term * loss_scale */
+    double grad_scale;      /* grad_out = weighted derivative * grad_scale */
+} fl_ew_opts;
+
+typedef uint64_t fl_vu __attribute__((vector_size(FL_WIDTH)));
+typedef uint32_t fl_vuf __attribute__((vector_size(FL_WIDTH)));
+
+/* Whether any lane of a mask (all ones or all zeros per lane) is set. */
+FL_INLINE int fl_any_l(fl_vl m) {
+#if defined(__AVX512F__)
+    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
+#elif defined(__AVX__)
+    return _mm256_movemask_pd((__m256d)m) != 0;
+#elif defined(__SSE2__)
+    return _mm_movemask_pd((__m128d)m) != 0;
+#else
+    int any = 0;
+    for (int k = 0; k < FL_ND; k++) any |= m[k] != 0;
+    return any;
+#endif
+}
+
+FL_INLINE int fl_any_i(fl_vi m) {
+#if defined(__AVX512F__)
+    return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0;
+#elif defined(__AVX__)
+    return _mm256_movemask_ps((__m256)m) != 0;
+#elif defined(__SSE2__)
+    return _mm_movemask_ps((__m128)m) != 0;
+#else
+    int any = 0;
+    for (int k = 0; k < FL_NF; k++) any |= m[k] != 0;
+    return any;
+#endif
+}
+
+/* ---- double maths ---- */
+
+#define FL_EW_LN2_HI 6.93147180369123816490e-01    /* n * LN2_HI exact for |n| < 2^20 */
+#define FL_EW_LN2_LO 1.90821492927058770002e-10
+#define FL_EW_PROB_EPS 9.999999960041972e-13        /* PyTorch's 1e-12f, BCE's floor */
+
+/* -|v|, by setting the sign bit (NaN stays NaN). */
+FL_INLINE fl_vd fl_ew_neg_abs_d(fl_vd v) {
+    return (fl_vd)((fl_vu)v | (((fl_vu){0}) + 0x8000000000000000ULL));
+}
+
+/* log(v) within 1 ulp for positive, finite, normal v (anything else: a wrong finite
+ * value). fdlibm's algorithm without branches: v = 2^k m, m in [sqrt(2)/2, sqrt(2)),
+ * f = m - 1, s = f / (2 + f), log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)). k goes to
+ * double through the exponent field (AVX2 has no int64 conversion). */
+FL_INLINE fl_vd fl_ew_log_normal_d(fl_vd v) {
+    const fl_vu ix = (fl_vu)v + (0x3ff0000000000000ULL - 0x3fe6a09e00000000ULL);
+    const fl_vd k = (fl_vd)((ix >> 52) | 0x4330000000000000ULL) - (4503599627370496.0 + 1023.0);
+    const fl_vd f = (fl_vd)((ix & 0x000fffffffffffffULL) + 0x3fe6a09e00000000ULL) - 1.0;
+    const fl_vd hfsq = 0.5 * f * f;
+    const fl_vd s = f / (2.0 + f);
+    const fl_vd z = s * s, w = z * z;
+    const fl_vd t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01
+                                                          + w * 1.531383769920937332e-01));
+    const fl_vd t2 = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01
+                          + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+    return s * (hfsq + (t2 + t1)) + k * FL_EW_LN2_LO - hfsq + f + k * FL_EW_LN2_HI;
+}
+
+/* log(v) for any double: -inf at 0, inf at inf, NaN for NaN and v < 0; a subnormal v is
+ * scaled by 2^54 first. */
+FL_INLINE fl_vd fl_ew_log_d(fl_vd v) {
+    const fl_vd zero = {0};
+    const fl_vl tiny = v < 2.2250738585072014e-308;
+    const fl_vd r = fl_ew_log_normal_d(fl_select_d(tiny, v * 18014398509481984.0, v));
+    fl_vd out = fl_select_d(tiny, r - 54.0 * FL_EW_LN2_HI - 54.0 * FL_EW_LN2_LO, r);
+    out = fl_select_d(v == zero, zero - INFINITY, out);
+    out = fl_select_d(v < zero + INFINITY, out, v);          /* inf stays inf, NaN NaN */
+    return fl_select_d(v < zero, zero + NAN, out);
+}
+
+/* log(1 + u) for -1 <= u <= 1 (or NaN), given inv = 1 / (1 + u) (rounded): the log of
+ * the rounded w = 1 + u plus its rounding error, exact by Fast2Sum, over w. */
+FL_INLINE fl_vd fl_ew_log1p_d(fl_vd u, fl_vd inv) {
+    const fl_vd zero = {0};
+    const fl_vd w = 1.0 + u;
+    const fl_vd r = fl_ew_log_normal_d(w) + (u - (w - 1.0)) * inv;
+    return fl_select_d(w == zero, zero - INFINITY, r);
+}
+
+/* ---- float maths ---- */
+
+/* log(m (1 + f)) parts for u = 2^k m, m in [sqrt(2)/2, sqrt(2)), of a positive normal
+ * float u: returns log(1 + f) less its leading term f (Cephes' logf polynomial), sets f
+ * and k. Within about 1 ulp once assembled as (f + r) + k ln2. */
+FL_INLINE fl_vf fl_ew_logf_parts(fl_vf u, fl_vf* f_out, fl_vf* k_out) {
+    const fl_vi k = ((fl_vi)u - 0x3f3504f3) >> 23;
+    const fl_vf f = (fl_vf)((fl_vi)u - (k << 23)) - 1.0f;
+    const fl_vf f2 = f * f;
+    fl_vf p = f * 7.0376836292e-2f - 1.1514610310e-1f;
+    p = p * f + 1.1676998740e-1f;
+    p = p * f - 1.2420140846e-1f;
+    p = p * f + 1.4249322787e-1f;
+    p = p * f - 1.6668057665e-1f;
+    p = p * f + 2.0000714765e-1f;
+    p = p * f - 2.4999993993e-1f;
+    p = p * f + 3.3333331174e-1f;
+    *f_out = f;
+    *k_out = __builtin_convertvector(k, fl_vf);
+    return f2 * f * p - 0.5f * f2;
+}
+
+/* log(u) of a positive normal float u, as fdlibm's logf (FreeBSD's coefficients):
+ * u = 2^k m, m in [sqrt(2)/2, sqrt(2)), f = m - 1, s = f / (2 + f),
+ * log(m) = f - (f^2/2 - s (f^2/2 + R(s^2))), plus `extra` (a correction of u, ~ulp(u))
+ * added next to k ln2's low part. Within 1 ulp. */
+FL_INLINE fl_vf fl_ew_logf(fl_vf u, fl_vf extra) {
+    const fl_vi k = ((fl_vi)u - 0x3f3504f3) >> 23;
+    const fl_vf f = (fl_vf)((fl_vi)u - (k << 23)) - 1.0f;
+    const fl_vf kf = __builtin_convertvector(k, fl_vf);
+    const fl_vf s = f / (2.0f + f);
+    const fl_vf z = s * s, w = z * z;
+    const fl_vf t1 = w * (0.40000972152f + w * 0.24279078841f);
+    const fl_vf t2 = z * (0.66666662693f + w * 0.28498786688f);
+    const fl_vf hfsq = 0.5f * f * f;
+    return kf * 6.9313812256e-01f
+           - ((hfsq - (s * (hfsq + (t2 + t1)) + (kf * 9.0580006145e-06f + extra))) - f);
+}
+
+/* log1p(e) for e in [0, 1] (or NaN), given inv ~ 1 / (1 + e) to a few float ulps: the log
+ * of the rounded u = 1 + e in [1, 2] plus the rounding error e - (u - 1) (exact) times
+ * inv. Within about 1 ulp; NaN e gives NaN (through the error). */
+FL_INLINE fl_vf fl_ew_log1p_unit_f(fl_vf e, fl_vf inv) {
+    const fl_vf u = 1.0f + e;
+    return fl_ew_logf(u, (e - (u - 1.0f)) * inv);
+}
+
+/* log(p) for p in [0, 1] (or NaN): -inf at 0, subnormals scaled by 2^24 first. */
+FL_INLINE fl_vf fl_ew_log_unit_f(fl_vf p) {
+    const fl_vf zero = {0};
+    const fl_vi tiny = p < 1.17549435e-38f;
+    const fl_vf u = fl_select_f(tiny, p * 16777216.0f, p);
+    fl_vf f, k;
+    fl_vf r = fl_ew_logf_parts(u, &f, &k);
+    k = k - fl_select_f(tiny, zero + 24.0f, zero);
+    r = (f + (r + k * -2.12194440e-4f)) + k * 0.693359375f;
+    r = fl_select_f(p == zero, zero - INFINITY, r);
+    return fl_select_f(p == p, r, p);                 /* NaN stays NaN */
+}
+
+/* log(1 - p) for p in [0, 1] (or NaN): -inf at 1. u = 1 - p rounded, and the error of
+ * that difference (exact, Fast2Sum) over u added: u is 1 - a for a in [0, 1/2) where the
+ * error is not 0, so 1 / u = 1 + a + a^2 + ... is taken as 1 + a (1 + a), within a^3. */
+FL_INLINE fl_vf fl_ew_log1m_unit_f(fl_vf p) {
+    const fl_vf zero = {0};
+    const fl_vf u = 1.0f - p;
+    const fl_vf a = 1.0f - u;                        /* exact: u in [1/2, 1] or 0 */
+    const fl_vf err = (zero - p) - (u - 1.0f);       /* exact */
+    fl_vf f, k;
+    fl_vf r = fl_ew_logf_parts(fl_select_f(u == zero, zero + 1.0f, u), &f, &k);
+    r = r + k * -2.12194440e-4f;
+    r = r + err * (1.0f + a * (1.0f + a));
+    r = (f + r) + k * 0.693359375f;
+    return fl_select_f(u == zero, zero - INFINITY, r);   /* NaN p: NaN through err */
+}
+
+/* max(v, -100) that keeps NaN, as PyTorch's std::max. */
+FL_INLINE fl_vf fl_ew_clamp_log_f(fl_vf v) {
+    const fl_vf floor = ((fl_vf){0}) - 100.0f;
+    return fl_select_f(v < floor, floor, v);
+}
+FL_INLINE fl_vd fl_ew_clamp_log_d(fl_vd v) {
+    const fl_vd floor = ((fl_vd){0}) - 100.0;
+    return fl_select_d(v < floor, floor, v);
+}
+
+/* 0, or x where x is NaN: a zero coefficient against x. */
+FL_INLINE fl_vd fl_ew_zero_unless_nan(fl_vd x) {
+    return fl_select_d(x != x, x, (fl_vd){0});
+}
+
+/* ---- the terms and derivatives of one vector of elements ----
+ * float32: one float vector in, its two halves out as double vectors (term[h], deriv[h]),
+ * unweighted. float64: one double vector. */
+
+/* BCE with logits: (1 - t) x + L softplus(-x), derivative L sigmoid(x) - v t, with
+ * L = 1 + (v - 1) t (v = pos_weight). With e = exp(-|x|), per sign of x both are sums of
+ * non-negative parts:
+ *   x >= 0: (1 - t) x + L log1p(e),   derivative (1 - t) - L e / (1 + e);
+ *   x < 0:  -v t x + L log1p(e),      derivative L e / (1 + e) - v t. */
+FL_INLINE void fl_ew_logits_tail(fl_vd x, fl_vd t, fl_vd v, int has_pw, fl_vd e, fl_vd inv,
+                                 fl_vd soft, fl_vd* term, fl_vd* deriv, fl_vd* coef_q_out) {
+    const fl_vd zero = {0};
+    const fl_vd q = e * inv;
+    const fl_vd one_t = 1.0 - t;
+    fl_vd coef_q = q, coef_soft = soft, pt = t;
+    if (has_pw) {
+        const fl_vd coef = 1.0 + (v - 1.0) * t;
+        coef_q = coef * q;
+        coef_soft = coef * soft;
+        pt = v * t;
+    }
+    const fl_vl positive = x >= zero;
+    *term = fl_select_d(positive, one_t, zero - pt) * x + coef_soft;
+    *deriv = fl_select_d(positive, one_t - coef_q, coef_q - pt);
+    *coef_q_out = coef_q;
+}
+
+/* float32, in two stages (see the driver): (a) in float, e = exp(-|x|) (within 1.2 ulp),
+ * q = e / (1 + e) and log1p(e) (its rounding correction divided by 1 + e as multiplied by
+ * 1 - q); (b) the loss and the derivative. */
+FL_INLINE void fl_ew_logits_a(fl_vf x, fl_vf* stage) {
+    const fl_vf a = (fl_vf)((fl_vuf)x | (((fl_vuf){0}) + 0x80000000u));     /* -|x| */
+    const fl_vf e = fl_exp_neg_f(a, (fl_vf){0});
+    const fl_vf q = e / (1.0f + e);
+    stage[0] = e;
+    stage[1] = q;
+    stage[2] = fl_ew_log1p_unit_f(e, 1.0f - q);
+}
+
+/* (b) without pos_weight or label smoothing, in float: the loss max(x, 0) - x t + log1p(e)
+ * as (1 - t) x or -t x, plus log1p(e), both non-negative; the derivative (1 - t) - q or
+ * q - t. For a target of 0 or 1 that is within 4 ulps of the exact derivative (checked for
+ * every float x). For other targets the derivative may cancel: where its error bound
+ * (those of q, 3.8 units of rounding, and of 1 - t) exceeds 3.4 |derivative| units, the
+ * lane takes the double path of fl_ew_logits_tail with e in double. */
+FL_INLINE void fl_ew_logits_plain_b(fl_vf x, fl_vf t, const fl_vf* stage, fl_vf* term,
+                                    fl_vf* deriv) {
+    const fl_vf zero = {0};
+    const fl_vf q = stage[1];
+    const fl_vi positive = (fl_vi)x >= (fl_vi){0};       /* sign bit clear (x = -0: q - t) */
+    const fl_vf r = 1.0f - t;
+    *term = fl_select_f(positive, r, zero - t) * x + stage[2];
+    const fl_vf d = fl_select_f(positive, r - q, q - t);
+    const fl_vi hard = (t == zero) | (t == zero + 1.0f);
+    const fl_vf abs_d = (fl_vf)((fl_vuf)d & 0x7fffffffu);
+    const fl_vf r_err = fl_select_f(positive & ((1.0f - r) != t), r, zero);
+    const fl_vi need = ~hard & (abs_d * 3.4f < q * 3.8f + r_err);
+    if (__builtin_expect(fl_any_i(need), 0)) {
+        fl_vd dd[2];
+        for (int h = 0; h < 2; h++) {
+            const fl_vd xd = h ? fl_widen_hi(x) : fl_widen_lo(x);
+            const fl_vd td = h ? fl_widen_hi(t) : fl_widen_lo(t);
+            const fl_vd ep = fl_exp_d(fl_ew_neg_abs_d(xd));
+            fl_vd tp, cq;
+            fl_ew_logits_tail(xd, td, (fl_vd){0}, 0, ep, 1.0 / (1.0 + ep), (fl_vd){0}, &tp,
+                              &dd[h], &cq);
+        }
+        *deriv = fl_select_f(need, fl_narrow(dd[0], dd[1]), d);
+    } else {
+        *deriv = d;
+    }
+}
+
+FL_INLINE void fl_ew_logits_b(fl_vf xf, fl_vf yf, fl_vf vf, int has_pw, int smooth,
+                              double alpha, double beta, const fl_vf* stage, fl_vd* term,
+                              fl_vd* deriv) {
+    fl_vl need[2];
+    fl_vd x[2], t[2], v[2] = {{0}};
+    for (int h = 0; h < 2; h++) {
+        x[h] = h ? fl_widen_hi(xf) : fl_widen_lo(xf);
+        t[h] = h ? fl_widen_hi(yf) : fl_widen_lo(yf);
+        if (smooth) t[h] = alpha * t[h] + beta;
+        if (has_pw) v[h] = h ? fl_widen_hi(vf) : fl_widen_lo(vf);
+        const fl_vd ed = h ? fl_widen_hi(stage[0]) : fl_widen_lo(stage[0]);
+        const fl_vd q0 = h ? fl_widen_hi(stage[1]) : fl_widen_lo(stage[1]);
+        const fl_vd inv0 = 1.0 - q0;
+        const fl_vd inv1 = inv0 * (2.0 - (1.0 + ed) * inv0);      /* Newton: 1 / (1 + e) */
+        fl_vd coef_q;
+        fl_ew_logits_tail(x[h], t[h], v[h], has_pw, ed, inv1,
+                          h ? fl_widen_hi(stage[2]) : fl_widen_lo(stage[2]), &term[h],
+                          &deriv[h], &coef_q);
+        const fl_vd mag = fl_select_d(deriv[h] < 0.0, -deriv[h], deriv[h]);
+        need[h] = mag * 1.4 < coef_q;
+    }
+    if (__builtin_expect(fl_any_l(need[0] | need[1]), 0)) {
+        for (int h = 0; h < 2; h++) {
+            const fl_vd ep = fl_exp_d(fl_ew_neg_abs_d(x[h]));
+            fl_vd tp, dp, cq;
+            fl_ew_logits_tail(x[h], t[h], v[h], has_pw, ep, 1.0 / (1.0 + ep), (fl_vd){0},
+                              &tp, &dp, &cq);
+            deriv[h] = fl_select_d(need[h], dp, deriv[h]);
+        }
+    }
+}
+
+FL_INLINE void fl_ew_logits_f64(fl_vd x, fl_vd t, fl_vd v, int has_pw, int smooth,
+                                double alpha, double beta, fl_vd* term, fl_vd* deriv) {
+    if (smooth) t = alpha * t + beta;
+    const fl_vd e = fl_exp_d(fl_ew_neg_abs_d(x));
+    const fl_vd inv = 1.0 / (1.0 + e);
+    fl_vd coef_q;
+    fl_ew_logits_tail(x, t, v, has_pw, e, inv, fl_ew_log1p_d(e, inv), term, deriv, &coef_q);
+}
+
+/* BCE from probabilities: -[y max(log p, -100) + (1 - y) max(log(1 - p), -100)], and its
+ * derivative (p - y) / max(p (1 - p), eps) as PyTorch's backward computes it. */
+FL_INLINE void fl_ew_bce_deriv(fl_vd p, fl_vd y, fl_vd log_p, fl_vd log_q, fl_vd* term,
+                               fl_vd* deriv) {
+    const fl_vd zero = {0};
+    const fl_vd den = p * (1.0 - p);
+    *deriv = (p - y) / fl_select_d(den < zero + FL_EW_PROB_EPS, zero + FL_EW_PROB_EPS, den);
+    *term = (y - 1.0) * log_q - y * log_p;
+}
+
+FL_INLINE void fl_ew_bce_a(fl_vf p, fl_vf* stage) {
+    stage[0] = fl_ew_clamp_log_f(fl_ew_log_unit_f(p));
+    stage[1] = fl_ew_clamp_log_f(fl_ew_log1m_unit_f(p));
+}
+
+FL_INLINE void fl_ew_bce_b(fl_vf pf, fl_vf yf, const fl_vf* stage, fl_vd* term,
+                           fl_vd* deriv) {
+    for (int h = 0; h < 2; h++) {
+        fl_ew_bce_deriv(h ? fl_widen_hi(pf) : fl_widen_lo(pf),
+                        h ? fl_widen_hi(yf) : fl_widen_lo(yf),
+                        h ? fl_widen_hi(stage[0]) : fl_widen_lo(stage[0]),
+                        h ? fl_widen_hi(stage[1]) : fl_widen_lo(stage[1]), &term[h],
+                        &deriv[h]);
+    }
+}
+
+FL_INLINE void fl_ew_bce_f64(fl_vd p, fl_vd y, fl_vd* term, fl_vd* deriv) {
+    const fl_vd log_p = fl_ew_clamp_log_d(fl_ew_log_d(p));
+    const fl_vd log_q = fl_ew_clamp_log_d(fl_ew_log1p_d(((fl_vd){0}) - p, 1.0 / (1.0 - p)));
+    fl_ew_bce_deriv(p, y, log_p, log_q, term, deriv);
+}
+
+/* kl_div: p (log p - x), exactly 0 where p = 0 (unless x is NaN); derivative -p. log p of
+ * a float p needs no subnormal or zero case (its double is normal, and p = 0 is selected
+ * away), only inf. */
+FL_INLINE void fl_ew_kl_finish(fl_vd x, fl_vd p, fl_vd log_p, fl_vd* term, fl_vd* deriv) {
+    const fl_vd zero = {0};
+    *term = fl_select_d(p == zero, fl_ew_zero_unless_nan(x), p * (log_p - x));
+    *deriv = -p;                   /* -0.0 where p = 0, as PyTorch */
+}
+
+FL_INLINE void fl_ew_kl_f32(fl_vf xf, fl_vf pf, fl_vd* term, fl_vd* deriv) {
+    const fl_vd zero = {0};
+    for (int h = 0; h < 2; h++) {
+        const fl_vd p = h ? fl_widen_hi(pf) : fl_widen_lo(pf);
+        fl_vd log_p = fl_ew_log_normal_d(p);
+        log_p = fl_select_d(p < zero + INFINITY, log_p, p);     /* inf, NaN */
+        fl_ew_kl_finish(h ? fl_widen_hi(xf) : fl_widen_lo(xf), p, log_p, &term[h],
+                        &deriv[h]);
+    }
+}
+
+FL_INLINE void fl_ew_kl_f64(fl_vd x, fl_vd p, fl_vd* term, fl_vd* deriv) {
+    fl_ew_kl_finish(x, p, fl_ew_log_d(p), term, deriv);
+}
+
+/* kl_div with log_target: exp(log_p) (log_p - x), exactly 0 where exp(log_p) = 0 (unless
+ * x is NaN); derivative -exp(log_p). */
+FL_INLINE void fl_ew_log_kl_f64(fl_vd x, fl_vd log_p, fl_vd* term, fl_vd* deriv) {
+    const fl_vd zero = {0};
+    const fl_vd p = fl_exp_d(log_p);
+    *term = fl_select_d(p == zero, fl_ew_zero_unless_nan(x), p * (log_p - x));
+    *deriv = -p;                   /* -0.0 where p = 0, as PyTorch */
+}
+
+FL_INLINE void fl_ew_log_kl_f32(fl_vf xf, fl_vf lpf, fl_vd* term, fl_vd* deriv) {
+    for (int h = 0; h < 2; h++)
+        fl_ew_log_kl_f64(h ? fl_widen_hi(xf) : fl_widen_lo(xf),
+                         h ? fl_widen_hi(lpf) : fl_widen_lo(lpf), &term[h], &deriv[h]);
+}
+
+/* ---- the block driver ---- */
+
+/* n (<= FL_EW_GROUP) values of a periodic array from index phase on, wrapping at period,
+ * into buf. */
+#define FL_EW_DEFINE_WRAP(SUFFIX, T)                                                      \
+    FL_INLINE const T* fl_ew_wrap_##SUFFIX(const T* w, ptrdiff_t period, ptrdiff_t phase, \
+                                           T* buf) {                                      \
+        if (phase + FL_EW_GROUP <= period) return w + phase;                              \
+        for (int k = 0; k < FL_EW_GROUP; k++) {                                           \
+            buf[k] = w[phase];                                                            \
+            if (++phase == period) phase = 0;                                             \
+        }                                                                                 \
+        return buf;                                                                       \
+    }
+FL_EW_DEFINE_WRAP(f32, float)
+FL_EW_DEFINE_WRAP(f64, double)
+
+/* The 16 lanes of the accumulators, added in a fixed tree. */
+FL_INLINE double fl_ew_lanes_sum(const fl_vd* acc) {
+    double v[FL_EW_GROUP];
+    memcpy(v, acc, sizeof v);
+    for (int width = FL_EW_GROUP / 2; width >= 1; width /= 2)
+        for (int k = 0; k < width; k++) v[k] = v[2 * k] + v[2 * k + 1];
+    return v[0];
+}
+
+/* Elements per chunk of the float32 driver's two stages. */
+#define FL_EW_CHUNK 256
+#define FL_EW_STAGES 3      /* float vectors that stage (a) passes to stage (b) */
+
+/* groups whole groups of the float32 kernel (KIND and the flags constant at each call
+ * site), of which the last has `valid` elements that count (the others are padding: their
+ * terms add -0.0). Adds the weighted terms to acc (lane i % 16 of element i). w and pw: one
+ * period of the weights, from *w_phase and *pw_phase on (both advanced).
+ *
+ * A chunk of elements goes through two loops: (a) the float transcendental functions, into
+ * a buffer in L1; (b) the rest. Fused into one loop, the long dependency chains of one
+ * vector fill the out-of-order window and the loop runs at about half the speed. */
+FL_INLINE void fl_ew_groups_f32(
+    const int kind, const int has_w, const int has_pw, const int smooth,
+    const float* x, const float* y, const float* w, ptrdiff_t w_period, ptrdiff_t* w_phase,
+    const float* pw, ptrdiff_t pw_period, ptrdiff_t* pw_phase, ptrdiff_t groups, int valid,
+    float* loss_out, float* grad_out, const fl_ew_opts* o, fl_vd* acc) {
+    const double alpha = o->alpha, beta = o->beta;
+    const double ls = o->loss_scale, gs = o->grad_scale;
+    const int staged = kind == FL_EW_LOGITS || kind == FL_EW_BCE;
+    fl_vf stage[FL_EW_CHUNK / FL_NF][FL_EW_STAGES];
+    float wbuf[FL_EW_GROUP], pwbuf[FL_EW_GROUP];
+    const ptrdiff_t n = groups * FL_EW_GROUP;
+    for (ptrdiff_t c = 0; c < n; c += FL_EW_CHUNK) {
+        const ptrdiff_t end = n - c < FL_EW_CHUNK ? n : c + FL_EW_CHUNK;
+        if (staged) {
+            for (ptrdiff_t i = c; i < end; i += FL_NF) {
+                fl_vf xv;
+                memcpy(&xv, x + i, sizeof xv);
+                fl_vf* st = stage[(i - c) / FL_NF];
+                if (kind == FL_EW_LOGITS) fl_ew_logits_a(xv, st);
+                else fl_ew_bce_a(xv, st);
+            }
+        }
+        for (ptrdiff_t i = c; i < end; i += FL_EW_GROUP) {
+            const float* ws = has_w ? fl_ew_wrap_f32(w, w_period, *w_phase, wbuf) : NULL;
+            const float* pws = has_pw ? fl_ew_wrap_f32(pw, pw_period, *pw_phase, pwbuf) : NULL;
+            for (int j = 0; j < FL_EW_GF; j++) {
+                const ptrdiff_t at = i + j * FL_NF;
+                fl_vf xv, yv, wv = {0}, pv = {0};
+                memcpy(&xv, x + at, sizeof xv);
+                memcpy(&yv, y + at, sizeof yv);
+                if (has_w) memcpy(&wv, ws + j * FL_NF, sizeof wv);
+                if (has_pw) memcpy(&pv, pws + j * FL_NF, sizeof pv);
+                const fl_vf* st = stage[(at - c) / FL_NF];
+                fl_vd term[2], deriv[2];
+                if (kind == FL_EW_LOGITS && !has_pw && !smooth) {
+                    fl_vf tf, df;
+                    fl_ew_logits_plain_b(xv, yv, st, &tf, &df);
+                    term[0] = fl_widen_lo(tf), term[1] = fl_widen_hi(tf);
+                    deriv[0] = fl_widen_lo(df), deriv[1] = fl_widen_hi(df);
+                }
+                else if (kind == FL_EW_LOGITS) fl_ew_logits_b(xv, yv, pv, has_pw, smooth, alpha,
+                                                              beta, st, term, deriv);
+                else if (kind == FL_EW_BCE) fl_ew_bce_b(xv, yv, st, term, deriv);
+                else if (kind == FL_EW_KL) fl_ew_kl_f32(xv, yv, term, deriv);
+                else fl_ew_log_kl_f32(xv, yv, term, deriv);
+                if (has_w) {
+                    const fl_vd w0 = fl_widen_lo(wv), w1 = fl_widen_hi(wv);
+                    term[0] = w0 * term[0], term[1] = w1 * term[1];
+                    deriv[0] = w0 * deriv[0], deriv[1] = w1 * deriv[1];
+                }
+                if (valid < FL_EW_GROUP && i + FL_EW_GROUP == n) {   /* padding adds -0.0 */
+                    const fl_vd zero = {0};
+                    for (int h = 0; h < 2; h++)
+                        for (int k = 0; k < FL_ND; k++)
+                            if (j * FL_NF + h * FL_ND + k >= valid) term[h][k] = -zero[k];
+                }
+                if (grad_out) {
+                    const fl_vf g = fl_narrow(deriv[0] * gs, deriv[1] * gs);
+                    memcpy(grad_out + at, &g, sizeof g);
+                }
+                if (loss_out) {
+                    const fl_vf l = fl_narrow(term[0] * ls, term[1] * ls);
+                    memcpy(loss_out + at, &l, sizeof l);
+                }
+                acc[2 * j] += term[0];
+                acc[2 * j + 1] += term[1];
+            }
+            *w_phase += FL_EW_GROUP;
+            while (*w_phase >= w_period) *w_phase -= w_period;
+            *pw_phase += FL_EW_GROUP;
+            while (*pw_phase >= pw_period) *pw_phase -= pw_period;
+        }
+    }
+}
+
+/* One block of the float32 kernel: x, y, loss_out, grad_out hold its n elements; w and pw
+ * one period of the weights, starting at phase. loss_out and grad_out may be NULL; grad_out
+ * may be x. Returns the block's weighted sum. The last, partial group goes through padded
+ * copies. */
+FL_INLINE double fl_ew_block_f32_impl(
+    const int kind, const int has_w, const int has_pw, const int smooth,
+    const float* x, const float* y, const float* w, ptrdiff_t w_period, ptrdiff_t w_phase,
+    const float* pw, ptrdiff_t pw_period, ptrdiff_t pw_phase, ptrdiff_t n,
+    float* loss_out, float* grad_out, const fl_ew_opts* o) {
+    fl_vd acc[FL_EW_GD];
+    for (int k = 0; k < FL_EW_GD; k++) acc[k] = (fl_vd){0};
+    const ptrdiff_t whole = n / FL_EW_GROUP;
+    fl_ew_groups_f32(kind, has_w, has_pw, smooth, x, y, w, w_period, &w_phase, pw, pw_period,
+                     &pw_phase, whole, FL_EW_GROUP, loss_out, grad_out, o, acc);
+    const ptrdiff_t done = whole * FL_EW_GROUP;
+    const int rest = (int)(n - done);
+    if (rest) {
+        float tx[FL_EW_GROUP], ty[FL_EW_GROUP], tl[FL_EW_GROUP], tg[FL_EW_GROUP];
+        for (int k = 0; k < FL_EW_GROUP; k++) {
+            tx[k] = k < rest ? x[done + k] : 0.5f;
+            ty[k] = k < rest ? y[done + k] : 0.5f;
+        }
+        fl_ew_groups_f32(kind, has_w, has_pw, smooth, tx, ty, w, w_period, &w_phase, pw,
+                         pw_period, &pw_phase, 1, rest, loss_out ? tl : NULL,
+                         grad_out ? tg : NULL, o, acc);
+        for (int k = 0; k < rest; k++) {
+            if (grad_out) grad_out[done + k] = tg[k];
+            if (loss_out) loss_out[done + k] = tl[k];
+        }
+    }
+    return fl_ew_lanes_sum(acc);
+}
+
+FL_INLINE double fl_ew_block_f64_impl(
+    const int kind, const int has_w, const int has_pw, const int smooth,
+    const double* x, const double* y, const double* w, ptrdiff_t w_period,
+    ptrdiff_t w_phase, const double* pw, ptrdiff_t pw_period, ptrdiff_t pw_phase,
+    ptrdiff_t n, double* loss_out, double* grad_out, const fl_ew_opts* o) {
+    fl_vd acc[FL_EW_GD];
+    for (int k = 0; k < FL_EW_GD; k++) acc[k] = (fl_vd){0};
+    const double alpha = o->alpha, beta = o->beta;
+    const double ls = o->loss_scale, gs = o->grad_scale;
+    double tail_x[FL_EW_GROUP], tail_y[FL_EW_GROUP], tail_l[FL_EW_GROUP];
+    double tail_g[FL_EW_GROUP], wbuf[FL_EW_GROUP], pwbuf[FL_EW_GROUP];
+    for (ptrdiff_t i = 0; i < n; i += FL_EW_GROUP) {
+        const int m = n - i < FL_EW_GROUP ? (int)(n - i) : FL_EW_GROUP;
+        const double *xs = x + i, *ys = y + i;
+        double *lo = loss_out ? loss_out + i : NULL, *go = grad_out ? grad_out + i : NULL;
+        if (m < FL_EW_GROUP) {
+            for (int k = 0; k < FL_EW_GROUP; k++) {
+                tail_x[k] = k < m ? xs[k] : 0.5;
+                tail_y[k] = k < m ? ys[k] : 0.5;
+            }
+            xs = tail_x, ys = tail_y;
+            lo = lo ? tail_l : NULL, go = go ? tail_g : NULL;
+        }
+        const double* ws = has_w ? fl_ew_wrap_f64(w, w_period, w_phase, wbuf) : NULL;
+        const double* pws = has_pw ? fl_ew_wrap_f64(pw, pw_period, pw_phase, pwbuf) : NULL;
+        for (int j = 0; j < FL_EW_GD; j++) {
+            fl_vd xv, yv, wv = {0}, pv = {0};
+            memcpy(&xv, xs + j * FL_ND, sizeof xv);
+            memcpy(&yv, ys + j * FL_ND, sizeof yv);
+            if (has_w) memcpy(&wv, ws + j * FL_ND, sizeof wv);
+            if (has_pw) memcpy(&pv, pws + j * FL_ND, sizeof pv);
+            fl_vd term, deriv;
+            if (kind == FL_EW_LOGITS) fl_ew_logits_f64(xv, yv, pv, has_pw, smooth, alpha, beta,
+                                                       &term, &deriv);
+            else if (kind == FL_EW_BCE) fl_ew_bce_f64(xv, yv, &term, &deriv);
+            else if (kind == FL_EW_KL) fl_ew_kl_f64(xv, yv, &term, &deriv);
+            else fl_ew_log_kl_f64(xv, yv, &term, &deriv);
+            if (has_w) term = wv * term, deriv = wv * deriv;
+            if (m < FL_EW_GROUP) {
+                const fl_vd zero = {0};
+                for (int k = 0; k < FL_ND; k++)
+                    if (j * FL_ND + k >= m) term[k] = -zero[k];
+            }
+            if (go) {
+                const fl_vd g = deriv * gs;
+                memcpy(go + j * FL_ND, &g, sizeof g);
+            }
+            if (lo) {
+                const fl_vd l = term * ls;
+                memcpy(lo + j * FL_ND, &l, sizeof l);
+            }
+            acc[j] += term;
+        }
+        if (m < FL_EW_GROUP) {
+            for (int k = 0; k < m; k++) {
+                if (grad_out) grad_out[i + k] = tail_g[k];
+                if (loss_out) loss_out[i + k] = tail_l[k];
+            }
+        }
+        w_phase += FL_EW_GROUP;
+        while (w_phase >= w_period) w_phase -= w_period;
+        pw_phase += FL_EW_GROUP;
+        while (pw_phase >= pw_period) pw_phase -= pw_period;
+    }
+    return fl_ew_lanes_sum(acc);
+}
+
+/* The specialisations: the loss and the flags that change its loop, constants. */
+#define FL_EW_DEFINE_BLOCK(SUFFIX, T)                                                     \
+    static double fl_ew_block_##SUFFIX(                                                   \
+        const T* x, const T* y, const T* w, ptrdiff_t w_period, ptrdiff_t w_phase,        \
+        const T* pw, ptrdiff_t pw_period, ptrdiff_t pw_phase, ptrdiff_t n, T* loss_out,   \
+        T* grad_out, const fl_ew_opts* o) {                                               \
+        const int smooth = o->alpha != 1.0 || o->beta != 0.0;                             \
+        const int flags = (o->has_weight ? 1 : 0) | (o->has_pos_weight ? 2 : 0)           \
+                          | (smooth ? 4 : 0);                                             \
+        switch (o->kind * 8 + (o->kind == FL_EW_LOGITS ? flags : flags & 1)) {            \
+        case FL_EW_BCE * 8:                                                               \
+            return fl_ew_block_##SUFFIX##_impl(FL_EW_BCE, 0, 0, 0, x, y, w, w_period,     \
+                w_phase, pw, pw_period, pw_phase, n, loss_out, grad_out, o);              \
+        case FL_EW_BCE * 8 + 1:                                                           \
+            return fl_ew_block_##SUFFIX##_impl(FL_EW_BCE, 1, 0, 0, x, y, w, w_period,     \
+                w_phase, pw, pw_period, pw_phase, n, loss_out, grad_out, o);              \
+        case FL_EW_KL * 8:                                                                \
+            return fl_ew_block_##SUFFIX##_impl(FL_EW_KL, 0, 0, 0, x, y, w, w_period,      \
+                w_phase, pw, pw_period, pw_phase, n, loss_out, grad_out, o);              \
+        case FL_EW_KL * 8 + 1:                                                            \
+            return fl_ew_block_##SUFFIX##_impl(FL_EW_KL, 1, 0, 0, x, y, w, w_period,      \
+                w_phase, pw, pw_period, pw_phase, n, loss_out, grad_out, o);              \
+        case FL_EW_LOG_KL * 8:                                                            \
+            return fl_ew_block_##SUFFIX##_impl(FL_EW_LOG_KL, 0, 0, 0, x, y, w, w_period,  \
+                w_phase, pw, pw_period, pw_phase, n, loss_out, grad_out, o);              \
+        case FL_EW_LOG_KL * 8 + 1:                                                        \
+            return fl_ew_block_##SUFFIX##_impl(FL_EW_LOG_KL, 1, 0, 0, x, y, w, w_period,  \
+                w_phase, pw, pw_period, pw_phase, n, loss_out, grad_out, o);              \
+        FL_EW_LOGITS_CASE(SUFFIX, 0) FL_EW_LOGITS_CASE(SUFFIX, 1)                         \
+        FL_EW_LOGITS_CASE(SUFFIX, 2) FL_EW_LOGITS_CASE(SUFFIX, 3)                         \
+        FL_EW_LOGITS_CASE(SUFFIX, 4) FL_EW_LOGITS_CASE(SUFFIX, 5)                         \
+        FL_EW_LOGITS_CASE(SUFFIX, 6) FL_EW_LOGITS_CASE(SUFFIX, 7)                         \
+        default:                                                                          \
+            return NAN;                                                                   \
+        }                                                                                 \
+    }
+#define FL_EW_LOGITS_CASE(SUFFIX, F)                                                      \
+    case FL_EW_LOGITS * 8 + (F):                                                          \
+        return fl_ew_block_##SUFFIX##_impl(FL_EW_LOGITS, (F) & 1, ((F) >> 1) & 1,         \
+            ((F) >> 2) & 1, x, y, w, w_period, w_phase, pw, pw_period, pw_phase, n,       \
+            loss_out, grad_out, o);
+FL_EW_DEFINE_BLOCK(f32, float)
+FL_EW_DEFINE_BLOCK(f64, double)
+
+#endif
