@@ -356,7 +356,13 @@ def check_range(flat: np.ndarray, name: str, low: float, high: float = math.inf,
     n_blocks = -(-flat.size // kernels.BLOCK_SIZE)
     lows, highs = np.empty(n_blocks), np.empty(n_blocks)
     kernels.value_range(flat, lows, highs, n_threads)
-    lowest, highest = lows.min(), highs.max()
+    raise_outside(name, low, high, lows.min(), highs.max(), what)
+
+
+def raise_outside(name: str, low: float, high: float, lowest: float, highest: float,
+                  what: str = "") -> None:
+    """The ValueError of :func:`check_range` when [lowest, highest] (the NaN-ignoring
+    extremes of the values) is not within [low, high]."""
     if lowest < low or highest > high:
         bounds = f"in [{low:g}, {high:g}]" if math.isfinite(high) else f">= {low:g}"
         raise ValueError(f"{name} must be {bounds}{what}, got values from {lowest} to "
@@ -451,10 +457,6 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
     threads = effective_n_threads(n_threads, given.size)
     x = np.ascontiguousarray(given, dtype=compute_dtype(given.dtype)).reshape(-1)
     y = elementwise_target(target, given, spec.x_name)
-    for values, name, bounds in ((x, spec.x_name, spec.x_bounds),
-                                 (y, "target", spec.target_bounds)):
-        if bounds is not None:
-            check_range(values, name, *bounds, what=spec.bounds_hint, n_threads=threads)
     weights, unweighted = periodic_weights_and_ones(weight, "weight", given.shape, x.dtype,
                                                     spec.x_name)
     pos_weights, no_pos_weight = periodic_weights_and_ones(pos_weight, "pos_weight",
@@ -463,10 +465,24 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
         return_grad, grad_out, given,
         no_overlap=(("target", target), ("weight", weight), ("pos_weight", pos_weight)),
     )
-
     kernels = simd_kernels("_elementwise")
     n = x.size
-    partials = np.empty(-(-n // kernels.BLOCK_SIZE), dtype=np.float64)
+    n_blocks = -(-n // kernels.BLOCK_SIZE)
+    # The values' ranges: checked in the kernel's own pass (one read of the arrays), and
+    # the error raised after it, unless the gradient overwrites the input (in place),
+    # which must stay as it was when the values are rejected: then in a pass before.
+    bounds = [(values, name, limits, column) for values, name, limits, column in
+              ((x, spec.x_name, spec.x_bounds, 0), (y, "target", spec.target_bounds, 2))
+              if limits is not None]
+    in_place = grad_out is not None and np.may_share_memory(grad_out, given)
+    ranges = None
+    if bounds and in_place:
+        for values, name, limits, _ in bounds:
+            check_range(values, name, *limits, what=spec.bounds_hint, n_threads=threads)
+    elif bounds and n:
+        ranges = np.empty((n_blocks, 4))
+
+    partials = np.empty(n_blocks, dtype=np.float64)
     loss_out = np.empty(n if reduction == "none" else 0, dtype=x.dtype)
     direct = grad_out is not None and grad_out.dtype == x.dtype
     if not with_grad:
@@ -477,8 +493,12 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
     scale = 1.0 / (denominator * ln_base) if denominator > 0 else 0.0
     kernels.elementwise_loss(
         spec.kind, x, y, weights, pos_weights, partials, loss_out, grad, label_smoothing,
-        1.0 / ln_base, scale, threads, not unweighted, not no_pos_weight,
+        1.0 / ln_base, scale, threads, not unweighted, not no_pos_weight, ranges,
     )
+    if ranges is not None:
+        for _, name, (low, high), column in bounds:
+            raise_outside(name, low, high, ranges[:, column].min(),
+                          ranges[:, column + 1].max(), spec.bounds_hint)
     # Results of a float16 input round to its range: 1e12 becomes inf, without a warning.
     with np.errstate(over="ignore"):
         if reduction == "none":

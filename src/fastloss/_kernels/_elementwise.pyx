@@ -22,11 +22,9 @@
 
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport INFINITY
 
 cdef enum:
     BLOCK = 4096    # elements per partial sum, and the shortest period of a weight array
-    LANES = 8       # interleaved extremes of value_range
 
 cdef enum LossKind:             # which loss `elementwise_loss` computes (as in the header)
     LOSS_BCE = 0
@@ -52,11 +50,15 @@ cdef extern from "_simd_elementwise.h" nogil:
     double fl_ew_block_f32(
         const float* x, const float* y, const float* w, Py_ssize_t w_period,
         Py_ssize_t w_phase, const float* pw, Py_ssize_t pw_period, Py_ssize_t pw_phase,
-        Py_ssize_t n, float* loss_out, float* grad_out, const fl_ew_opts* opts)
+        Py_ssize_t n, float* loss_out, float* grad_out, double* range_out,
+        const fl_ew_opts* opts)
     double fl_ew_block_f64(
         const double* x, const double* y, const double* w, Py_ssize_t w_period,
         Py_ssize_t w_phase, const double* pw, Py_ssize_t pw_period, Py_ssize_t pw_phase,
-        Py_ssize_t n, double* loss_out, double* grad_out, const fl_ew_opts* opts)
+        Py_ssize_t n, double* loss_out, double* grad_out, double* range_out,
+        const fl_ew_opts* opts)
+    void fl_ew_range_f32(const float* v, Py_ssize_t n, double* low, double* high)
+    void fl_ew_range_f64(const double* v, Py_ssize_t n, double* low, double* high)
 
 
 cdef inline double block_sum(
@@ -72,13 +74,14 @@ cdef inline double block_sum(
     Py_ssize_t n,               # elements in the block, <= BLOCK
     floating* loss_out,         # OUT (n,) or NULL: terms * loss_scale
     floating* grad_out,         # OUT (n,) or NULL: derivatives * grad_scale; may be x
+    double* range_out,          # OUT (4,) or NULL: min and max of x, then of y (NaN skipped)
 ) noexcept nogil:
     if floating is float:
         return fl_ew_block_f32(x, y, w, w_period, w_phase, pw, pw_period, pw_phase, n,
-                               loss_out, grad_out, opts)
+                               loss_out, grad_out, range_out, opts)
     else:
         return fl_ew_block_f64(x, y, w, w_period, w_phase, pw, pw_period, pw_phase, n,
-                               loss_out, grad_out, opts)
+                               loss_out, grad_out, range_out, opts)
 
 
 cdef void drive(
@@ -90,6 +93,7 @@ cdef void drive(
     double[::1] partials,
     floating[::1] loss_out,
     floating[::1] grad_out,
+    double* ranges,             # OUT (n_blocks, 4), or NULL
     int n_threads,
 ) noexcept nogil:
     cdef Py_ssize_t n = x.shape[0], n_blocks = partials.shape[0], b, start, stop
@@ -106,6 +110,7 @@ cdef void drive(
             stop - start,
             loss_ptr + start if loss_ptr != NULL else NULL,
             grad_ptr + start if grad_ptr != NULL else NULL,
+            ranges + 4 * b if ranges != NULL else NULL,
         )
 
 
@@ -124,12 +129,18 @@ def elementwise_loss(
     int n_threads,
     bint has_weight=True,               # False: weight holds ones, which are not read
     bint has_pos_weight=True,           # False: pos_weight holds ones, not read
+    double[:, ::1] ranges=None,         # OUT (ceil(n / BLOCK), 4), or None: each block's
+                                        # min and max of x, then of target (NaN skipped)
 ):
     """Weighted terms of one elementwise loss, their block sums and, optionally, the
-    terms themselves and the weighted derivatives with respect to x."""
+    terms themselves, the weighted derivatives with respect to x and the extremes of x and
+    target per block."""
     cdef fl_ew_opts opts
+    cdef double* ranges_ptr = NULL
     if x.shape[0] == 0:
         return
+    if ranges is not None:
+        ranges_ptr = &ranges[0, 0]
     opts.kind = loss
     opts.has_weight = has_weight
     opts.has_pos_weight = has_pos_weight and loss == LOSS_BCE_WITH_LOGITS
@@ -138,38 +149,11 @@ def elementwise_loss(
     opts.loss_scale = loss_scale
     opts.grad_scale = grad_scale
     with nogil:
-        drive(&opts, x, target, weight, pos_weight, partials, loss_out, grad_out, n_threads)
+        drive(&opts, x, target, weight, pos_weight, partials, loss_out, grad_out, ranges_ptr,
+              n_threads)
 
 
 # --- the range of the values, for validation ---------------------------------------------
-
-cdef void block_range(
-    const floating* v, Py_ssize_t n, double* low, double* high,
-) noexcept nogil:
-    """min and max of v[0:n], NaN ignored (+inf and -inf if all are NaN): LANES running
-    extremes compared lane by lane, then merged."""
-    cdef floating lo[LANES]
-    cdef floating hi[LANES]
-    cdef floating value
-    cdef Py_ssize_t i, j
-    for j in range(LANES):
-        lo[j] = INFINITY
-        hi[j] = -INFINITY
-    for i in range(n // LANES):
-        for j in range(LANES):
-            value = v[i * LANES + j]
-            lo[j] = value if value < lo[j] else lo[j]
-            hi[j] = value if value > hi[j] else hi[j]
-    for i in range(n - n % LANES, n):
-        value = v[i]
-        lo[0] = value if value < lo[0] else lo[0]
-        hi[0] = value if value > hi[0] else hi[0]
-    for j in range(1, LANES):
-        lo[0] = lo[j] if lo[j] < lo[0] else lo[0]
-        hi[0] = hi[j] if hi[j] > hi[0] else hi[0]
-    low[0] = lo[0]
-    high[0] = hi[0]
-
 
 def value_range(
     const floating[::1] v,      # IN (n,)
@@ -178,13 +162,18 @@ def value_range(
     int n_threads,
 ):
     """Each block's min and max, NaN ignored: one parallel pass over v, where NumPy's
-    fmin and fmax reductions take two serial ones."""
+    fmin and fmax reductions take two serial ones (the pre-check of an in-place call,
+    which cannot check in the kernel's pass: see elementwise_loss's ranges)."""
     cdef Py_ssize_t n = v.shape[0], b, start
     with nogil:
         for b in prange(lows.shape[0], schedule="static", num_threads=n_threads):
             start = b * BLOCK
-            block_range(&v[start], BLOCK if start + BLOCK < n else n - start,
-                        &lows[b], &highs[b])
+            if floating is float:
+                fl_ew_range_f32(&v[start], BLOCK if start + BLOCK < n else n - start,
+                                &lows[b], &highs[b])
+            else:
+                fl_ew_range_f64(&v[start], BLOCK if start + BLOCK < n else n - start,
+                                &lows[b], &highs[b])
 
 
 # --- which SIMD builds this CPU runs -----------------------------------------------------

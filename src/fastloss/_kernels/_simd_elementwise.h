@@ -33,7 +33,6 @@
 
 #define FL_EW_BLOCK 4096    /* elements per partial sum (a multiple of FL_EW_GROUP) */
 #define FL_EW_GROUP 16      /* elements per group: the lanes of the block sum */
-#define FL_EW_GF (FL_EW_GROUP / FL_NF)      /* float vectors per group */
 #define FL_EW_GD (FL_EW_GROUP / FL_ND)      /* double vectors per group */
 
 /* Which loss (the values of _elementwise.pyx's LossKind). */
@@ -327,13 +326,21 @@ FL_INLINE void fl_ew_logits_b(fl_vf xf, fl_vf yf, fl_vf vf, int has_pw, int smoo
     }
 }
 
-FL_INLINE void fl_ew_logits_f64(fl_vd x, fl_vd t, fl_vd v, int has_pw, int smooth,
-                                double alpha, double beta, fl_vd* term, fl_vd* deriv) {
-    if (smooth) t = alpha * t + beta;
+/* float64: (a) e = exp(-|x|), 1 / (1 + e), log1p(e); (b) the rest. */
+FL_INLINE void fl_ew_logits_a64(fl_vd x, fl_vd* stage) {
     const fl_vd e = fl_exp_d(fl_ew_neg_abs_d(x));
     const fl_vd inv = 1.0 / (1.0 + e);
+    stage[0] = e;
+    stage[1] = inv;
+    stage[2] = fl_ew_log1p_d(e, inv);
+}
+
+FL_INLINE void fl_ew_logits_b64(fl_vd x, fl_vd t, fl_vd v, int has_pw, int smooth,
+                                double alpha, double beta, const fl_vd* stage, fl_vd* term,
+                                fl_vd* deriv) {
+    if (smooth) t = alpha * t + beta;
     fl_vd coef_q;
-    fl_ew_logits_tail(x, t, v, has_pw, e, inv, fl_ew_log1p_d(e, inv), term, deriv, &coef_q);
+    fl_ew_logits_tail(x, t, v, has_pw, stage[0], stage[1], stage[2], term, deriv, &coef_q);
 }
 
 /* BCE from probabilities: -[y max(log p, -100) + (1 - y) max(log(1 - p), -100)], and its
@@ -351,21 +358,20 @@ FL_INLINE void fl_ew_bce_a(fl_vf p, fl_vf* stage) {
     stage[1] = fl_ew_clamp_log_f(fl_ew_log1m_unit_f(p));
 }
 
-FL_INLINE void fl_ew_bce_b(fl_vf pf, fl_vf yf, const fl_vf* stage, fl_vd* term,
-                           fl_vd* deriv) {
-    for (int h = 0; h < 2; h++) {
-        fl_ew_bce_deriv(h ? fl_widen_hi(pf) : fl_widen_lo(pf),
-                        h ? fl_widen_hi(yf) : fl_widen_lo(yf),
-                        h ? fl_widen_hi(stage[0]) : fl_widen_lo(stage[0]),
-                        h ? fl_widen_hi(stage[1]) : fl_widen_lo(stage[1]), &term[h],
-                        &deriv[h]);
-    }
+/* float32 (b), in float: the loss adds two non-negative parts, each within about 1 ulp
+ * (the logs) plus three roundings; the derivative is four roundings from exact. */
+FL_INLINE void fl_ew_bce_b(fl_vf p, fl_vf y, const fl_vf* stage, fl_vf* term,
+                           fl_vf* deriv) {
+    const fl_vf zero = {0};
+    const fl_vf den = p * (1.0f - p);
+    const fl_vf eps = zero + (float)FL_EW_PROB_EPS;
+    *deriv = (p - y) / fl_select_f(den < eps, eps, den);
+    *term = (y - 1.0f) * stage[1] - y * stage[0];
 }
 
-FL_INLINE void fl_ew_bce_f64(fl_vd p, fl_vd y, fl_vd* term, fl_vd* deriv) {
-    const fl_vd log_p = fl_ew_clamp_log_d(fl_ew_log_d(p));
-    const fl_vd log_q = fl_ew_clamp_log_d(fl_ew_log1p_d(((fl_vd){0}) - p, 1.0 / (1.0 - p)));
-    fl_ew_bce_deriv(p, y, log_p, log_q, term, deriv);
+FL_INLINE void fl_ew_bce_a64(fl_vd p, fl_vd* stage) {
+    stage[0] = fl_ew_clamp_log_d(fl_ew_log_d(p));
+    stage[1] = fl_ew_clamp_log_d(fl_ew_log1p_d(-p, 1.0 / (1.0 - p)));
 }
 
 /* kl_div: p (log p - x), exactly 0 where p = 0 (unless x is NaN); derivative -p. log p of
@@ -377,34 +383,63 @@ FL_INLINE void fl_ew_kl_finish(fl_vd x, fl_vd p, fl_vd log_p, fl_vd* term, fl_vd
     *deriv = -p;                   /* -0.0 where p = 0, as PyTorch */
 }
 
-FL_INLINE void fl_ew_kl_f32(fl_vf xf, fl_vf pf, fl_vd* term, fl_vd* deriv) {
+/* float32: log p to about 0.05 float rounding units (absolute), in two stages.
+ * (a) in float: p = 2^k (1 + f) with 1 + f in [sqrt(2)/2, sqrt(2)) (subnormals scaled by
+ * 2^24), s = f / (2 + f) and T = s (f^2/2 + R(s^2)), fdlibm's logf terms;
+ * (b) in double: log p = k ln2 + f - f^2/2 + T, every part but T exact or within 1e-16.
+ * p (log p - x) then has that absolute error times p; where |log p - x| is under
+ * FL_EW_KL_CANCEL, where that could exceed 3.4 float ulps of the term, the lane takes log p
+ * in double. */
+#define FL_EW_KL_CANCEL 0.03
+FL_INLINE void fl_ew_kl_a(fl_vf p, fl_vf* stage) {
+    const fl_vf zero = {0};
+    const fl_vi tiny = p < 1.17549435e-38f;
+    const fl_vf u = fl_select_f(tiny, p * 16777216.0f, p);
+    const fl_vi k = ((fl_vi)u - 0x3f3504f3) >> 23;
+    const fl_vf f = (fl_vf)((fl_vi)u - (k << 23)) - 1.0f;
+    const fl_vf s = f / (2.0f + f);
+    const fl_vf z = s * s, w = z * z;
+    const fl_vf t1 = w * (0.40000972152f + w * 0.24279078841f);
+    const fl_vf t2 = z * (0.66666662693f + w * 0.28498786688f);
+    stage[0] = f;
+    stage[1] = s * (0.5f * f * f + (t2 + t1));
+    stage[2] = __builtin_convertvector(k, fl_vf) - fl_select_f(tiny, zero + 24.0f, zero);
+}
+
+FL_INLINE void fl_ew_kl_b(fl_vf xf, fl_vf pf, const fl_vf* stage, fl_vd* term,
+                          fl_vd* deriv) {
     const fl_vd zero = {0};
+    fl_vl need[2];
+    fl_vd p[2], x[2];
     for (int h = 0; h < 2; h++) {
-        const fl_vd p = h ? fl_widen_hi(pf) : fl_widen_lo(pf);
-        fl_vd log_p = fl_ew_log_normal_d(p);
-        log_p = fl_select_d(p < zero + INFINITY, log_p, p);     /* inf, NaN */
-        fl_ew_kl_finish(h ? fl_widen_hi(xf) : fl_widen_lo(xf), p, log_p, &term[h],
-                        &deriv[h]);
+        p[h] = h ? fl_widen_hi(pf) : fl_widen_lo(pf);
+        x[h] = h ? fl_widen_hi(xf) : fl_widen_lo(xf);
+        const fl_vd f = h ? fl_widen_hi(stage[0]) : fl_widen_lo(stage[0]);
+        const fl_vd t = h ? fl_widen_hi(stage[1]) : fl_widen_lo(stage[1]);
+        const fl_vd k = h ? fl_widen_hi(stage[2]) : fl_widen_lo(stage[2]);
+        fl_vd log_p = ((k * 0.6931471805599453 + f) - 0.5 * (f * f)) + t;
+        log_p = fl_select_d(p[h] < zero + INFINITY, log_p, p[h]);     /* inf, NaN */
+        const fl_vd diff = log_p - x[h];
+        const fl_vd mag = (fl_vd)((fl_vu)diff & 0x7fffffffffffffffULL);
+        need[h] = (mag < zero + FL_EW_KL_CANCEL) & (p[h] != zero);
+        fl_ew_kl_finish(x[h], p[h], log_p, &term[h], &deriv[h]);
+    }
+    if (__builtin_expect(fl_any_l(need[0] | need[1]), 0)) {
+        for (int h = 0; h < 2; h++) {
+            fl_vd tp, dp;
+            fl_ew_kl_finish(x[h], p[h], fl_ew_log_normal_d(p[h]), &tp, &dp);
+            term[h] = fl_select_d(need[h], tp, term[h]);
+        }
     }
 }
 
-FL_INLINE void fl_ew_kl_f64(fl_vd x, fl_vd p, fl_vd* term, fl_vd* deriv) {
-    fl_ew_kl_finish(x, p, fl_ew_log_d(p), term, deriv);
-}
-
 /* kl_div with log_target: exp(log_p) (log_p - x), exactly 0 where exp(log_p) = 0 (unless
- * x is NaN); derivative -exp(log_p). */
-FL_INLINE void fl_ew_log_kl_f64(fl_vd x, fl_vd log_p, fl_vd* term, fl_vd* deriv) {
-    const fl_vd zero = {0};
-    const fl_vd p = fl_exp_d(log_p);
-    *term = fl_select_d(p == zero, fl_ew_zero_unless_nan(x), p * (log_p - x));
+ * x is NaN); derivative -exp(log_p). Stage (a) takes p = exp(log_p) in double for either
+ * dtype (the float32 term p (log_p - x) and its derivative -p need p beyond float's 2
+ * ulps); (b) the rest. */
+FL_INLINE void fl_ew_log_kl_b64(fl_vd x, fl_vd log_p, fl_vd p, fl_vd* term, fl_vd* deriv) {
+    *term = fl_select_d(p == (fl_vd){0}, fl_ew_zero_unless_nan(x), p * (log_p - x));
     *deriv = -p;                   /* -0.0 where p = 0, as PyTorch */
-}
-
-FL_INLINE void fl_ew_log_kl_f32(fl_vf xf, fl_vf lpf, fl_vd* term, fl_vd* deriv) {
-    for (int h = 0; h < 2; h++)
-        fl_ew_log_kl_f64(h ? fl_widen_hi(xf) : fl_widen_lo(xf),
-                         h ? fl_widen_hi(lpf) : fl_widen_lo(lpf), &term[h], &deriv[h]);
 }
 
 /* ---- the block driver ---- */
@@ -433,235 +468,273 @@ FL_INLINE double fl_ew_lanes_sum(const fl_vd* acc) {
     return v[0];
 }
 
-/* Elements per chunk of the float32 driver's two stages. */
+/* The two stages of one vector (stage: FL_EW_STAGES vectors of either type, the
+ * same size). (a) the transcendental functions; (b) the rest, to double term and
+ * derivative vectors (two for a float vector, its halves; one for a double vector). */
+#define FL_EW_STAGES 3
+
+FL_INLINE void fl_ew_a_f32(const int kind, fl_vf x, fl_vf y, fl_vf* st) {
+    if (kind == FL_EW_LOGITS) fl_ew_logits_a(x, st);
+    else if (kind == FL_EW_BCE) fl_ew_bce_a(x, st);
+    else if (kind == FL_EW_KL) fl_ew_kl_a(y, st);
+    else {
+        st[0] = (fl_vf)fl_exp_d(fl_widen_lo(y));
+        st[1] = (fl_vf)fl_exp_d(fl_widen_hi(y));
+    }
+}
+
+FL_INLINE void fl_ew_b_f32(const int kind, const int has_pw, const int smooth, double alpha,
+                           double beta, fl_vf x, fl_vf y, fl_vf v, const fl_vf* st,
+                           fl_vd* term, fl_vd* deriv) {
+    if ((kind == FL_EW_LOGITS && !has_pw && !smooth) || kind == FL_EW_BCE) {
+        fl_vf tf, df;
+        if (kind == FL_EW_BCE) fl_ew_bce_b(x, y, st, &tf, &df);
+        else fl_ew_logits_plain_b(x, y, st, &tf, &df);
+        term[0] = fl_widen_lo(tf), term[1] = fl_widen_hi(tf);
+        deriv[0] = fl_widen_lo(df), deriv[1] = fl_widen_hi(df);
+    }
+    else if (kind == FL_EW_LOGITS) fl_ew_logits_b(x, y, v, has_pw, smooth, alpha, beta, st,
+                                                  term, deriv);
+    else if (kind == FL_EW_KL) fl_ew_kl_b(x, y, st, term, deriv);
+    else {
+        fl_ew_log_kl_b64(fl_widen_lo(x), fl_widen_lo(y), (fl_vd)st[0], &term[0], &deriv[0]);
+        fl_ew_log_kl_b64(fl_widen_hi(x), fl_widen_hi(y), (fl_vd)st[1], &term[1], &deriv[1]);
+    }
+}
+
+FL_INLINE void fl_ew_a_f64(const int kind, fl_vd x, fl_vd y, fl_vd* st) {
+    if (kind == FL_EW_LOGITS) fl_ew_logits_a64(x, st);
+    else if (kind == FL_EW_BCE) fl_ew_bce_a64(x, st);
+    else if (kind == FL_EW_KL) st[0] = fl_ew_log_d(y);
+    else st[0] = fl_exp_d(y);
+}
+
+FL_INLINE void fl_ew_b_f64(const int kind, const int has_pw, const int smooth, double alpha,
+                           double beta, fl_vd x, fl_vd y, fl_vd v, const fl_vd* st,
+                           fl_vd* term, fl_vd* deriv) {
+    if (kind == FL_EW_LOGITS) fl_ew_logits_b64(x, y, v, has_pw, smooth, alpha, beta, st, term,
+                                               deriv);
+    else if (kind == FL_EW_BCE) fl_ew_bce_deriv(x, y, st[0], st[1], term, deriv);
+    else if (kind == FL_EW_KL) fl_ew_kl_finish(x, y, st[0], term, deriv);
+    else fl_ew_log_kl_b64(x, y, st[0], term, deriv);
+}
+
+/* Lane-wise min and max that skip NaN (a NaN lane of v keeps the running value). */
+#define FL_EW_LOWER(lo, v) ((lo) = FL_EW_SEL((v) < (lo), (v), (lo)))
+#define FL_EW_UPPER(hi, v) ((hi) = FL_EW_SEL((v) > (hi), (v), (hi)))
+
+/* Elements per chunk of the two stages. */
 #define FL_EW_CHUNK 256
-#define FL_EW_STAGES 3      /* float vectors that stage (a) passes to stage (b) */
 
-/* groups whole groups of the float32 kernel (KIND and the flags constant at each call
- * site), of which the last has `valid` elements that count (the others are padding: their
- * terms add -0.0). Adds the weighted terms to acc (lane i % 16 of element i). w and pw: one
- * period of the weights, from *w_phase and *pw_phase on (both advanced).
+/* The driver of one dtype (SUFFIX, T, its vector VT and lanes NL, stage functions, select
+ * SEL, halves H: double vectors per VT).
  *
- * A chunk of elements goes through two loops: (a) the float transcendental functions, into
- * a buffer in L1; (b) the rest. Fused into one loop, the long dependency chains of one
- * vector fill the out-of-order window and the loop runs at about half the speed. */
-FL_INLINE void fl_ew_groups_f32(
-    const int kind, const int has_w, const int has_pw, const int smooth,
-    const float* x, const float* y, const float* w, ptrdiff_t w_period, ptrdiff_t* w_phase,
-    const float* pw, ptrdiff_t pw_period, ptrdiff_t* pw_phase, ptrdiff_t groups, int valid,
-    float* loss_out, float* grad_out, const fl_ew_opts* o, fl_vd* acc) {
-    const double alpha = o->alpha, beta = o->beta;
-    const double ls = o->loss_scale, gs = o->grad_scale;
-    const int staged = kind == FL_EW_LOGITS || kind == FL_EW_BCE;
-    fl_vf stage[FL_EW_CHUNK / FL_NF][FL_EW_STAGES];
-    float wbuf[FL_EW_GROUP], pwbuf[FL_EW_GROUP];
-    const ptrdiff_t n = groups * FL_EW_GROUP;
-    for (ptrdiff_t c = 0; c < n; c += FL_EW_CHUNK) {
-        const ptrdiff_t end = n - c < FL_EW_CHUNK ? n : c + FL_EW_CHUNK;
-        if (staged) {
-            for (ptrdiff_t i = c; i < end; i += FL_NF) {
-                fl_vf xv;
-                memcpy(&xv, x + i, sizeof xv);
-                fl_vf* st = stage[(i - c) / FL_NF];
-                if (kind == FL_EW_LOGITS) fl_ew_logits_a(xv, st);
-                else fl_ew_bce_a(xv, st);
-            }
-        }
-        for (ptrdiff_t i = c; i < end; i += FL_EW_GROUP) {
-            const float* ws = has_w ? fl_ew_wrap_f32(w, w_period, *w_phase, wbuf) : NULL;
-            const float* pws = has_pw ? fl_ew_wrap_f32(pw, pw_period, *pw_phase, pwbuf) : NULL;
-            for (int j = 0; j < FL_EW_GF; j++) {
-                const ptrdiff_t at = i + j * FL_NF;
-                fl_vf xv, yv, wv = {0}, pv = {0};
-                memcpy(&xv, x + at, sizeof xv);
-                memcpy(&yv, y + at, sizeof yv);
-                if (has_w) memcpy(&wv, ws + j * FL_NF, sizeof wv);
-                if (has_pw) memcpy(&pv, pws + j * FL_NF, sizeof pv);
-                const fl_vf* st = stage[(at - c) / FL_NF];
-                fl_vd term[2], deriv[2];
-                if (kind == FL_EW_LOGITS && !has_pw && !smooth) {
-                    fl_vf tf, df;
-                    fl_ew_logits_plain_b(xv, yv, st, &tf, &df);
-                    term[0] = fl_widen_lo(tf), term[1] = fl_widen_hi(tf);
-                    deriv[0] = fl_widen_lo(df), deriv[1] = fl_widen_hi(df);
-                }
-                else if (kind == FL_EW_LOGITS) fl_ew_logits_b(xv, yv, pv, has_pw, smooth, alpha,
-                                                              beta, st, term, deriv);
-                else if (kind == FL_EW_BCE) fl_ew_bce_b(xv, yv, st, term, deriv);
-                else if (kind == FL_EW_KL) fl_ew_kl_f32(xv, yv, term, deriv);
-                else fl_ew_log_kl_f32(xv, yv, term, deriv);
-                if (has_w) {
-                    const fl_vd w0 = fl_widen_lo(wv), w1 = fl_widen_hi(wv);
-                    term[0] = w0 * term[0], term[1] = w1 * term[1];
-                    deriv[0] = w0 * deriv[0], deriv[1] = w1 * deriv[1];
-                }
-                if (valid < FL_EW_GROUP && i + FL_EW_GROUP == n) {   /* padding adds -0.0 */
-                    const fl_vd zero = {0};
-                    for (int h = 0; h < 2; h++)
-                        for (int k = 0; k < FL_ND; k++)
-                            if (j * FL_NF + h * FL_ND + k >= valid) term[h][k] = -zero[k];
-                }
-                if (grad_out) {
-                    const fl_vf g = fl_narrow(deriv[0] * gs, deriv[1] * gs);
-                    memcpy(grad_out + at, &g, sizeof g);
-                }
-                if (loss_out) {
-                    const fl_vf l = fl_narrow(term[0] * ls, term[1] * ls);
-                    memcpy(loss_out + at, &l, sizeof l);
-                }
-                acc[2 * j] += term[0];
-                acc[2 * j + 1] += term[1];
-            }
-            *w_phase += FL_EW_GROUP;
-            while (*w_phase >= w_period) *w_phase -= w_period;
-            *pw_phase += FL_EW_GROUP;
-            while (*pw_phase >= pw_period) *pw_phase -= pw_period;
-        }
-    }
-}
-
-/* One block of the float32 kernel: x, y, loss_out, grad_out hold its n elements; w and pw
- * one period of the weights, starting at phase. loss_out and grad_out may be NULL; grad_out
- * may be x. Returns the block's weighted sum. The last, partial group goes through padded
- * copies. */
-FL_INLINE double fl_ew_block_f32_impl(
-    const int kind, const int has_w, const int has_pw, const int smooth,
-    const float* x, const float* y, const float* w, ptrdiff_t w_period, ptrdiff_t w_phase,
-    const float* pw, ptrdiff_t pw_period, ptrdiff_t pw_phase, ptrdiff_t n,
-    float* loss_out, float* grad_out, const fl_ew_opts* o) {
-    fl_vd acc[FL_EW_GD];
-    for (int k = 0; k < FL_EW_GD; k++) acc[k] = (fl_vd){0};
-    const ptrdiff_t whole = n / FL_EW_GROUP;
-    fl_ew_groups_f32(kind, has_w, has_pw, smooth, x, y, w, w_period, &w_phase, pw, pw_period,
-                     &pw_phase, whole, FL_EW_GROUP, loss_out, grad_out, o, acc);
-    const ptrdiff_t done = whole * FL_EW_GROUP;
-    const int rest = (int)(n - done);
-    if (rest) {
-        float tx[FL_EW_GROUP], ty[FL_EW_GROUP], tl[FL_EW_GROUP], tg[FL_EW_GROUP];
-        for (int k = 0; k < FL_EW_GROUP; k++) {
-            tx[k] = k < rest ? x[done + k] : 0.5f;
-            ty[k] = k < rest ? y[done + k] : 0.5f;
-        }
-        fl_ew_groups_f32(kind, has_w, has_pw, smooth, tx, ty, w, w_period, &w_phase, pw,
-                         pw_period, &pw_phase, 1, rest, loss_out ? tl : NULL,
-                         grad_out ? tg : NULL, o, acc);
-        for (int k = 0; k < rest; k++) {
-            if (grad_out) grad_out[done + k] = tg[k];
-            if (loss_out) loss_out[done + k] = tl[k];
-        }
-    }
-    return fl_ew_lanes_sum(acc);
-}
-
-FL_INLINE double fl_ew_block_f64_impl(
-    const int kind, const int has_w, const int has_pw, const int smooth,
-    const double* x, const double* y, const double* w, ptrdiff_t w_period,
-    ptrdiff_t w_phase, const double* pw, ptrdiff_t pw_period, ptrdiff_t pw_phase,
-    ptrdiff_t n, double* loss_out, double* grad_out, const fl_ew_opts* o) {
-    fl_vd acc[FL_EW_GD];
-    for (int k = 0; k < FL_EW_GD; k++) acc[k] = (fl_vd){0};
-    const double alpha = o->alpha, beta = o->beta;
-    const double ls = o->loss_scale, gs = o->grad_scale;
-    double tail_x[FL_EW_GROUP], tail_y[FL_EW_GROUP], tail_l[FL_EW_GROUP];
-    double tail_g[FL_EW_GROUP], wbuf[FL_EW_GROUP], pwbuf[FL_EW_GROUP];
-    for (ptrdiff_t i = 0; i < n; i += FL_EW_GROUP) {
-        const int m = n - i < FL_EW_GROUP ? (int)(n - i) : FL_EW_GROUP;
-        const double *xs = x + i, *ys = y + i;
-        double *lo = loss_out ? loss_out + i : NULL, *go = grad_out ? grad_out + i : NULL;
-        if (m < FL_EW_GROUP) {
-            for (int k = 0; k < FL_EW_GROUP; k++) {
-                tail_x[k] = k < m ? xs[k] : 0.5;
-                tail_y[k] = k < m ? ys[k] : 0.5;
-            }
-            xs = tail_x, ys = tail_y;
-            lo = lo ? tail_l : NULL, go = go ? tail_g : NULL;
-        }
-        const double* ws = has_w ? fl_ew_wrap_f64(w, w_period, w_phase, wbuf) : NULL;
-        const double* pws = has_pw ? fl_ew_wrap_f64(pw, pw_period, pw_phase, pwbuf) : NULL;
-        for (int j = 0; j < FL_EW_GD; j++) {
-            fl_vd xv, yv, wv = {0}, pv = {0};
-            memcpy(&xv, xs + j * FL_ND, sizeof xv);
-            memcpy(&yv, ys + j * FL_ND, sizeof yv);
-            if (has_w) memcpy(&wv, ws + j * FL_ND, sizeof wv);
-            if (has_pw) memcpy(&pv, pws + j * FL_ND, sizeof pv);
-            fl_vd term, deriv;
-            if (kind == FL_EW_LOGITS) fl_ew_logits_f64(xv, yv, pv, has_pw, smooth, alpha, beta,
-                                                       &term, &deriv);
-            else if (kind == FL_EW_BCE) fl_ew_bce_f64(xv, yv, &term, &deriv);
-            else if (kind == FL_EW_KL) fl_ew_kl_f64(xv, yv, &term, &deriv);
-            else fl_ew_log_kl_f64(xv, yv, &term, &deriv);
-            if (has_w) term = wv * term, deriv = wv * deriv;
-            if (m < FL_EW_GROUP) {
-                const fl_vd zero = {0};
-                for (int k = 0; k < FL_ND; k++)
-                    if (j * FL_ND + k >= m) term[k] = -zero[k];
-            }
-            if (go) {
-                const fl_vd g = deriv * gs;
-                memcpy(go + j * FL_ND, &g, sizeof g);
-            }
-            if (lo) {
-                const fl_vd l = term * ls;
-                memcpy(lo + j * FL_ND, &l, sizeof l);
-            }
-            acc[j] += term;
-        }
-        if (m < FL_EW_GROUP) {
-            for (int k = 0; k < m; k++) {
-                if (grad_out) grad_out[i + k] = tail_g[k];
-                if (loss_out) loss_out[i + k] = tail_l[k];
-            }
-        }
-        w_phase += FL_EW_GROUP;
-        while (w_phase >= w_period) w_phase -= w_period;
-        pw_phase += FL_EW_GROUP;
-        while (pw_phase >= pw_period) pw_phase -= pw_period;
-    }
-    return fl_ew_lanes_sum(acc);
-}
-
-/* The specialisations: the loss and the flags that change its loop, constants. */
-#define FL_EW_DEFINE_BLOCK(SUFFIX, T)                                                     \
-    static double fl_ew_block_##SUFFIX(                                                   \
-        const T* x, const T* y, const T* w, ptrdiff_t w_period, ptrdiff_t w_phase,        \
-        const T* pw, ptrdiff_t pw_period, ptrdiff_t pw_phase, ptrdiff_t n, T* loss_out,   \
-        T* grad_out, const fl_ew_opts* o) {                                               \
-        const int smooth = o->alpha != 1.0 || o->beta != 0.0;                             \
-        const int flags = (o->has_weight ? 1 : 0) | (o->has_pos_weight ? 2 : 0)           \
-                          | (smooth ? 4 : 0);                                             \
-        switch (o->kind * 8 + (o->kind == FL_EW_LOGITS ? flags : flags & 1)) {            \
-        case FL_EW_BCE * 8:                                                               \
-            return fl_ew_block_##SUFFIX##_impl(FL_EW_BCE, 0, 0, 0, x, y, w, w_period,     \
-                w_phase, pw, pw_period, pw_phase, n, loss_out, grad_out, o);              \
-        case FL_EW_BCE * 8 + 1:                                                           \
-            return fl_ew_block_##SUFFIX##_impl(FL_EW_BCE, 1, 0, 0, x, y, w, w_period,     \
-                w_phase, pw, pw_period, pw_phase, n, loss_out, grad_out, o);              \
-        case FL_EW_KL * 8:                                                                \
-            return fl_ew_block_##SUFFIX##_impl(FL_EW_KL, 0, 0, 0, x, y, w, w_period,      \
-                w_phase, pw, pw_period, pw_phase, n, loss_out, grad_out, o);              \
-        case FL_EW_KL * 8 + 1:                                                            \
-            return fl_ew_block_##SUFFIX##_impl(FL_EW_KL, 1, 0, 0, x, y, w, w_period,      \
-                w_phase, pw, pw_period, pw_phase, n, loss_out, grad_out, o);              \
-        case FL_EW_LOG_KL * 8:                                                            \
-            return fl_ew_block_##SUFFIX##_impl(FL_EW_LOG_KL, 0, 0, 0, x, y, w, w_period,  \
-                w_phase, pw, pw_period, pw_phase, n, loss_out, grad_out, o);              \
-        case FL_EW_LOG_KL * 8 + 1:                                                        \
-            return fl_ew_block_##SUFFIX##_impl(FL_EW_LOG_KL, 1, 0, 0, x, y, w, w_period,  \
-                w_phase, pw, pw_period, pw_phase, n, loss_out, grad_out, o);              \
-        FL_EW_LOGITS_CASE(SUFFIX, 0) FL_EW_LOGITS_CASE(SUFFIX, 1)                         \
-        FL_EW_LOGITS_CASE(SUFFIX, 2) FL_EW_LOGITS_CASE(SUFFIX, 3)                         \
-        FL_EW_LOGITS_CASE(SUFFIX, 4) FL_EW_LOGITS_CASE(SUFFIX, 5)                         \
-        FL_EW_LOGITS_CASE(SUFFIX, 6) FL_EW_LOGITS_CASE(SUFFIX, 7)                         \
-        default:                                                                          \
-            return NAN;                                                                   \
+ * fl_ew_groups_SUFFIX: `groups` whole groups, of which the last has `valid` elements that
+ * count (the others are padding, NaN: their terms add -0.0 and their values no extreme).
+ * Adds the weighted terms to acc (lane i % 16 of element i) and, where rng is not NULL,
+ * lowers/raises rng[0], rng[1] by the values of x and rng[2], rng[3] by those of y. w and
+ * pw: one period of the weights, from *w_phase and *pw_phase on (both advanced).
+ *
+ * A chunk of elements goes through two loops: (a) the transcendental functions, into a
+ * buffer in L1; (b) the rest. Fused into one loop, the long dependency chains of a vector
+ * fill the out-of-order window and the loop runs at about half the speed.
+ *
+ * fl_ew_block_SUFFIX_impl: one block, n elements (x, y, loss_out, grad_out: the block's;
+ * loss_out and grad_out may be NULL; grad_out may be x), the last partial group through
+ * padded copies. Returns the block's weighted sum; writes the extremes of x and y (NaN
+ * skipped; +inf, -inf if none) to range_out[0:4] unless it is NULL. */
+#define FL_EW_DEFINE_DRIVER(SUFFIX, T, VT, NL, SEL, H)                                    \
+FL_INLINE void fl_ew_groups_##SUFFIX(                                                     \
+    const int kind, const int has_w, const int has_pw, const int smooth,                  \
+    const T* x, const T* y, const T* w, ptrdiff_t w_period, ptrdiff_t* w_phase,           \
+    const T* pw, ptrdiff_t pw_period, ptrdiff_t* pw_phase, ptrdiff_t groups, int valid,   \
+    T* loss_out, T* grad_out, const fl_ew_opts* o, fl_vd* acc, VT* rng) {                 \
+    const double alpha = o->alpha, beta = o->beta;                                        \
+    const double ls = o->loss_scale, gs = o->grad_scale;                                  \
+    VT stage[FL_EW_CHUNK / (NL)][FL_EW_STAGES];                                           \
+    T wbuf[FL_EW_GROUP], pwbuf[FL_EW_GROUP];                                              \
+    const ptrdiff_t n = groups * FL_EW_GROUP;                                             \
+    for (ptrdiff_t c = 0; c < n; c += FL_EW_CHUNK) {                                      \
+        const ptrdiff_t end = n - c < FL_EW_CHUNK ? n : c + FL_EW_CHUNK;                  \
+        for (ptrdiff_t i = c; i < end; i += (NL)) {                                       \
+            VT xv, yv;                                                                    \
+            memcpy(&xv, x + i, sizeof xv);                                                \
+            memcpy(&yv, y + i, sizeof yv);                                                \
+            fl_ew_a_##SUFFIX(kind, xv, yv, stage[(i - c) / (NL)]);                        \
         }                                                                                 \
-    }
-#define FL_EW_LOGITS_CASE(SUFFIX, F)                                                      \
-    case FL_EW_LOGITS * 8 + (F):                                                          \
-        return fl_ew_block_##SUFFIX##_impl(FL_EW_LOGITS, (F) & 1, ((F) >> 1) & 1,         \
-            ((F) >> 2) & 1, x, y, w, w_period, w_phase, pw, pw_period, pw_phase, n,       \
-            loss_out, grad_out, o);
+        for (ptrdiff_t i = c; i < end; i += FL_EW_GROUP) {                                \
+            const T* ws = has_w ? fl_ew_wrap_##SUFFIX(w, w_period, *w_phase, wbuf) : NULL; \
+            const T* pws = has_pw ? fl_ew_wrap_##SUFFIX(pw, pw_period, *pw_phase, pwbuf)  \
+                                  : NULL;                                                 \
+            for (int j = 0; j < FL_EW_GROUP / (NL); j++) {                                \
+                const ptrdiff_t at = i + j * (NL);                                        \
+                VT xv, yv, wv = {0}, pv = {0};                                            \
+                memcpy(&xv, x + at, sizeof xv);                                           \
+                memcpy(&yv, y + at, sizeof yv);                                           \
+                if (has_w) memcpy(&wv, ws + j * (NL), sizeof wv);                         \
+                if (has_pw) memcpy(&pv, pws + j * (NL), sizeof pv);                       \
+                if (rng) {                                                                \
+                    FL_EW_LOWER(rng[0], xv), FL_EW_UPPER(rng[1], xv);                     \
+                    FL_EW_LOWER(rng[2], yv), FL_EW_UPPER(rng[3], yv);                     \
+                }                                                                         \
+                fl_vd term[H], deriv[H];                                                  \
+                fl_ew_b_##SUFFIX(kind, has_pw, smooth, alpha, beta, xv, yv, pv,           \
+                                 stage[(at - c) / (NL)], term, deriv);                    \
+                for (int h = 0; h < (H); h++) {                                           \
+                    if (has_w) {                                                          \
+                        const fl_vd wh = FL_EW_HALF_##SUFFIX(wv, h);                      \
+                        term[h] = wh * term[h], deriv[h] = wh * deriv[h];                 \
+                    }                                                                     \
+                    if (valid < FL_EW_GROUP && i + FL_EW_GROUP == n) {                    \
+                        for (int k = 0; k < FL_ND; k++)                                   \
+                            if (j * (NL) + h * FL_ND + k >= valid)                        \
+                                term[h][k] = -((fl_vd){0})[k];      /* -0.0 */            \
+                    }                                                                     \
+                }                                                                         \
+                if (grad_out) {                                                           \
+                    fl_vd g[H];                                                           \
+                    for (int h = 0; h < (H); h++) g[h] = deriv[h] * gs;                   \
+                    const VT gv = FL_EW_JOIN_##SUFFIX(g);                                 \
+                    memcpy(grad_out + at, &gv, sizeof gv);                                \
+                }                                                                         \
+                if (loss_out) {                                                           \
+                    fl_vd l[H];                                                           \
+                    for (int h = 0; h < (H); h++) l[h] = term[h] * ls;                    \
+                    const VT lv = FL_EW_JOIN_##SUFFIX(l);                                 \
+                    memcpy(loss_out + at, &lv, sizeof lv);                                \
+                }                                                                         \
+                for (int h = 0; h < (H); h++) acc[j * (H) + h] += term[h];                \
+            }                                                                             \
+            *w_phase += FL_EW_GROUP;                                                      \
+            while (*w_phase >= w_period) *w_phase -= w_period;                            \
+            *pw_phase += FL_EW_GROUP;                                                     \
+            while (*pw_phase >= pw_period) *pw_phase -= pw_period;                        \
+        }                                                                                 \
+    }                                                                                     \
+}                                                                                         \
+                                                                                          \
+FL_INLINE double fl_ew_block_##SUFFIX##_impl(                                             \
+    const int kind, const int has_w, const int has_pw, const int smooth,                  \
+    const T* x, const T* y, const T* w, ptrdiff_t w_period, ptrdiff_t w_phase,            \
+    const T* pw, ptrdiff_t pw_period, ptrdiff_t pw_phase, ptrdiff_t n,                    \
+    T* loss_out, T* grad_out, double* range_out, const fl_ew_opts* o) {                   \
+    fl_vd acc[FL_EW_GD];                                                                  \
+    for (int k = 0; k < FL_EW_GD; k++) acc[k] = (fl_vd){0};                               \
+    const VT pinf = ((VT){0}) + (T)INFINITY;                                              \
+    VT rng[4] = {pinf, -pinf, pinf, -pinf}, *rp = range_out ? rng : NULL;                 \
+    const ptrdiff_t whole = n / FL_EW_GROUP;                                              \
+    fl_ew_groups_##SUFFIX(kind, has_w, has_pw, smooth, x, y, w, w_period, &w_phase, pw,   \
+                          pw_period, &pw_phase, whole, FL_EW_GROUP, loss_out, grad_out,   \
+                          o, acc, rp);                                                    \
+    const ptrdiff_t done = whole * FL_EW_GROUP;                                           \
+    const int rest = (int)(n - done);                                                     \
+    if (rest) {                                                                           \
+        T tx[FL_EW_GROUP], ty[FL_EW_GROUP], tl[FL_EW_GROUP], tg[FL_EW_GROUP];             \
+        for (int k = 0; k < FL_EW_GROUP; k++) {                                           \
+            tx[k] = k < rest ? x[done + k] : (T)NAN;                                      \
+            ty[k] = k < rest ? y[done + k] : (T)NAN;                                      \
+        }                                                                                 \
+        fl_ew_groups_##SUFFIX(kind, has_w, has_pw, smooth, tx, ty, w, w_period, &w_phase, \
+                              pw, pw_period, &pw_phase, 1, rest, loss_out ? tl : NULL,    \
+                              grad_out ? tg : NULL, o, acc, rp);                          \
+        for (int k = 0; k < rest; k++) {                                                  \
+            if (grad_out) grad_out[done + k] = tg[k];                                     \
+            if (loss_out) loss_out[done + k] = tl[k];                                     \
+        }                                                                                 \
+    }                                                                                     \
+    if (range_out) {                                                                      \
+        for (int r = 0; r < 4; r++) {                                                     \
+            double v = rng[r][0];                                                         \
+            for (int k = 1; k < (NL); k++)                                                \
+                v = (r % 2 ? rng[r][k] > v : rng[r][k] < v) ? rng[r][k] : v;              \
+            range_out[r] = v;                                                             \
+        }                                                                                 \
+    }                                                                                     \
+    return fl_ew_lanes_sum(acc);                                                          \
+}
+
+#define FL_EW_HALF_f32(v, h) ((h) ? fl_widen_hi(v) : fl_widen_lo(v))
+#define FL_EW_HALF_f64(v, h) (v)
+#define FL_EW_JOIN_f32(d) fl_narrow((d)[0], (d)[1])
+#define FL_EW_JOIN_f64(d) ((d)[0])
+#define FL_EW_SEL fl_select_f
+FL_EW_DEFINE_DRIVER(f32, float, fl_vf, FL_NF, fl_select_f, 2)
+#undef FL_EW_SEL
+#define FL_EW_SEL fl_select_d
+FL_EW_DEFINE_DRIVER(f64, double, fl_vd, FL_ND, fl_select_d, 1)
+#undef FL_EW_SEL
+
+/* The specialisations: the loss and the flags that change its loop, constants at each
+ * call. */
+#define FL_EW_CALL(SUFFIX, KIND, HAS_W, HAS_PW, SMOOTH)                                   \
+    return fl_ew_block_##SUFFIX##_impl(KIND, HAS_W, HAS_PW, SMOOTH, x, y, w, w_period,    \
+                                       w_phase, pw, pw_period, pw_phase, n, loss_out,     \
+                                       grad_out, range_out, o)
+#define FL_EW_DEFINE_BLOCK(SUFFIX, T)                                                     \
+static __attribute__((unused)) double fl_ew_block_##SUFFIX(                                                       \
+    const T* x, const T* y, const T* w, ptrdiff_t w_period, ptrdiff_t w_phase,            \
+    const T* pw, ptrdiff_t pw_period, ptrdiff_t pw_phase, ptrdiff_t n, T* loss_out,       \
+    T* grad_out, double* range_out, const fl_ew_opts* o) {                                \
+    const int w1 = o->has_weight != 0;                                                    \
+    switch (o->kind) {                                                                    \
+    case FL_EW_BCE:                                                                       \
+        if (w1) FL_EW_CALL(SUFFIX, FL_EW_BCE, 1, 0, 0);                                   \
+        FL_EW_CALL(SUFFIX, FL_EW_BCE, 0, 0, 0);                                           \
+    case FL_EW_KL:                                                                        \
+        if (w1) FL_EW_CALL(SUFFIX, FL_EW_KL, 1, 0, 0);                                    \
+        FL_EW_CALL(SUFFIX, FL_EW_KL, 0, 0, 0);                                            \
+    case FL_EW_LOG_KL:                                                                    \
+        if (w1) FL_EW_CALL(SUFFIX, FL_EW_LOG_KL, 1, 0, 0);                                \
+        FL_EW_CALL(SUFFIX, FL_EW_LOG_KL, 0, 0, 0);                                        \
+    default: {                                                                            \
+        const int p1 = o->has_pos_weight != 0;                                            \
+        const int s1 = o->alpha != 1.0 || o->beta != 0.0;                                 \
+        switch (w1 + 2 * p1 + 4 * s1) {                                                   \
+        case 0: FL_EW_CALL(SUFFIX, FL_EW_LOGITS, 0, 0, 0);                                \
+        case 1: FL_EW_CALL(SUFFIX, FL_EW_LOGITS, 1, 0, 0);                                \
+        case 2: FL_EW_CALL(SUFFIX, FL_EW_LOGITS, 0, 1, 0);                                \
+        case 3: FL_EW_CALL(SUFFIX, FL_EW_LOGITS, 1, 1, 0);                                \
+        case 4: FL_EW_CALL(SUFFIX, FL_EW_LOGITS, 0, 0, 1);                                \
+        case 5: FL_EW_CALL(SUFFIX, FL_EW_LOGITS, 1, 0, 1);                                \
+        case 6: FL_EW_CALL(SUFFIX, FL_EW_LOGITS, 0, 1, 1);                                \
+        default: FL_EW_CALL(SUFFIX, FL_EW_LOGITS, 1, 1, 1);                               \
+        }                                                                                 \
+    }                                                                                     \
+    }                                                                                     \
+}
 FL_EW_DEFINE_BLOCK(f32, float)
 FL_EW_DEFINE_BLOCK(f64, double)
+
+/* The extremes of v[0:n], NaN skipped (+inf and -inf if all are NaN): four vectors of
+ * running extremes, then their lanes, then the tail. */
+#define FL_EW_DEFINE_RANGE(SUFFIX, T, VT, NL, SEL)                                        \
+static __attribute__((unused)) void fl_ew_range_##SUFFIX(const T* v, ptrdiff_t n,       \
+                                                          double* low, double* high) {    \
+    const VT pinf = ((VT){0}) + (T)INFINITY;                                              \
+    VT lo[4] = {pinf, pinf, pinf, pinf}, hi[4] = {-pinf, -pinf, -pinf, -pinf};            \
+    ptrdiff_t i = 0;                                                                      \
+    for (; i + 4 * (NL) <= n; i += 4 * (NL)) {                                            \
+        for (int q = 0; q < 4; q++) {                                                     \
+            VT a;                                                                         \
+            memcpy(&a, v + i + q * (NL), sizeof a);                                       \
+            lo[q] = SEL(a < lo[q], a, lo[q]);                                             \
+            hi[q] = SEL(a > hi[q], a, hi[q]);                                             \
+        }                                                                                 \
+    }                                                                                     \
+    T l = INFINITY, h = -INFINITY;                                                        \
+    for (int q = 0; q < 4; q++)                                                           \
+        for (int k = 0; k < (NL); k++) {                                                  \
+            l = lo[q][k] < l ? lo[q][k] : l;                                              \
+            h = hi[q][k] > h ? hi[q][k] : h;                                              \
+        }                                                                                 \
+    for (; i < n; i++) {                                                                  \
+        l = v[i] < l ? v[i] : l;                                                          \
+        h = v[i] > h ? v[i] : h;                                                          \
+    }                                                                                     \
+    *low = l;                                                                             \
+    *high = h;                                                                            \
+}
+FL_EW_DEFINE_RANGE(f32, float, fl_vf, FL_NF, fl_select_f)
+FL_EW_DEFINE_RANGE(f64, double, fl_vd, FL_ND, fl_select_d)
 
 #endif
