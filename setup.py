@@ -24,13 +24,11 @@ KERNELS = ["_openmp_helpers", "_softmax", "_cross_entropy", "_elementwise"]
 
 # Extra flags of some kernels, by compiler family. Their SIMD loops compute both sides of
 # a choice and select (the compiler may do so only if it need not preserve floating-point
-# traps: -fno-trapping-math keeps IEEE results, infinities and NaN alike). _elementwise
-# never fuses a multiply and an add, so that every CPU gets the same bits.
+# traps: -fno-trapping-math keeps IEEE results, infinities and NaN alike).
 # -Wno-psabi: 64-byte vector arguments of inlined helpers are not an ABI matter.
 ROW_CFLAGS = {"unix": ["-fno-trapping-math", "-Wno-psabi"], "msvc": []}
 EXTRA_CFLAGS = {
-    "_elementwise": {"unix": ["-fno-trapping-math", "-ffp-contract=off", "-Wno-psabi"],
-                     "msvc": []},
+    "_elementwise": ROW_CFLAGS,
     "_softmax": ROW_CFLAGS,
     "_cross_entropy": ROW_CFLAGS,
 }
@@ -38,14 +36,14 @@ EXTRA_CFLAGS = {
 # Kernels also built for wider SIMD instruction sets, on x86-64 with GCC or clang, where
 # the compiler accepts the flags: {kernel: {suffix: flags}}. A variant is a one-line .pyx
 # that includes the kernel's source; fastloss._common.simd_kernels picks the widest one
-# the CPU runs (AVX2 with FMA; AVX-512 F, CD, BW, DQ and VL as in x86-64-v4). The
-# elementwise variants compute the same bits as the baseline build (no FMA); the row
-# kernels' use FMA, which changes the last bits of a result (within their tolerances).
+# the CPU runs (AVX2 with FMA; AVX-512 F, CD, BW, DQ and VL as in x86-64-v4). The wider
+# builds fuse multiplies and adds (a quarter of the elementwise kernels' time), which
+# changes the last bits of a result (within the kernels' tolerances).
 AVX2 = ["-mavx2"]
 AVX512 = ["-mavx512f", "-mavx512cd", "-mavx512bw", "-mavx512dq", "-mavx512vl"]
 ROW_VARIANTS = {"avx2": [*AVX2, "-mfma"], "avx512": [*AVX512, "-mfma"]}
 SIMD_VARIANTS = {
-    "_elementwise": {"avx2": AVX2, "avx512": AVX512},
+    "_elementwise": ROW_VARIANTS,
     "_softmax": ROW_VARIANTS,
     "_cross_entropy": ROW_VARIANTS,
 }

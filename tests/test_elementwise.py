@@ -1,7 +1,7 @@
 """What every elementwise loss (binary_cross_entropy, binary_cross_entropy_with_logits,
 kl_div) promises alike: deterministic reductions, the same loss with or without the
-gradient, in-place gradients, layouts and dtypes, the same bits from every SIMD build,
-no input-sized temporaries, and the errors of the arguments they share."""
+gradient, in-place gradients, layouts and dtypes, every SIMD build within a few ulps of the
+baseline, no input-sized temporaries, and the errors of the arguments they share."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from elementwise_cases import (
     VARIANT_IDS,
     VARIANTS,
     check_matches_reference,
+    magnitude_atol,
     reductions_of,
     variant_case,
 )
@@ -48,8 +49,13 @@ class TestDeterminism:
                 assert _same_bits(grad, results[0][1]), reduction
 
     @pytest.mark.parametrize("build", ["avx2", "avx512"])
-    def test_every_simd_build_gives_the_baseline_bits(self, rng, dtype, variant, build,
-                                                      monkeypatch):
+    def test_every_simd_build_agrees_with_the_baseline(self, rng, dtype, variant, build,
+                                                       monkeypatch):
+        # The AVX2 and AVX-512 builds fuse multiplies and adds, the baseline cannot: each
+        # is within the accuracy bar of the exact values (the other tests, run under every
+        # FASTLOSS_SIMD), so two builds are within twice the bar of each other: 8 ulps of
+        # the dtype, plus the slack of terms that cancel (a derivative sigma(x) - t, a
+        # kl_div term), and the same NaN and infinities in the same places.
         if build not in _common.simd_builds("_elementwise"):
             pytest.skip(f"this CPU or build has no {build} kernels")
         fn, x, target, kwargs = variant_case(rng, variant, (33, 1001), dtype)
@@ -60,8 +66,21 @@ class TestDeterminism:
             results[chosen] = [fn(x, target, reduction=r, return_grad=True, **kwargs)
                                for r in reductions_of(variant)]
         for (loss_a, grad_a), (loss_b, grad_b) in zip(*results.values(), strict=True):
-            assert _same_bits(loss_a, loss_b)
-            assert _same_bits(grad_a, grad_b)
+            _assert_builds_agree(loss_a, loss_b, dtype)
+            _assert_builds_agree(grad_a, grad_b, dtype)
+
+
+def _assert_builds_agree(a, b, dtype, ulps=8):
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    infinite = np.isinf(a) | np.isinf(b)
+    np.testing.assert_array_equal(a[infinite], b[infinite])
+    finite = np.isfinite(a)
+    a, b = a[finite], b[finite]
+    spacing = np.spacing(np.maximum(np.abs(a), np.abs(b)).astype(dtype)).astype(np.float64)
+    slack = magnitude_atol(np.concatenate([a, b]), dtype)
+    assert (np.abs(a - b) <= ulps * spacing + slack).all(), np.max(np.abs(a - b) / spacing)
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)

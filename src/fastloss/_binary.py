@@ -51,9 +51,10 @@ def binary_cross_entropy(
     their sum over the number of elements (weights are not in the denominator, as in
     PyTorch). A mean over no elements is NaN.
 
-    Computed in double for each element and rounded once to the input's dtype; the sum
-    for a reduction is formed in double in a fixed order, so it is the same bits for any
-    ``n_threads`` and whether or not the gradient is computed.
+    float64 is computed in double; float32 in float where that keeps each loss and
+    derivative within 4 float32 ulps of the exact value, in double where it would not.
+    The sum for a reduction is formed in double in a fixed order, so it is the same bits
+    for any ``n_threads`` and whether or not the gradient is computed.
 
     Parameters
     ----------
@@ -95,7 +96,9 @@ def binary_cross_entropy(
     ------
     ValueError
         Probabilities or targets outside [0, 1], shapes that do not match, weights that
-        are negative, infinite, NaN or do not broadcast.
+        are negative, infinite, NaN or do not broadcast. The values are checked in the
+        kernel's pass: a ``grad_out`` other than ``probs`` itself may have been written
+        when their error is raised (in place, ``probs`` is left as it was).
     TypeError
         Non-real arrays.
 

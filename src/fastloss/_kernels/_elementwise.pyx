@@ -16,9 +16,9 @@
 # (N, D, C), a scalar, the full shape) arrive flat, tiled to one period of at least BLOCK
 # elements; a block walks them from its phase, wrapping at the period.
 #
-# The same bits in every SIMD build: compiled with -ffp-contract=off and without FMA, every
-# operation is an IEEE operation on one lane (see the header); -fno-trapping-math lets the
-# compiler evaluate both sides of a select.
+# Built for the baseline, AVX2+FMA and AVX-512 (setup.py), which may differ in the last
+# bits (fused multiply-adds); -fno-trapping-math lets the compiler evaluate both sides of
+# a select.
 
 from cython cimport floating
 from cython.parallel cimport prange

@@ -1,30 +1,37 @@
 /* The elementwise losses' block kernel: binary cross-entropy from probabilities or from
  * logits, and the Kullback-Leibler divergence, each with its derivative, over one block of
- * at most FL_EW_BLOCK elements, in GCC/Clang vector extensions.
+ * at most FL_EW_BLOCK elements, in GCC/Clang vector extensions (_simd_rows.h's vector
+ * types, select, widening and exp). One source serves every instruction set; the AVX2 and
+ * AVX-512 builds fuse multiplies and adds, so the last bits of a result may differ from the
+ * baseline build's (each is within the accuracy below).
  *
- * One source serves every instruction set (the vector width follows the compiler flags,
- * see _simd_rows.h, whose vector types and primitives it uses). The elementwise kernels are
- * built without FMA (-ffp-contract=off, no -mfma) and every operation here is an IEEE
- * operation on a lane, or an exact bit manipulation, so every build computes the same bits.
+ * Two stages per chunk of FL_EW_CHUNK elements: (a) the transcendental functions of each
+ * vector into a buffer in L1, (b) the rest. One fused loop is half as fast: the long
+ * dependency chains of exp and log fill the out-of-order window.
  *
  * Order of the block sum. Element i of a block is added to accumulator i % 16 (16 double
  * lanes, as many vectors as the width needs), in order; the 16 accumulators are then added
  * in a fixed tree. The order depends on neither the vector width nor the thread count. The
- * unused lanes of the last, partial group add -0.0, which changes no sum.
+ * unused lanes of the last, partial group (NaN) add -0.0, which changes no sum. The terms
+ * do not depend on whether the derivative is stored.
  *
- * Precision. float64 input is computed in double with exp and log within about 1 ulp.
- * float32 input is computed in double where the result needs it and in float where the
- * error analysis allows (the tests hold every float32 result within 4 ulps of the float64
- * reference):
- * - BCE with logits: e = exp(-|x|) in double, because the derivative sigma(x) - t cancels
- *   for soft targets (a float e would cost ulps of e, not of the difference); the loss
- *   adds non-negative parts, so log1p(e) is taken in float (within 2 ulps) from e rounded
- *   to float, with the rounding of 1 + e corrected through 1 / (1 + e), already at hand.
- * - BCE from probabilities: the loss adds non-negative parts: log p and log(1 - p) in
- *   float; the derivative (p - y) / max(p (1 - p), eps) in double.
- * - kl_div: p (log p - x), where log p - x cancels when q is close to p: log p in double.
- *   With log_target, exp(log p) in double (its product with log p - x, exact in double).
- * Every term is formed and weighted in double and rounded once to the output dtype.
+ * Precision. float64 is computed in double, exp and log within about 1 ulp. float32 is
+ * computed in float where the error analysis allows, in double where a result cancels;
+ * every float32 loss and derivative is within 4 ulps of the exact value (plus 16 float64
+ * ulps of its parts where it cancels, as the tests take the float64 reference):
+ * - BCE with logits: e = exp(-|x|), q = e / (1 + e) and log1p(e) in float. Without
+ *   pos_weight or label smoothing, the loss (1 - t) x or -t x, plus log1p(e), and the
+ *   derivative (1 - t) - q or q - t, in float: for targets 0 and 1, within 1.9 and 2.4 ulps
+ *   for every float x (checked exhaustively). For other targets the derivative may cancel:
+ *   where a bound of its error exceeds 3.4 ulps the lane takes e in double. With options,
+ *   the derivative in double from the float e (within 2.4 units of rounding of q), e in
+ *   double where |derivative| < L q / 1.4.
+ * - BCE from probabilities: two non-negative parts, log p and log(1 - p) within 1 ulp,
+ *   and the derivative in float: within 2.3 and 2.5 ulps (exhaustive over p for a few y).
+ * - kl_div: p (log p - x) cancels where x is close to log p: log p is assembled in double
+ *   from float parts, within 0.08 float units of rounding (absolute), and taken in double
+ *   where |log p - x| < FL_EW_KL_CANCEL. With log_target, exp(log p) in double.
+ * Terms and derivatives are weighted and scaled in double and rounded once.
  */
 #ifndef FASTLOSS_SIMD_ELEMENTWISE_H
 #define FASTLOSS_SIMD_ELEMENTWISE_H
@@ -383,7 +390,7 @@ FL_INLINE void fl_ew_kl_finish(fl_vd x, fl_vd p, fl_vd log_p, fl_vd* term, fl_vd
     *deriv = -p;                   /* -0.0 where p = 0, as PyTorch */
 }
 
-/* float32: log p to about 0.05 float rounding units (absolute), in two stages.
+/* float32: log p to 0.08 float rounding units (absolute; 2^-24), in two stages.
  * (a) in float: p = 2^k (1 + f) with 1 + f in [sqrt(2)/2, sqrt(2)) (subnormals scaled by
  * 2^24), s = f / (2 + f) and T = s (f^2/2 + R(s^2)), fdlibm's logf terms;
  * (b) in double: log p = k ln2 + f - f^2/2 + T, every part but T exact or within 1e-16.
