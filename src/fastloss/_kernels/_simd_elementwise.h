@@ -159,29 +159,23 @@ FL_INLINE fl_vf fl_ew_logf_parts(fl_vf u, fl_vf* f_out, fl_vf* k_out) {
     return f2 * f * p - 0.5f * f2;
 }
 
-/* log(u) of a positive normal float u, as fdlibm's logf (FreeBSD's coefficients):
- * u = 2^k m, m in [sqrt(2)/2, sqrt(2)), f = m - 1, s = f / (2 + f),
- * log(m) = f - (f^2/2 - s (f^2/2 + R(s^2))), plus `extra` (a correction of u, ~ulp(u))
- * added next to k ln2's low part. Within 1 ulp. */
-FL_INLINE fl_vf fl_ew_logf(fl_vf u, fl_vf extra) {
-    const fl_vi k = ((fl_vi)u - 0x3f3504f3) >> 23;
-    const fl_vf f = (fl_vf)((fl_vi)u - (k << 23)) - 1.0f;
-    const fl_vf kf = __builtin_convertvector(k, fl_vf);
-    const fl_vf s = f / (2.0f + f);
-    const fl_vf z = s * s, w = z * z;
-    const fl_vf t1 = w * (0.40000972152f + w * 0.24279078841f);
-    const fl_vf t2 = z * (0.66666662693f + w * 0.28498786688f);
-    const fl_vf hfsq = 0.5f * f * f;
-    return kf * 6.9313812256e-01f
-           - ((hfsq - (s * (hfsq + (t2 + t1)) + (kf * 9.0580006145e-06f + extra))) - f);
-}
-
-/* log1p(e) for e in [0, 1] (or NaN), given inv ~ 1 / (1 + e) to a few float ulps: the log
- * of the rounded u = 1 + e in [1, 2] plus the rounding error e - (u - 1) (exact) times
- * inv. Within about 1 ulp; NaN e gives NaN (through the error). */
-FL_INLINE fl_vf fl_ew_log1p_unit_f(fl_vf e, fl_vf inv) {
-    const fl_vf u = 1.0f + e;
-    return fl_ew_logf(u, (e - (u - 1.0f)) * inv);
+/* log1p(e) for e in [0, 1] (or NaN), without a log: e + e h(2e - 1), h a degree-10
+ * polynomial fitted at Chebyshev nodes to log1p(e) / e - 1 (which has no singularity
+ * closer than e = -1). Within 1.0 ulp with FMA, 1.4 without (checked for every float e);
+ * log1p(0) = 0, NaN gives NaN. */
+FL_INLINE fl_vf fl_ew_log1p_unit_f(fl_vf e) {
+    const fl_vf s = 2.0f * e - 1.0f;
+    fl_vf h = s * 1.989932116e-06f - 6.360114185e-06f;
+    h = h * s + 1.554648952e-05f;
+    h = h * s - 5.267939923e-05f;
+    h = h * s + 1.852294808e-04f;
+    h = h * s - 6.428624620e-04f;
+    h = h * s + 2.288162941e-03f;
+    h = h * s - 8.460951038e-03f;
+    h = h * s + 3.315244615e-02f;
+    h = h * s - 1.442635506e-01f;
+    h = h * s - 1.890697777e-01f;
+    return e * h + e;
 }
 
 /* log(p) for p in [0, 1] (or NaN): -inf at 0, subnormals scaled by 2^24 first. */
@@ -256,15 +250,13 @@ FL_INLINE void fl_ew_logits_tail(fl_vd x, fl_vd t, fl_vd v, int has_pw, fl_vd e,
 }
 
 /* float32, in two stages (see the driver): (a) in float, e = exp(-|x|) (within 1.2 ulp),
- * q = e / (1 + e) and log1p(e) (its rounding correction divided by 1 + e as multiplied by
- * 1 - q); (b) the loss and the derivative. */
+ * q = e / (1 + e) and log1p(e); (b) the loss and the derivative. */
 FL_INLINE void fl_ew_logits_a(fl_vf x, fl_vf* stage) {
     const fl_vf a = (fl_vf)((fl_vuf)x | (((fl_vuf){0}) + 0x80000000u));     /* -|x| */
     const fl_vf e = fl_exp_neg_f(a, (fl_vf){0});
-    const fl_vf q = e / (1.0f + e);
     stage[0] = e;
-    stage[1] = q;
-    stage[2] = fl_ew_log1p_unit_f(e, 1.0f - q);
+    stage[1] = e / (1.0f + e);
+    stage[2] = fl_ew_log1p_unit_f(e);
 }
 
 /* (b) without pos_weight or label smoothing, in float: the loss max(x, 0) - x t + log1p(e)
@@ -281,10 +273,12 @@ FL_INLINE void fl_ew_logits_plain_b(fl_vf x, fl_vf t, const fl_vf* stage, fl_vf*
     const fl_vf r = 1.0f - t;
     *term = fl_select_f(positive, r, zero - t) * x + stage[2];
     const fl_vf d = fl_select_f(positive, r - q, q - t);
-    const fl_vi hard = (t == zero) | (t == zero + 1.0f);
+    *deriv = d;
+    const fl_vi soft = (t != zero) & (t != zero + 1.0f);
+    if (!fl_any_i(soft)) return;                         /* hard labels: no cancellation */
     const fl_vf abs_d = (fl_vf)((fl_vuf)d & 0x7fffffffu);
     const fl_vf r_err = fl_select_f(positive & ((1.0f - r) != t), r, zero);
-    const fl_vi need = ~hard & (abs_d * 3.4f < q * 3.8f + r_err);
+    const fl_vi need = soft & (abs_d * 3.4f < q * 3.8f + r_err);
     if (__builtin_expect(fl_any_i(need), 0)) {
         fl_vd dd[2];
         for (int h = 0; h < 2; h++) {
@@ -296,8 +290,6 @@ FL_INLINE void fl_ew_logits_plain_b(fl_vf x, fl_vf t, const fl_vf* stage, fl_vf*
                               &dd[h], &cq);
         }
         *deriv = fl_select_f(need, fl_narrow(dd[0], dd[1]), d);
-    } else {
-        *deriv = d;
     }
 }
 
@@ -490,23 +482,26 @@ FL_INLINE void fl_ew_a_f32(const int kind, fl_vf x, fl_vf y, fl_vf* st) {
     }
 }
 
-FL_INLINE void fl_ew_b_f32(const int kind, const int has_pw, const int smooth, double alpha,
-                           double beta, fl_vf x, fl_vf y, fl_vf v, const fl_vf* st,
-                           fl_vd* term, fl_vd* deriv) {
+/* (b) returns 1 where the derivative comes in float, in *dfloat (BCE, and BCE with logits
+ * without options), else 0 and the derivative in deriv[]. */
+FL_INLINE int fl_ew_b_f32(const int kind, const int has_pw, const int smooth, double alpha,
+                          double beta, fl_vf x, fl_vf y, fl_vf v, const fl_vf* st,
+                          fl_vd* term, fl_vd* deriv, fl_vf* dfloat) {
     if ((kind == FL_EW_LOGITS && !has_pw && !smooth) || kind == FL_EW_BCE) {
-        fl_vf tf, df;
-        if (kind == FL_EW_BCE) fl_ew_bce_b(x, y, st, &tf, &df);
-        else fl_ew_logits_plain_b(x, y, st, &tf, &df);
+        fl_vf tf;
+        if (kind == FL_EW_BCE) fl_ew_bce_b(x, y, st, &tf, dfloat);
+        else fl_ew_logits_plain_b(x, y, st, &tf, dfloat);
         term[0] = fl_widen_lo(tf), term[1] = fl_widen_hi(tf);
-        deriv[0] = fl_widen_lo(df), deriv[1] = fl_widen_hi(df);
+        return 1;
     }
-    else if (kind == FL_EW_LOGITS) fl_ew_logits_b(x, y, v, has_pw, smooth, alpha, beta, st,
-                                                  term, deriv);
+    if (kind == FL_EW_LOGITS) fl_ew_logits_b(x, y, v, has_pw, smooth, alpha, beta, st, term,
+                                             deriv);
     else if (kind == FL_EW_KL) fl_ew_kl_b(x, y, st, term, deriv);
     else {
         fl_ew_log_kl_b64(fl_widen_lo(x), fl_widen_lo(y), (fl_vd)st[0], &term[0], &deriv[0]);
         fl_ew_log_kl_b64(fl_widen_hi(x), fl_widen_hi(y), (fl_vd)st[1], &term[1], &deriv[1]);
     }
+    return 0;
 }
 
 FL_INLINE void fl_ew_a_f64(const int kind, fl_vd x, fl_vd y, fl_vd* st) {
@@ -516,15 +511,39 @@ FL_INLINE void fl_ew_a_f64(const int kind, fl_vd x, fl_vd y, fl_vd* st) {
     else st[0] = fl_exp_d(y);
 }
 
-FL_INLINE void fl_ew_b_f64(const int kind, const int has_pw, const int smooth, double alpha,
-                           double beta, fl_vd x, fl_vd y, fl_vd v, const fl_vd* st,
-                           fl_vd* term, fl_vd* deriv) {
+FL_INLINE int fl_ew_b_f64(const int kind, const int has_pw, const int smooth, double alpha,
+                          double beta, fl_vd x, fl_vd y, fl_vd v, const fl_vd* st,
+                          fl_vd* term, fl_vd* deriv, fl_vd* dfloat) {
+    (void)dfloat;
     if (kind == FL_EW_LOGITS) fl_ew_logits_b64(x, y, v, has_pw, smooth, alpha, beta, st, term,
                                                deriv);
     else if (kind == FL_EW_BCE) fl_ew_bce_deriv(x, y, st[0], st[1], term, deriv);
     else if (kind == FL_EW_KL) fl_ew_kl_finish(x, y, st[0], term, deriv);
     else fl_ew_log_kl_b64(x, y, st[0], term, deriv);
+    return 0;
 }
+
+/* d * s for a float vector d and a double s = hi + lo (two floats), rounded once to float
+ * but for a tie within 2^-40 of it: hi d carried exactly as p + e by a fused
+ * multiply-subtract. Where FMA exists; elsewhere the product goes through double. */
+#if defined(__FMA__) && (defined(__AVX512F__) || defined(__AVX2__))
+#define FL_EW_FLOAT_SCALE 1
+FL_INLINE fl_vf fl_ew_scale_f(fl_vf d, float hi, float lo) {
+    const fl_vf p = d * hi;
+#if defined(__AVX512F__)
+    const fl_vf e = (fl_vf)_mm512_fmsub_ps((__m512)d, _mm512_set1_ps(hi), (__m512)p);
+#else
+    const fl_vf e = (fl_vf)_mm256_fmsub_ps((__m256)d, _mm256_set1_ps(hi), (__m256)p);
+#endif
+    return p + (e + d * lo);
+}
+#else
+#define FL_EW_FLOAT_SCALE 0
+FL_INLINE fl_vf fl_ew_scale_f(fl_vf d, float hi, float lo) {
+    (void)hi, (void)lo;
+    return d;
+}
+#endif
 
 /* Lane-wise min and max that skip NaN (a NaN lane of v keeps the running value). */
 #define FL_EW_LOWER(lo, v) ((lo) = FL_EW_SEL((v) < (lo), (v), (lo)))
@@ -558,22 +577,27 @@ FL_INLINE void fl_ew_groups_##SUFFIX(                                           
     T* loss_out, T* grad_out, const fl_ew_opts* o, fl_vd* acc, VT* rng) {                 \
     const double alpha = o->alpha, beta = o->beta;                                        \
     const double ls = o->loss_scale, gs = o->grad_scale;                                  \
+    /* gs as hi + lo in float, unless that would lose bits (out of float's normal range) */ \
+    const float gs_hi = (float)gs, gs_lo = (float)(gs - gs_hi);                           \
+    const int gs_float = fabs(gs) < 1e30 && (gs == 0.0 || fabs(gs) > 1e-30);              \
     VT stage[FL_EW_CHUNK / (NL)][FL_EW_STAGES];                                           \
     T wbuf[FL_EW_GROUP], pwbuf[FL_EW_GROUP];                                              \
     const ptrdiff_t n = groups * FL_EW_GROUP;                                             \
     for (ptrdiff_t c = 0; c < n; c += FL_EW_CHUNK) {                                      \
         const ptrdiff_t end = n - c < FL_EW_CHUNK ? n : c + FL_EW_CHUNK;                  \
-        for (ptrdiff_t i = c; i < end; i += (NL)) {                                       \
+        VT* sa = stage[0];                                                                \
+        for (ptrdiff_t i = c; i < end; i += (NL), sa += FL_EW_STAGES) {                   \
             VT xv, yv;                                                                    \
             memcpy(&xv, x + i, sizeof xv);                                                \
             memcpy(&yv, y + i, sizeof yv);                                                \
-            fl_ew_a_##SUFFIX(kind, xv, yv, stage[(i - c) / (NL)]);                        \
+            fl_ew_a_##SUFFIX(kind, xv, yv, sa);                                           \
         }                                                                                 \
+        const VT* sb = stage[0];                                                          \
         for (ptrdiff_t i = c; i < end; i += FL_EW_GROUP) {                                \
             const T* ws = has_w ? fl_ew_wrap_##SUFFIX(w, w_period, *w_phase, wbuf) : NULL; \
             const T* pws = has_pw ? fl_ew_wrap_##SUFFIX(pw, pw_period, *pw_phase, pwbuf)  \
                                   : NULL;                                                 \
-            for (int j = 0; j < FL_EW_GROUP / (NL); j++) {                                \
+            for (int j = 0; j < FL_EW_GROUP / (NL); j++, sb += FL_EW_STAGES) {            \
                 const ptrdiff_t at = i + j * (NL);                                        \
                 VT xv, yv, wv = {0}, pv = {0};                                            \
                 memcpy(&xv, x + at, sizeof xv);                                           \
@@ -584,9 +608,13 @@ FL_INLINE void fl_ew_groups_##SUFFIX(                                           
                     FL_EW_LOWER(rng[0], xv), FL_EW_UPPER(rng[1], xv);                     \
                     FL_EW_LOWER(rng[2], yv), FL_EW_UPPER(rng[3], yv);                     \
                 }                                                                         \
-                fl_vd term[H], deriv[H];                                                  \
-                fl_ew_b_##SUFFIX(kind, has_pw, smooth, alpha, beta, xv, yv, pv,           \
-                                 stage[(at - c) / (NL)], term, deriv);                    \
+                fl_vd term[H], deriv[H] = {{0}};                                          \
+                VT dfl;                                                                   \
+                const int in_float = fl_ew_b_##SUFFIX(kind, has_pw, smooth, alpha, beta,  \
+                                                      xv, yv, pv, sb, term, deriv, &dfl); \
+                const int scale_f = in_float && !has_w && FL_EW_FLOAT_SCALE && gs_float;  \
+                if (in_float && !scale_f)                                                 \
+                    for (int h = 0; h < (H); h++) deriv[h] = FL_EW_HALF_##SUFFIX(dfl, h); \
                 for (int h = 0; h < (H); h++) {                                           \
                     if (has_w) {                                                          \
                         const fl_vd wh = FL_EW_HALF_##SUFFIX(wv, h);                      \
@@ -598,7 +626,10 @@ FL_INLINE void fl_ew_groups_##SUFFIX(                                           
                                 term[h][k] = -((fl_vd){0})[k];      /* -0.0 */            \
                     }                                                                     \
                 }                                                                         \
-                if (grad_out) {                                                           \
+                if (grad_out && scale_f) {                                                \
+                    const VT gv = FL_EW_SCALE_##SUFFIX(dfl, gs_hi, gs_lo);                \
+                    memcpy(grad_out + at, &gv, sizeof gv);                                \
+                } else if (grad_out) {                                                    \
                     fl_vd g[H];                                                           \
                     for (int h = 0; h < (H); h++) g[h] = deriv[h] * gs;                   \
                     const VT gv = FL_EW_JOIN_##SUFFIX(g);                                 \
@@ -664,6 +695,8 @@ FL_INLINE double fl_ew_block_##SUFFIX##_impl(                                   
 #define FL_EW_HALF_f64(v, h) (v)
 #define FL_EW_JOIN_f32(d) fl_narrow((d)[0], (d)[1])
 #define FL_EW_JOIN_f64(d) ((d)[0])
+#define FL_EW_SCALE_f32(d, hi, lo) fl_ew_scale_f(d, hi, lo)
+#define FL_EW_SCALE_f64(d, hi, lo) ((void)(hi), (void)(lo), (d))
 #define FL_EW_SEL fl_select_f
 FL_EW_DEFINE_DRIVER(f32, float, fl_vf, FL_NF, fl_select_f, 2)
 #undef FL_EW_SEL
