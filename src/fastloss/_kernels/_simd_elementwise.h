@@ -207,6 +207,26 @@ FL_INLINE fl_vf fl_ew_log1m_unit_f(fl_vf p) {
     return fl_select_f(u == zero, zero - INFINITY, r);   /* NaN p: NaN through err */
 }
 
+/* log(p) where m is set, log(1 - p) elsewhere, for p in [0, 1] (or NaN): the same
+ * operations as fl_ew_log_unit_f and fl_ew_log1m_unit_f on each side (the same bits), in
+ * one evaluation of the logarithm. */
+FL_INLINE fl_vf fl_ew_log_either_f(fl_vf p, fl_vi m) {
+    const fl_vf zero = {0};
+    const fl_vf q = 1.0f - p;
+    const fl_vf u = fl_select_f(m, p, q);
+    const fl_vf a = 1.0f - u;
+    const fl_vf err = fl_select_f(m, zero, (zero - p) - (q - 1.0f));
+    const fl_vi tiny = u < 1.17549435e-38f;          /* subnormal p, or 0 */
+    fl_vf f, k;
+    fl_vf r = fl_ew_logf_parts(fl_select_f(tiny, u * 16777216.0f, u), &f, &k);
+    k = k - fl_select_f(tiny & m, zero + 24.0f, zero);
+    r = r + k * -2.12194440e-4f;
+    r = r + err * (1.0f + a * (1.0f + a));
+    r = (f + r) + k * 0.693359375f;
+    r = fl_select_f(u == zero, zero - INFINITY, r);
+    return fl_select_f(p == p, r, p);                 /* NaN stays NaN */
+}
+
 /* max(v, -100) that keeps NaN, as PyTorch's std::max. */
 FL_INLINE fl_vf fl_ew_clamp_log_f(fl_vf v) {
     const fl_vf floor = ((fl_vf){0}) - 100.0f;
@@ -352,7 +372,19 @@ FL_INLINE void fl_ew_bce_deriv(fl_vd p, fl_vd y, fl_vd log_p, fl_vd log_q, fl_vd
     *term = (y - 1.0) * log_q - y * log_p;
 }
 
-FL_INLINE void fl_ew_bce_a(fl_vf p, fl_vf* stage) {
+/* float32 (a): log p and log(1 - p), clamped. For a vector of hard labels only the one
+ * that counts (log p against 1, log(1 - p) against 0) is computed; the other, whose
+ * coefficient is 0, is replaced by -1 or 0 as it is negative or 0, so that the product
+ * has its sign and the loss the same bits. */
+FL_INLINE void fl_ew_bce_a(fl_vf p, fl_vf y, fl_vf* stage) {
+    const fl_vf zero = {0};
+    const fl_vi one = y == zero + 1.0f;
+    if (!fl_any_i(~(one | (y == zero)))) {
+        const fl_vf log_v = fl_ew_clamp_log_f(fl_ew_log_either_f(p, one));
+        stage[0] = fl_select_f(one, log_v, fl_select_f(p < zero + 1.0f, zero - 1.0f, zero));
+        stage[1] = fl_select_f(one, fl_select_f(p > zero, zero - 1.0f, zero), log_v);
+        return;
+    }
     stage[0] = fl_ew_clamp_log_f(fl_ew_log_unit_f(p));
     stage[1] = fl_ew_clamp_log_f(fl_ew_log1m_unit_f(p));
 }
@@ -474,7 +506,7 @@ FL_INLINE double fl_ew_lanes_sum(const fl_vd* acc) {
 
 FL_INLINE void fl_ew_a_f32(const int kind, fl_vf x, fl_vf y, fl_vf* st) {
     if (kind == FL_EW_LOGITS) fl_ew_logits_a(x, st);
-    else if (kind == FL_EW_BCE) fl_ew_bce_a(x, st);
+    else if (kind == FL_EW_BCE) fl_ew_bce_a(x, y, st);
     else if (kind == FL_EW_KL) fl_ew_kl_a(y, st);
     else {
         st[0] = (fl_vf)fl_exp_d(fl_widen_lo(y));
@@ -482,8 +514,8 @@ FL_INLINE void fl_ew_a_f32(const int kind, fl_vf x, fl_vf y, fl_vf* st) {
     }
 }
 
-/* (b) returns 1 where the derivative comes in float, in *dfloat (BCE, and BCE with logits
- * without options), else 0 and the derivative in deriv[]. */
+/* (b) returns 1 where the derivative comes in float, in *dfloat (BCE, BCE with logits
+ * without options, kl_div), else 0 and the derivative in deriv[]. */
 FL_INLINE int fl_ew_b_f32(const int kind, const int has_pw, const int smooth, double alpha,
                           double beta, fl_vf x, fl_vf y, fl_vf v, const fl_vf* st,
                           fl_vd* term, fl_vd* deriv, fl_vf* dfloat) {
@@ -496,7 +528,11 @@ FL_INLINE int fl_ew_b_f32(const int kind, const int has_pw, const int smooth, do
     }
     if (kind == FL_EW_LOGITS) fl_ew_logits_b(x, y, v, has_pw, smooth, alpha, beta, st, term,
                                              deriv);
-    else if (kind == FL_EW_KL) fl_ew_kl_b(x, y, st, term, deriv);
+    else if (kind == FL_EW_KL) {
+        fl_ew_kl_b(x, y, st, term, deriv);
+        *dfloat = -y;                                   /* -p, exact in float */
+        return 1;
+    }
     else {
         fl_ew_log_kl_b64(fl_widen_lo(x), fl_widen_lo(y), (fl_vd)st[0], &term[0], &deriv[0]);
         fl_ew_log_kl_b64(fl_widen_hi(x), fl_widen_hi(y), (fl_vd)st[1], &term[1], &deriv[1]);
