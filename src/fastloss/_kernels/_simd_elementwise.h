@@ -40,7 +40,6 @@
 
 #define FL_EW_BLOCK 4096    /* elements per partial sum (a multiple of FL_EW_GROUP) */
 #define FL_EW_GROUP 16      /* elements per group: the lanes of the block sum */
-#define FL_EW_GD (FL_EW_GROUP / FL_ND)      /* double vectors per group */
 
 /* Which loss (the values of _elementwise.pyx's LossKind). */
 enum { FL_EW_BCE = 0, FL_EW_LOGITS = 1, FL_EW_KL = 2, FL_EW_LOG_KL = 3 };
@@ -54,6 +53,13 @@ typedef struct {
     double loss_scale;      /* loss_out = weighted term * loss_scale */
     double grad_scale;      /* grad_out = weighted derivative * grad_scale */
 } fl_ew_opts;
+
+#if !defined(__GNUC__) || defined(FASTLOSS_SCALAR)
+/* No vector extensions (MSVC), as _simd_rows.h: the same functions in plain C. */
+#include "_scalar_elementwise.h"
+#else
+
+#define FL_EW_GD (FL_EW_GROUP / FL_ND)      /* double vectors per group */
 
 typedef uint64_t fl_vu __attribute__((vector_size(FL_WIDTH)));
 typedef uint32_t fl_vuf __attribute__((vector_size(FL_WIDTH)));
@@ -812,5 +818,7 @@ static __attribute__((unused)) void fl_ew_range_##SUFFIX(const T* v, ptrdiff_t n
 }
 FL_EW_DEFINE_RANGE(f32, float, fl_vf, FL_NF, fl_select_f)
 FL_EW_DEFINE_RANGE(f64, double, fl_vd, FL_ND, fl_select_d)
+
+#endif  /* vector extensions */
 
 #endif
