@@ -24,6 +24,7 @@ def elementwise_loss(
     n_threads: int,
     has_weight: bool = ...,
     has_pos_weight: bool = ...,
+    ranges: NDArray[np.float64] | None = ...,
 ) -> None: ...
 def value_range(v: NDArray[_Float], lows: NDArray[np.float64], highs: NDArray[np.float64],
                 n_threads: int) -> None: ...
