@@ -61,7 +61,6 @@ typedef struct {
 
 #define FL_EW_GD (FL_EW_GROUP / FL_ND)      /* double vectors per group */
 
-typedef uint64_t fl_vu __attribute__((vector_size(FL_WIDTH)));
 typedef uint32_t fl_vuf __attribute__((vector_size(FL_WIDTH)));
 
 /* Whether any lane of a mask (all ones or all zeros per lane) is set. */
@@ -95,8 +94,6 @@ FL_INLINE int fl_any_i(fl_vi m) {
 
 /* ---- double maths ---- */
 
-#define FL_EW_LN2_HI 6.93147180369123816490e-01    /* n * LN2_HI exact for |n| < 2^20 */
-#define FL_EW_LN2_LO 1.90821492927058770002e-10
 #define FL_EW_PROB_EPS 9.999999960041972e-13        /* PyTorch's 1e-12f, BCE's floor */
 
 /* -|v|, by setting the sign bit (NaN stays NaN). */
@@ -104,66 +101,18 @@ FL_INLINE fl_vd fl_ew_neg_abs_d(fl_vd v) {
     return (fl_vd)((fl_vu)v | (((fl_vu){0}) + 0x8000000000000000ULL));
 }
 
-/* log(v) within 1 ulp for positive, finite, normal v (anything else: a wrong finite
- * value). fdlibm's algorithm without branches: v = 2^k m, m in [sqrt(2)/2, sqrt(2)),
- * f = m - 1, s = f / (2 + f), log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)). k goes to
- * double through the exponent field (AVX2 has no int64 conversion). */
-FL_INLINE fl_vd fl_ew_log_normal_d(fl_vd v) {
-    const fl_vu ix = (fl_vu)v + (0x3ff0000000000000ULL - 0x3fe6a09e00000000ULL);
-    const fl_vd k = (fl_vd)((ix >> 52) | 0x4330000000000000ULL) - (4503599627370496.0 + 1023.0);
-    const fl_vd f = (fl_vd)((ix & 0x000fffffffffffffULL) + 0x3fe6a09e00000000ULL) - 1.0;
-    const fl_vd hfsq = 0.5 * f * f;
-    const fl_vd s = f / (2.0 + f);
-    const fl_vd z = s * s, w = z * z;
-    const fl_vd t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01
-                                                          + w * 1.531383769920937332e-01));
-    const fl_vd t2 = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01
-                          + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
-    return s * (hfsq + (t2 + t1)) + k * FL_EW_LN2_LO - hfsq + f + k * FL_EW_LN2_HI;
-}
-
-/* log(v) for any double: -inf at 0, inf at inf, NaN for NaN and v < 0; a subnormal v is
- * scaled by 2^54 first. */
-FL_INLINE fl_vd fl_ew_log_d(fl_vd v) {
-    const fl_vd zero = {0};
-    const fl_vl tiny = v < 2.2250738585072014e-308;
-    const fl_vd r = fl_ew_log_normal_d(fl_select_d(tiny, v * 18014398509481984.0, v));
-    fl_vd out = fl_select_d(tiny, r - 54.0 * FL_EW_LN2_HI - 54.0 * FL_EW_LN2_LO, r);
-    out = fl_select_d(v == zero, zero - INFINITY, out);
-    out = fl_select_d(v < zero + INFINITY, out, v);          /* inf stays inf, NaN NaN */
-    return fl_select_d(v < zero, zero + NAN, out);
-}
 
 /* log(1 + u) for -1 <= u <= 1 (or NaN), given inv = 1 / (1 + u) (rounded): the log of
  * the rounded w = 1 + u plus its rounding error, exact by Fast2Sum, over w. */
 FL_INLINE fl_vd fl_ew_log1p_d(fl_vd u, fl_vd inv) {
     const fl_vd zero = {0};
     const fl_vd w = 1.0 + u;
-    const fl_vd r = fl_ew_log_normal_d(w) + (u - (w - 1.0)) * inv;
+    const fl_vd r = fl_log_normal_d(w) + (u - (w - 1.0)) * inv;
     return fl_select_d(w == zero, zero - INFINITY, r);
 }
 
 /* ---- float maths ---- */
 
-/* log(m (1 + f)) parts for u = 2^k m, m in [sqrt(2)/2, sqrt(2)), of a positive normal
- * float u: returns log(1 + f) less its leading term f (Cephes' logf polynomial), sets f
- * and k. Within about 1 ulp once assembled as (f + r) + k ln2. */
-FL_INLINE fl_vf fl_ew_logf_parts(fl_vf u, fl_vf* f_out, fl_vf* k_out) {
-    const fl_vi k = ((fl_vi)u - 0x3f3504f3) >> 23;
-    const fl_vf f = (fl_vf)((fl_vi)u - (k << 23)) - 1.0f;
-    const fl_vf f2 = f * f;
-    fl_vf p = f * 7.0376836292e-2f - 1.1514610310e-1f;
-    p = p * f + 1.1676998740e-1f;
-    p = p * f - 1.2420140846e-1f;
-    p = p * f + 1.4249322787e-1f;
-    p = p * f - 1.6668057665e-1f;
-    p = p * f + 2.0000714765e-1f;
-    p = p * f - 2.4999993993e-1f;
-    p = p * f + 3.3333331174e-1f;
-    *f_out = f;
-    *k_out = __builtin_convertvector(k, fl_vf);
-    return f2 * f * p - 0.5f * f2;
-}
 
 /* log1p(e) for e in [0, 1] (or NaN), without a log: e + e h(2e - 1), h a degree-10
  * polynomial fitted at Chebyshev nodes to log1p(e) / e - 1 (which has no singularity
@@ -190,7 +139,7 @@ FL_INLINE fl_vf fl_ew_log_unit_f(fl_vf p) {
     const fl_vi tiny = p < 1.17549435e-38f;
     const fl_vf u = fl_select_f(tiny, p * 16777216.0f, p);
     fl_vf f, k;
-    fl_vf r = fl_ew_logf_parts(u, &f, &k);
+    fl_vf r = fl_logf_parts(u, &f, &k);
     k = k - fl_select_f(tiny, zero + 24.0f, zero);
     r = (f + (r + k * -2.12194440e-4f)) + k * 0.693359375f;
     r = fl_select_f(p == zero, zero - INFINITY, r);
@@ -206,7 +155,7 @@ FL_INLINE fl_vf fl_ew_log1m_unit_f(fl_vf p) {
     const fl_vf a = 1.0f - u;                        /* exact: u in [1/2, 1] or 0 */
     const fl_vf err = (zero - p) - (u - 1.0f);       /* exact */
     fl_vf f, k;
-    fl_vf r = fl_ew_logf_parts(fl_select_f(u == zero, zero + 1.0f, u), &f, &k);
+    fl_vf r = fl_logf_parts(fl_select_f(u == zero, zero + 1.0f, u), &f, &k);
     r = r + k * -2.12194440e-4f;
     r = r + err * (1.0f + a * (1.0f + a));
     r = (f + r) + k * 0.693359375f;
@@ -224,7 +173,7 @@ FL_INLINE fl_vf fl_ew_log_either_f(fl_vf p, fl_vi m) {
     const fl_vf err = fl_select_f(m, zero, (zero - p) - (q - 1.0f));
     const fl_vi tiny = u < 1.17549435e-38f;          /* subnormal p, or 0 */
     fl_vf f, k;
-    fl_vf r = fl_ew_logf_parts(fl_select_f(tiny, u * 16777216.0f, u), &f, &k);
+    fl_vf r = fl_logf_parts(fl_select_f(tiny, u * 16777216.0f, u), &f, &k);
     k = k - fl_select_f(tiny & m, zero + 24.0f, zero);
     r = r + k * -2.12194440e-4f;
     r = r + err * (1.0f + a * (1.0f + a));
@@ -407,7 +356,7 @@ FL_INLINE void fl_ew_bce_b(fl_vf p, fl_vf y, const fl_vf* stage, fl_vf* term,
 }
 
 FL_INLINE void fl_ew_bce_a64(fl_vd p, fl_vd* stage) {
-    stage[0] = fl_ew_clamp_log_d(fl_ew_log_d(p));
+    stage[0] = fl_ew_clamp_log_d(fl_log_d(p));
     stage[1] = fl_ew_clamp_log_d(fl_ew_log1p_d(-p, 1.0 / (1.0 - p)));
 }
 
@@ -464,7 +413,7 @@ FL_INLINE void fl_ew_kl_b(fl_vf xf, fl_vf pf, const fl_vf* stage, fl_vd* term,
     if (__builtin_expect(fl_any_l(need[0] | need[1]), 0)) {
         for (int h = 0; h < 2; h++) {
             fl_vd tp, dp;
-            fl_ew_kl_finish(x[h], p[h], fl_ew_log_normal_d(p[h]), &tp, &dp);
+            fl_ew_kl_finish(x[h], p[h], fl_log_normal_d(p[h]), &tp, &dp);
             term[h] = fl_select_d(need[h], tp, term[h]);
         }
     }
@@ -549,7 +498,7 @@ FL_INLINE int fl_ew_b_f32(const int kind, const int has_pw, const int smooth, do
 FL_INLINE void fl_ew_a_f64(const int kind, fl_vd x, fl_vd y, fl_vd* st) {
     if (kind == FL_EW_LOGITS) fl_ew_logits_a64(x, st);
     else if (kind == FL_EW_BCE) fl_ew_bce_a64(x, st);
-    else if (kind == FL_EW_KL) st[0] = fl_ew_log_d(y);
+    else if (kind == FL_EW_KL) st[0] = fl_log_d(y);
     else st[0] = fl_exp_d(y);
 }
 

@@ -66,6 +66,7 @@ typedef float fl_vf __attribute__((vector_size(FL_WIDTH)));
 typedef int32_t fl_vi __attribute__((vector_size(FL_WIDTH)));
 typedef double fl_vd __attribute__((vector_size(FL_WIDTH)));
 typedef int64_t fl_vl __attribute__((vector_size(FL_WIDTH)));
+typedef uint64_t fl_vu __attribute__((vector_size(FL_WIDTH)));
 /* Half a float vector: as many floats as a double vector has doubles. */
 typedef float fl_vh __attribute__((vector_size(FL_WIDTH / 2)));
 
@@ -151,6 +152,10 @@ FL_INLINE double fl_hsum(fl_vd v) {
 
 /* ---- exp ---- */
 
+#define FL_LN2_HI 6.93147180369123816490e-01    /* n * LN2_HI exact for |n| < 2^20 */
+#define FL_LN2_LO 1.90821492927058770002e-10
+
+
 /* exp(x) of double lanes (any x). */
 FL_INLINE fl_vd fl_exp_d(fl_vd x) {
     const fl_vd zero = {0};
@@ -159,8 +164,8 @@ FL_INLINE fl_vd fl_exp_d(fl_vd x) {
     x = fl_select_d(x > zero + 710.0, zero + 710.0, x);
     const fl_vd t = x * 1.4426950408889634 + round;
     const fl_vd n = t - round;
-    fl_vd r = x - n * 0.6931471803691238;                   /* ln2's high part: 32 bits */
-    r = r - n * 1.9082149292705877e-10;
+    fl_vd r = x - n * FL_LN2_HI;                            /* exact: ln2's high 32 bits */
+    r = r - n * FL_LN2_LO;
     fl_vd p = r * 1.6059043836821613e-10 + 2.0876756987868099e-9;
     p = p * r + 2.5052108385441718e-8;
     p = p * r + 2.7557319223985893e-7;
@@ -223,36 +228,64 @@ FL_INLINE fl_vf fl_shift_f(fl_vf x, float sub, float s, fl_vf* lo) {
 
 /* ---- log ---- */
 
-/* log(u) + c for u > 0 and a small correction c, in double lanes: fdlibm's scheme (u =
- * 2^k m, m in [0.707, 1.414), s = (m - 1) / (m + 1) and a polynomial in s^2), within
- * 2 ulp; 0 gives -inf, and NaN and +inf pass through. */
-FL_INLINE fl_vd fl_log_plus_d(fl_vd u, fl_vd c) {
-    const fl_vd zero = {0};
-    const fl_vl k = (((fl_vl)u - 0x3fe6a09e667f3bcdLL) >> 52);
-    const fl_vd f = (fl_vd)((fl_vl)u - (k << 52)) - 1.0;
-    const fl_vd s = f / (2.0 + f), s2 = s * s, s4 = s2 * s2;
-    const fl_vd t1 = s2 * (6.666666666666735130e-01 + s4 * (2.857142874366239149e-01
-                     + s4 * (1.818357216161805012e-01 + s4 * 1.479819860511658591e-01)));
-    const fl_vd t2 = s4 * (3.999999999940941908e-01 + s4 * (2.222219843214978396e-01
-                     + s4 * 1.531383769920937332e-01));
+/* log(v) within 1 ulp for positive, finite, normal v (anything else: a wrong finite
+ * value). fdlibm's algorithm without branches: v = 2^k m, m in [sqrt(2)/2, sqrt(2)),
+ * f = m - 1, s = f / (2 + f), log(1 + f) = f - f^2/2 + s (f^2/2 + R(s^2)). k goes to
+ * double through the exponent field (AVX2 has no int64 conversion). */
+FL_INLINE fl_vd fl_log_normal_d(fl_vd v) {
+    const fl_vu ix = (fl_vu)v + (0x3ff0000000000000ULL - 0x3fe6a09e00000000ULL);
+    const fl_vd k = (fl_vd)((ix >> 52) | 0x4330000000000000ULL) - (4503599627370496.0 + 1023.0);
+    const fl_vd f = (fl_vd)((ix & 0x000fffffffffffffULL) + 0x3fe6a09e00000000ULL) - 1.0;
     const fl_vd hfsq = 0.5 * f * f;
-    const fl_vd kd = __builtin_convertvector(k, fl_vd);
-    fl_vd r = s * (hfsq + (t1 + t2)) + (kd * 1.90821492927058770002e-10 + c);
-    r = kd * 6.93147180369123816490e-01 - ((hfsq - r) - f);
-    const fl_vl finite = (u > zero) & (u < zero + INFINITY);
-    return fl_select_d(finite, r, fl_select_d(u == zero, zero - INFINITY, u));
+    const fl_vd s = f / (2.0 + f);
+    const fl_vd z = s * s, w = z * z;
+    const fl_vd t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01
+                                                          + w * 1.531383769920937332e-01));
+    const fl_vd t2 = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01
+                          + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
+    return s * (hfsq + (t2 + t1)) + k * FL_LN2_LO - hfsq + f + k * FL_LN2_HI;
 }
 
-/* log(u) of double lanes, u >= 0. */
-FL_INLINE fl_vd fl_log_d(fl_vd u) {
+/* log(v) for any double: -inf at 0, inf at inf, NaN for NaN and v < 0; a subnormal v is
+ * scaled by 2^54 first. */
+FL_INLINE fl_vd fl_log_d(fl_vd v) {
     const fl_vd zero = {0};
-    return fl_log_plus_d(u, zero);
+    const fl_vl tiny = v < 2.2250738585072014e-308;
+    const fl_vd r = fl_log_normal_d(fl_select_d(tiny, v * 18014398509481984.0, v));
+    fl_vd out = fl_select_d(tiny, r - 54.0 * FL_LN2_HI - 54.0 * FL_LN2_LO, r);
+    out = fl_select_d(v == zero, zero - INFINITY, out);
+    out = fl_select_d(v < zero + INFINITY, out, v);          /* inf stays inf, NaN NaN */
+    return fl_select_d(v < zero, zero + NAN, out);
 }
 
-/* log1p(z) for z >= -1: log(1 + z) with the rounding of 1 + z corrected. */
+/* log1p(z) for z >= -1 (-inf at -1; NaN and +inf pass through): log(1 + z) with the
+ * rounding of 1 + z corrected. */
 FL_INLINE fl_vd fl_log1p_f64(fl_vd z) {
+    const fl_vd zero = {0};
     const fl_vd u = z + 1.0;
-    return fl_log_plus_d(u, (z - (u - 1.0)) / u);
+    fl_vd r = fl_log_normal_d(u) + (z - (u - 1.0)) / u;
+    r = fl_select_d(u == zero, zero - INFINITY, r);
+    return fl_select_d(u == zero + INFINITY, u, r);
+}
+
+/* log(m (1 + f)) parts for u = 2^k m, m in [sqrt(2)/2, sqrt(2)), of a positive normal
+ * float u: returns log(1 + f) less its leading term f (Cephes' logf polynomial), sets f
+ * and k. Within about 1 ulp once assembled as (f + r) + k ln2. */
+FL_INLINE fl_vf fl_logf_parts(fl_vf u, fl_vf* f_out, fl_vf* k_out) {
+    const fl_vi k = ((fl_vi)u - 0x3f3504f3) >> 23;
+    const fl_vf f = (fl_vf)((fl_vi)u - (k << 23)) - 1.0f;
+    const fl_vf f2 = f * f;
+    fl_vf p = f * 7.0376836292e-2f - 1.1514610310e-1f;
+    p = p * f + 1.1676998740e-1f;
+    p = p * f - 1.2420140846e-1f;
+    p = p * f + 1.4249322787e-1f;
+    p = p * f - 1.6668057665e-1f;
+    p = p * f + 2.0000714765e-1f;
+    p = p * f - 2.4999993993e-1f;
+    p = p * f + 3.3333331174e-1f;
+    *f_out = f;
+    *k_out = __builtin_convertvector(k, fl_vf);
+    return f2 * f * p - 0.5f * f2;
 }
 
 /* ---- the row primitives ----
@@ -597,7 +630,9 @@ FL_INLINE fl_vd fl_coef_lanes_##SUFFIX(const T* t, ptrdiff_t j, ptrdiff_t m,    
     }                                                                                     \
     if (c->class_weight) a = a * fl_load_d_f64(c->class_weight + j, m);                   \
     a = fl_select_d(valid, a, zero);                                                      \
-    if (log_a && !c->exp_kind) *log_a = fl_log_d(a);                                      \
+    /* log of a normal a is all that counts: a 0 or subnormal a_j's a_j log a_j is 0 or  \
+     * below 1e-305, whatever log gives */                                               \
+    if (log_a && !c->exp_kind) *log_a = fl_log_normal_d(a);                               \
     return a;                                                                             \
 }                                                                                         \
                                                                                           \
@@ -660,7 +695,8 @@ FL_INLINE void fl_entropy_grad_lanes_##SUFFIX(T* e, ptrdiff_t m, double factor, 
                                               double offset) {                            \
     const fl_vd zero = {0};                                                               \
     const fl_vd v = fl_load_d_##SUFFIX(e, m);                                             \
-    const fl_vd g = v * factor * (offset - fl_log_d(v));                                  \
+    /* v = 0 is selected away; a subnormal v's gradient is below 1e-305 whatever its log */ \
+    const fl_vd g = v * factor * (offset - fl_log_normal_d(v));                           \
     fl_store_d_##SUFFIX(e, fl_select_d(v != zero, g, zero), m);                           \
 }                                                                                         \
 FL_INLINE void fl_entropy_grad_##SUFFIX(T* e, ptrdiff_t n, double factor, double offset) { \

@@ -104,22 +104,11 @@ FL_INLINE fl_vd fl_small_exp_f64(fl_vd t, fl_vd m, fl_vl* at_max) {
 FL_INLINE fl_vf fl_log1p_f32(fl_vf z) {
     const fl_vf zero = {0};
     const fl_vf u = z + 1.0f;
-    const fl_vi k = (((fl_vi)u - 0x3f3504f3) >> 23);         /* u = 2^k m, m in [0.707, 1.414) */
-    const fl_vf f = (fl_vf)((fl_vi)u - (k << 23)) - 1.0f;
-    const fl_vf f2 = f * f;
-    fl_vf p = f * 7.0376836292e-2f - 1.1514610310e-1f;
-    p = p * f + 1.1676998740e-1f;
-    p = p * f - 1.2420140846e-1f;
-    p = p * f + 1.4249322787e-1f;
-    p = p * f - 1.6668057665e-1f;
-    p = p * f + 2.0000714765e-1f;
-    p = p * f - 2.4999993993e-1f;
-    p = p * f + 3.3333331174e-1f;
-    const fl_vf kf = __builtin_convertvector(k, fl_vf);
+    fl_vf f, k;
     /* log(u) = k ln2 + log(m), ln2 in two parts; (z - (u - 1)) / u corrects u's rounding */
-    fl_vf r = f2 * f * p - 0.5f * f2 + kf * -2.12194440e-4f;
+    fl_vf r = fl_logf_parts(u, &f, &k) + k * -2.12194440e-4f;
     r = r + (z - (u - 1.0f)) / u;
-    r = (f + r) + kf * 0.693359375f;
+    r = (f + r) + k * 0.693359375f;
     const fl_vi finite = (u > zero) & (u < zero + INFINITY);
     return fl_select_f(finite, r, fl_select_f(u == zero, zero - INFINITY, u));
 }
