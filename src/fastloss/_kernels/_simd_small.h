@@ -261,7 +261,7 @@ FL_INLINE void fl_small_load_##SUFFIX(const T* x, ptrdiff_t rows, const int c,  
 FL_INLINE void fl_small_store_##SUFFIX(const VT* t, ptrdiff_t rows, const int c,          \
                                        const fl_small_plan_##SUFFIX* p, T* out) {         \
     const ptrdiff_t n = rows * c;                                                         \
-    FL_UNROLL for (int i = 0; i < c && i * (L) < n; i++) {                                          \
+    for (int i = 0; i < c && i * (L) < n; i++) {                                                    \
         VT v = t[0];                                                                      \
         FL_UNROLL for (int b = 0; 2 * b < c; b++) {                                                 \
             const VT pair = FL_SHUFFLE2(t[2 * b], t[2 * b + 1 < c ? 2 * b + 1 : 2 * b],   \
