@@ -140,6 +140,65 @@ def test_few_classes_reduce_the_same_for_any_thread_count(rng, dtype, build, n_c
     _within_bar(grad, ref_grad, dtype, f"{build} grad", absolute=True)
 
 
+@pytest.mark.parametrize("n_classes", [1, 2, 10, 13, 16])
+@pytest.mark.parametrize("options", ["plain", "all"])
+def test_few_classes_probability_targets(rng, dtype, build, n_classes, options):
+    """Probability targets over few classes (the double-lane blocks): within the bar of
+    the reference with every option, zero probabilities against masked logits counting
+    0, a row count that leaves a partial block, and one loss bits for any thread count
+    and with or without the gradient."""
+    n = 1001
+    x = _logits(rng, (n, n_classes), dtype)
+    t = rng.random((n, n_classes))
+    if n_classes > 2:
+        t[:, 1] = 0.0                    # no mass on the masked class
+        t[::5, 3 % n_classes] = 0.0
+    t = (t / t.sum(axis=1, keepdims=True)).astype(dtype)
+    kw: dict = {}
+    if options == "all":
+        x[np.isinf(x)] = -30.0           # smoothing puts mass on every class
+        sample_weight = rng.random(n)
+        sample_weight[::9] = 0.0
+        kw = dict(weight=rng.random(n_classes) + 0.5, label_smoothing=0.1, z_loss=1e-3,
+                  sample_weight=sample_weight)
+    losses = [fastloss.cross_entropy(x, t, n_threads=k, **kw) for k in (1, 2, 3)]
+    loss, grad = fastloss.cross_entropy(x, t, n_threads=2, return_grad=True, **kw)
+    assert len({v.tobytes() for v in [*losses, loss]}) == 1
+    rows, lse = fastloss.cross_entropy(x, t, reduction="none", return_lse=True, **kw)
+    ref_rows, ref_lse = reference.cross_entropy(x.astype(np.float64), t.astype(np.float64),
+                                                reduction="none", return_lse=True, **kw)
+    ref_loss, ref_grad = reference.cross_entropy(x.astype(np.float64), t.astype(np.float64),
+                                                 return_grad=True, **kw)
+    _within_bar(rows, ref_rows, dtype, f"{build} row losses")
+    _within_bar(lse, ref_lse, dtype, f"{build} logsumexp")
+    _within_bar(loss, ref_loss, dtype, f"{build} loss")
+    _within_bar(grad, ref_grad, dtype, f"{build} grad", absolute=True)
+
+
+@pytest.mark.parametrize("n_classes", [2, 10])
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.3])
+def test_few_classes_distillation_from_probabilities(rng, dtype, build, n_classes,
+                                                     temperature):
+    """T^2 KL(teacher || softmax(x / T)) over few classes (double-lane blocks, with the
+    teacher's entropy term), against the reference."""
+    x = _logits(rng, (203, n_classes), dtype)
+    p = rng.random((203, n_classes))
+    p[::4, 0] = 0.0
+    if n_classes > 2:
+        p[:, 1] = 0.0                    # no mass on the masked class
+    p = (p / p.sum(axis=1, keepdims=True)).astype(dtype)
+    loss, grad = fastloss.kl_div_with_logits(x, p, temperature=temperature,
+                                             reduction="none", return_grad=True)
+    ref_loss, ref_grad = reference.kl_div_with_logits(
+        x.astype(np.float64), p.astype(np.float64), temperature=temperature,
+        reduction="none", return_grad=True)
+    # KL is a difference of cross-entropy and entropy: relative to their scale
+    scale = np.abs(ref_loss) + 1.0
+    _within_bar(np.asarray(loss) / scale, ref_loss / scale, dtype, f"{build} KL",
+                absolute=True)
+    _within_bar(grad, ref_grad, dtype, f"{build} KL grad", absolute=True)
+
+
 def test_forcing_a_path_the_cpu_lacks_is_an_error(monkeypatch):
     monkeypatch.setenv("FASTLOSS_SIMD", "sse9")
     with pytest.raises(ValueError, match=r"FASTLOSS_SIMD='sse9' names no build"):

@@ -15,7 +15,6 @@ whole array.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.math cimport exp
 from libc.stdlib cimport free, malloc
 
 cimport numpy as cnp
@@ -29,6 +28,7 @@ from fastloss._kernels._rows cimport (
     alloc_thread_scratch,
     chunk_shift_stride,
     coef_at,
+    fl_exp_1,
     fl_small_ce_spec,
     fl_small_logsumexp_wide_f32,
     fl_small_plan_f64,
@@ -38,6 +38,7 @@ from fastloss._kernels._rows cimport (
     small_block_rows,
     small_ce,
     small_plan,
+    small_soft_ce,
     stats_log_sum,
     stats_lse,
 )
@@ -101,7 +102,10 @@ cdef inline void ce_row(
     the reduction's denominator.
     """
     cdef RowStats st
-    cdef RowSpec row_spec = spec.row
+    # A pointer, not a copy: the struct's copy on every row cost a store-forwarding stall
+    # that showed as a tenth of a row of 100 classes. Only a teacher's logits need a copy.
+    cdef const RowSpec* row_spec = &spec.row
+    cdef RowSpec teacher_spec
     cdef double weight = 1.0, hard = 0.0, target_logit = 0.0, a_target = 0.0
     cdef double s = spec.row.x_scale
     cdef double log_sum, lse, slope, loss, scale
@@ -111,7 +115,7 @@ cdef inline void ce_row(
     if weight == 0.0 or (spec.kind == TARGET_CLASSES and y == spec.ignore_index):
         loss_out[0] = 0.0
         if lse_out != NULL:
-            st = row_stats(x, n_classes, <floating*> NULL, NULL, <floating*> NULL, &row_spec)
+            st = row_stats(x, n_classes, <floating*> NULL, NULL, <floating*> NULL, row_spec)
             lse_out[0] = stats_lse(st, s)
         if spec.with_grad:
             for j in range(n_classes):
@@ -119,10 +123,12 @@ cdef inline void ce_row(
         return
     if spec.kind == KL_LOGITS:
         # The teacher's probabilities are exp(t s - lse(t s)): one more read of its row.
-        row_spec.coefs.active = False
-        st = row_stats(t, n_classes, <floating*> NULL, NULL, <floating*> NULL, &row_spec)
-        row_spec.coefs = spec.row.coefs
-        row_spec.coefs.t_shift = stats_lse(st, s)
+        teacher_spec = spec.row
+        teacher_spec.coefs.active = False
+        st = row_stats(t, n_classes, <floating*> NULL, NULL, <floating*> NULL, &teacher_spec)
+        teacher_spec.coefs = spec.row.coefs
+        teacher_spec.coefs.t_shift = stats_lse(st, s)
+        row_spec = &teacher_spec
     elif spec.kind == TARGET_CLASSES:
         target_logit = x[y]
         hard = spec.hard_scale
@@ -130,7 +136,7 @@ cdef inline void ce_row(
             hard = hard * spec.class_weight[y]
         if spec.row.coefs.active:
             a_target = coef_at(t, &spec.row.coefs, y)
-    st = row_stats(x, n_classes, grad, shift, t, &row_spec)
+    st = row_stats(x, n_classes, grad, shift, t, row_spec)
     log_sum = stats_log_sum(st)
     lse = st.max * s + log_sum
     # Differences from the max first: exact for nearby values, so large logits (1e4 in
@@ -147,11 +153,11 @@ cdef inline void ce_row(
     if spec.with_grad:
         scale = weight * spec.grad_scale * spec.loss_factor * s
         slope = hard + st.coef_sum + 2.0 * spec.z_loss * lse / spec.loss_factor
-        scale_stored_exp(grad, n_classes, shift, st, scale * slope, t, &row_spec, scale)
+        scale_stored_exp(grad, n_classes, shift, st, scale * slope, t, row_spec, scale)
         if spec.kind == TARGET_CLASSES:
             # In double from the target logit: p_y - 1 cancels, so round only once.
             grad[y] = <floating>(scale * (
-                slope * exp((target_logit - st.max) * s) / st.sumexp - a_target - hard
+                slope * fl_exp_1((target_logit - st.max) * s) / st.sumexp - a_target - hard
             ))
 
 
@@ -212,15 +218,22 @@ cdef inline void small_ce_block(
 
 cdef bint small_spec(const CESpec* spec, Py_ssize_t n_classes, Py_ssize_t n_rows,
                      bint in_float, fl_small_ce_spec* out) noexcept nogil:
-    """The block kernels' spec (_simd_small.h) for class targets with few classes, or
-    False when the row kernel must serve: probability targets, distillation, more than
-    FL_SMALL_C classes, or (float rows, which the block kernel computes in float)
-    weights, z_loss or a gradient scale that float's range would not hold."""
+    """The block kernels' spec (_simd_small.h) for few classes, or False when the row
+    kernel must serve: more than FL_SMALL_C classes, a teacher given as log-probabilities
+    or logits, class targets with a temperature, or (class targets in float rows, which
+    that block kernel computes in float) weights, z_loss or a gradient scale that
+    float's range would not hold. Probability targets and a probability teacher's KL are
+    computed in double lanes."""
     cdef Py_ssize_t j
     cdef double w, top = spec.z_loss
-    if not (spec.kind == TARGET_CLASSES and 0 < n_classes <= FL_SMALL_C
-            and spec.row.x_scale == 1.0 and spec.loss_factor == 1.0):
+    if not (0 < n_classes <= FL_SMALL_C and (
+            spec.kind == TARGET_PROBS or spec.kind == KL_PROBS
+            or (spec.kind == TARGET_CLASSES and spec.row.x_scale == 1.0
+                and spec.loss_factor == 1.0))):
         return False
+    out.with_entropy = spec.kind == KL_PROBS
+    out.x_scale = spec.row.x_scale
+    out.loss_factor = spec.loss_factor
     out.class_weight = spec.class_weight
     out.sample_weight = spec.sample_weight
     out.hard_scale = spec.hard_scale
@@ -233,7 +246,7 @@ cdef bint small_spec(const CESpec* spec, Py_ssize_t n_classes, Py_ssize_t n_rows
     out.z_loss = spec.z_loss
     out.grad_scale = spec.grad_scale
     out.ignore_index = spec.ignore_index
-    if in_float:
+    if in_float and spec.kind == TARGET_CLASSES:
         if spec.sample_weight:
             for j in range(n_rows):
                 top = max(top, spec.sample_weight[j])
@@ -346,11 +359,17 @@ cdef int rows_loop(
                 i = start
                 while i < stop:
                     rows = stop - i if stop - i < lanes else lanes
-                    small_ce_block(logits + i * n_classes, rows,
-                                   <const Py_ssize_t*> target + i, i, plan, plan_wide,
-                                   &small, losses if summed else loss_out + i,
-                                   lse_out + i if lse_out != NULL else NULL,
-                                   grad + i * n_classes if grad != NULL else NULL)
+                    if soft != NULL:
+                        small_soft_ce(logits + i * n_classes, soft + i * n_classes, rows, i,
+                                      plan_wide, &small, losses if summed else loss_out + i,
+                                      lse_out + i if lse_out != NULL else NULL,
+                                      grad + i * n_classes if grad != NULL else NULL)
+                    else:
+                        small_ce_block(logits + i * n_classes, rows,
+                                       <const Py_ssize_t*> target + i, i, plan, plan_wide,
+                                       &small, losses if summed else loss_out + i,
+                                       lse_out + i if lse_out != NULL else NULL,
+                                       grad + i * n_classes if grad != NULL else NULL)
                     if summed:
                         for k in range(rows):
                             total = total + losses[k]
@@ -570,12 +589,19 @@ cdef int tiles_loop(
                 b = 0
                 while b < lanes:
                     row = o * n_inner + i0 + b
-                    small_ce_block(rows + b * n_classes,
-                                   lanes - b if lanes - b < block_rows else block_rows,
-                                   <const Py_ssize_t*> &target[row], row, plan, plan_wide,
-                                   &small, &loss_out[row],
-                                   lse_ptr + row if lse_ptr != NULL else NULL,
-                                   rows + b * n_classes if spec.with_grad else NULL)
+                    if soft:
+                        small_soft_ce(rows + b * n_classes, trows + b * n_classes,
+                                      lanes - b if lanes - b < block_rows else block_rows,
+                                      row, plan_wide, &small, &loss_out[row],
+                                      lse_ptr + row if lse_ptr != NULL else NULL,
+                                      rows + b * n_classes if spec.with_grad else NULL)
+                    else:
+                        small_ce_block(rows + b * n_classes,
+                                       lanes - b if lanes - b < block_rows else block_rows,
+                                       <const Py_ssize_t*> &target[row], row, plan,
+                                       plan_wide, &small, &loss_out[row],
+                                       lse_ptr + row if lse_ptr != NULL else NULL,
+                                       rows + b * n_classes if spec.with_grad else NULL)
                     b = b + block_rows
             else:
                 for b in range(lanes):

@@ -14,7 +14,7 @@
 # and the shifts are in units of x, the exponentials are exp((x_j - shift) * s).
 
 from cython cimport floating
-from libc.math cimport INFINITY, NAN, exp, log1p
+from libc.math cimport INFINITY, NAN
 from libc.stdlib cimport malloc
 
 # The hot loops of a row, in SIMD C (one source for every instruction set: see the
@@ -28,6 +28,8 @@ cdef extern from "_simd_rows.h" nogil:
     double fl_exp_sum_f64(const double* x, Py_ssize_t n, double sub, double s, double* out,
                           double* self_dot, double* ones)
     void fl_scale_f32(float* e, Py_ssize_t n, double factor)
+    double fl_log1p_1(double z)
+    double fl_exp_1(double z)
     void fl_scale_f64(double* e, Py_ssize_t n, double factor)
     void fl_sub_shift_f32(const float* x, Py_ssize_t n, double a, double b, float* out)
     void fl_sub_shift_f64(const double* x, Py_ssize_t n, double a, double b, double* out)
@@ -234,7 +236,7 @@ cdef inline RowStats row_stats(
             st.self_dot = st.self_dot + csd
         elif shift > st.max:
             # exp(-inf) = 0 for the first chunk, without the call
-            rescale = exp((st.max - shift) * s) if st.max != -INFINITY else 0.0
+            rescale = fl_exp_1((st.max - shift) * s) if st.max != -INFINITY else 0.0
             total = st.ones + st.rest
             if with_self_dot and total != 0.0:
                 st.self_dot = rescale * (st.self_dot + (shift - st.max) * total)
@@ -247,7 +249,7 @@ cdef inline RowStats row_stats(
             st.rest = st.rest + crest
             st.self_dot = st.self_dot + csd
         else:
-            rescale = exp((shift - st.max) * s)
+            rescale = fl_exp_1((shift - st.max) * s)
             st.rest = st.rest + csum * rescale
             if with_self_dot:
                 st.self_dot = st.self_dot + rescale * (csd + (st.max - shift) * csum)
@@ -259,7 +261,7 @@ cdef inline RowStats row_stats(
 cdef inline double stats_log_sum(RowStats st) noexcept nogil:
     """log S, as log1p(S - 1) with S - 1 = (ones - 1) + rest exact: a small loss log S
     keeps its relative accuracy, which log(S) would round away."""
-    return log1p((st.ones - 1.0) + st.rest)
+    return fl_log1p_1((st.ones - 1.0) + st.rest)
 
 
 cdef inline double stats_lse(RowStats st, double s) noexcept nogil:
@@ -274,7 +276,7 @@ cdef inline double chunk_factor(
     exp(-inf - max) = 0 zeroes a masked chunk; the chunk of the max needs no exp."""
     if shift[k] == st.max:
         return 1.0 / st.sumexp
-    return exp((shift[k] - st.max) * s) / st.sumexp
+    return fl_exp_1((shift[k] - st.max) * s) / st.sumexp
 
 
 cdef inline void scale_stored_exp(
@@ -388,6 +390,9 @@ cdef extern from "_simd_small.h" nogil:
         double z_loss
         double grad_scale
         Py_ssize_t ignore_index
+        bint with_entropy
+        double x_scale
+        double loss_factor
     const fl_small_plan_f32* fl_small_plan_f32_get(int c)
     const fl_small_plan_f64* fl_small_plan_f64_get(int c)
     void fl_small_softmax_f32(const float* x, Py_ssize_t rows, const fl_small_plan_f32* p,
@@ -412,6 +417,14 @@ cdef extern from "_simd_small.h" nogil:
                          Py_ssize_t row0, const fl_small_plan_f64* p,
                          const fl_small_ce_spec* spec, double* loss_out, double* lse_out,
                          double* grad)
+    void fl_small_soft_ce_f32(const float* x, const float* q, Py_ssize_t rows,
+                              Py_ssize_t row0, const fl_small_plan_f64* p,
+                              const fl_small_ce_spec* spec, double* loss_out,
+                              double* lse_out, float* grad)
+    void fl_small_soft_ce_f64(const double* x, const double* q, Py_ssize_t rows,
+                              Py_ssize_t row0, const fl_small_plan_f64* p,
+                              const fl_small_ce_spec* spec, double* loss_out,
+                              double* lse_out, double* grad)
 
 
 cdef inline Py_ssize_t small_block_rows(const floating* witness) noexcept nogil:
@@ -461,3 +474,15 @@ cdef inline void small_ce(
     else:
         fl_small_ce_f64(x, rows, y, row0, <const fl_small_plan_f64*> plan, spec, loss_out,
                         lse_out, grad)
+
+
+cdef inline void small_soft_ce(
+    const floating* x, const floating* q, Py_ssize_t rows, Py_ssize_t row0,
+    const fl_small_plan_f64* plan_wide, const fl_small_ce_spec* spec, double* loss_out,
+    double* lse_out, floating* grad,
+) noexcept nogil:
+    """Cross-entropy against the probability rows q of a block (in double lanes)."""
+    if floating is float:
+        fl_small_soft_ce_f32(x, q, rows, row0, plan_wide, spec, loss_out, lse_out, grad)
+    else:
+        fl_small_soft_ce_f64(x, q, rows, row0, plan_wide, spec, loss_out, lse_out, grad)

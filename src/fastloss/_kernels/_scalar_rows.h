@@ -21,6 +21,9 @@ typedef struct {
     int with_entropy;
 } fl_coef_spec;
 
+FL_INLINE double fl_log1p_1(double z) { return log1p(z); }
+FL_INLINE double fl_exp_1(double z) { return exp(z); }
+
 #define FL_DEFINE_SCALAR(SUFFIX, T)                                                       \
 FL_INLINE double fl_max_##SUFFIX(const T* x, ptrdiff_t n) {                               \
     double best = -INFINITY;                                                              \

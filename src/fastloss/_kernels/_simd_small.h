@@ -39,6 +39,8 @@ typedef struct {
     const double* sample_weight;
     double hard_scale, smoothing, coef_sum, z_loss, grad_scale;
     ptrdiff_t ignore_index;
+    int with_entropy;
+    double x_scale, loss_factor;
 } fl_small_ce_spec;
 static fl_small_plan_f32 fl_small_no_plan_f32;
 static fl_small_plan_f64 fl_small_no_plan_f64;
@@ -63,6 +65,12 @@ FL_SMALL_UNREACHABLE(fl_small_ce_f32, const float* x, ptrdiff_t r, const ptrdiff
                      ptrdiff_t r0, const fl_small_plan_f32* p, const fl_small_ce_spec* s,
                      double* l, double* e, float* g)
 FL_SMALL_UNREACHABLE(fl_small_ce_f64, const double* x, ptrdiff_t r, const ptrdiff_t* y,
+                     ptrdiff_t r0, const fl_small_plan_f64* p, const fl_small_ce_spec* s,
+                     double* l, double* e, double* g)
+FL_SMALL_UNREACHABLE(fl_small_soft_ce_f32, const float* x, const float* q, ptrdiff_t r,
+                     ptrdiff_t r0, const fl_small_plan_f64* p, const fl_small_ce_spec* s,
+                     double* l, double* e, float* g)
+FL_SMALL_UNREACHABLE(fl_small_soft_ce_f64, const double* x, const double* q, ptrdiff_t r,
                      ptrdiff_t r0, const fl_small_plan_f64* p, const fl_small_ce_spec* s,
                      double* l, double* e, double* g)
 #else
@@ -186,6 +194,11 @@ typedef struct {
     double z_loss;
     double grad_scale;              /* 1 / the reduction's denominator */
     ptrdiff_t ignore_index;
+    /* Probability targets (fl_small_soft_ce_*): a_j = (hard_scale q_j + smoothing) w_j,
+     * with_entropy adds sum_j a_j log a_j (distillation: KL(a || softmax(x s))), the
+     * scores are x s (s = 1 / T) and the loss is scaled by loss_factor (T^2 or 1). */
+    int with_entropy;
+    double x_scale, loss_factor;
 } fl_small_ce_spec;
 
 #define FL_DEFINE_SMALL(SUFFIX, T, VT, IT, L, SEL, VMAX)                                  \
@@ -457,6 +470,93 @@ FL_INLINE void fl_small_logsumexp_narrow_f32(const float* x, ptrdiff_t rows,
         double lse[FL_ND];
         fl_small_logsumexp_wide_f32(x + r0 * p->n_classes, n, p, lse);
         for (ptrdiff_t k = 0; k < n; k++) out[r0 + k] = (float)lse[k];
+    }
+}
+
+/* Cross-entropy against probability rows q (soft targets; with_entropy: KL(a || softmax),
+ * distillation at temperature 1), in double lanes for both storage types: the same
+ * quantities as _cross_entropy.pyx's ce_row with coefficients a_j, whose sums the row
+ * kernel also forms in double. Row losses (sample weight included) into loss_out,
+ * logsumexp into lse_out and the gradient into grad unless NULL. */
+FL_INLINE void fl_small_soft_ce_c_f64(
+    const double* x, const double* q, ptrdiff_t rows, const int c, ptrdiff_t row0,
+    const fl_small_plan_f64* p, const fl_small_ce_spec* spec, double* loss_out,
+    double* lse_out, double* grad) {
+    if (c < 1 || c > FL_SMALL_C) __builtin_unreachable();    /* for the unrolled loops */
+    const fl_vd zero = {0};
+    fl_vd t[FL_SMALL_C], a[FL_SMALL_C], x_minus[FL_SMALL_C] = {{0}}, m, rest;
+    fl_small_load_f64(x, rows, c, p, t);
+    fl_small_load_f64(q, rows, c, p, a);
+    /* fl_small_get_f64 gives 0 past the end: those rows are inactive */
+    const fl_vd weight = spec->sample_weight ? fl_small_get_f64(spec->sample_weight + row0, rows)
+                                             : zero + 1.0;
+    fl_vl past = {0};
+    for (int k = 0; k < FL_ND; k++) past[k] = k >= rows ? -1 : 0;
+    const fl_vl active = (weight != zero) & ~past;
+    fl_vd coef_sum = zero, coef_dot = zero, entropy = zero;
+    FL_UNROLL for (int j = 0; j < c; j++) {
+        x_minus[j] = t[j];
+        a[j] = a[j] * spec->hard_scale + spec->smoothing;
+        if (spec->class_weight) a[j] = a[j] * spec->class_weight[j];
+    }
+    const double s = spec->x_scale;
+    fl_vd x_max = zero;
+    if (s != 1.0) {
+        /* the scores (x - max) s, as the row kernel forms them: their max is then 0 */
+        x_max = zero - INFINITY;
+        FL_UNROLL for (int j = 0; j < c; j++) x_max = fl_vmax_d(t[j], x_max);
+        x_max = fl_select_d(x_max == zero - INFINITY, zero, x_max);
+        FL_UNROLL for (int j = 0; j < c; j++) t[j] = (t[j] - x_max) * s;
+    }
+    const fl_vd log_sum = fl_small_stats_f64(t, c, grad != NULL, &m, &rest);
+    if (s != 1.0) m = x_max;
+    FL_UNROLL for (int j = 0; j < c; j++) {      /* a zero a_j adds 0, even at x = -inf */
+        const fl_vl nonzero = a[j] != zero;
+        coef_sum += a[j];
+        coef_dot += fl_select_d(nonzero, a[j] * (m - x_minus[j]), zero);
+        if (spec->with_entropy) entropy += fl_select_d(nonzero, a[j] * fl_log_d(a[j]), zero);
+    }
+    const fl_vd lse = m * s + log_sum;
+    fl_vd loss = (coef_dot * s + coef_sum * log_sum + entropy) * spec->loss_factor;
+    if (spec->z_loss != 0.0) loss = loss + spec->z_loss * lse * lse;
+    fl_small_put_f64(loss_out, fl_select_d(active, weight * loss, zero), rows);
+    if (lse_out) fl_small_put_f64(lse_out, lse, rows);
+    if (!grad) return;
+    /* grad_j = w / D f s ((A + 2 z lse / f) p_j - a_j) */
+    const fl_vd scale = weight * (spec->grad_scale * spec->loss_factor * s);
+    const fl_vd slope = coef_sum + (2.0 * spec->z_loss / spec->loss_factor) * lse;
+    const fl_vd inv_sum = 1 / (rest + 1);
+    FL_UNROLL for (int j = 0; j < c; j++)
+        t[j] = fl_select_d(active, scale * (slope * (t[j] * inv_sum) - a[j]), zero);
+    fl_small_store_f64(t, rows, c, p, grad);
+}
+
+static inline void fl_small_soft_ce_f64(
+    const double* x, const double* q, ptrdiff_t rows, ptrdiff_t row0,
+    const fl_small_plan_f64* p, const fl_small_ce_spec* spec, double* loss_out,
+    double* lse_out, double* grad) {
+    FL_SMALL_DISPATCH(p->n_classes, fl_small_soft_ce_c_f64, x, q, rows, C_, row0, p, spec,
+                      loss_out, lse_out, grad);
+}
+
+/* The same for float rows (any number): widened to double FL_ND rows at a time, the
+ * gradient rounded back to float. */
+FL_INLINE void fl_small_soft_ce_f32(
+    const float* x, const float* q, ptrdiff_t rows, ptrdiff_t row0,
+    const fl_small_plan_f64* p, const fl_small_ce_spec* spec, double* loss_out,
+    double* lse_out, float* grad) {
+    const int c = p->n_classes;
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_ND) {
+        const ptrdiff_t n = rows - r0 < FL_ND ? rows - r0 : FL_ND;
+        double wide_x[FL_ND * FL_SMALL_C], wide_q[FL_ND * FL_SMALL_C], wide_g[FL_ND * FL_SMALL_C];
+        for (ptrdiff_t i = 0; i < n * c; i++) {
+            wide_x[i] = x[r0 * c + i];
+            wide_q[i] = q[r0 * c + i];
+        }
+        fl_small_soft_ce_f64(wide_x, wide_q, n, row0 + r0, p, spec, loss_out + r0,
+                             lse_out ? lse_out + r0 : NULL, grad ? wide_g : NULL);
+        if (grad)
+            for (ptrdiff_t i = 0; i < n * c; i++) grad[r0 * c + i] = (float)wide_g[i];
     }
 }
 
