@@ -15,6 +15,9 @@
  * float sum of the others, so that log S = log1p((ones - 1) + others) keeps a small
  * loss's relative accuracy; double rows in double.
  *
+ * Probability targets and probability teachers (fl_small_soft_ce_*) are computed in
+ * double lanes for both storage types, as the row kernel forms their coefficient sums.
+ *
  * Padding: the rows past the end of the array in the last block are -inf (their results
  * are never stored).
  */
