@@ -144,8 +144,8 @@ FL_INLINE fl_vf fl_narrow(fl_vd lo, fl_vd hi) {
 }
 
 /* Horizontal sums and max as a tree of halves (a fixed order, for a given width): at the
- * end of a row they are on the path to the next pass, and a lane-order loop's chain of
- * dependent adds (16 of them in float lanes) was a visible part of a row of 1000. */
+ * end of a row they are on the path to the next pass, which a tree shortens (log2 of the
+ * lanes deep, where a lane-order loop chains 16 dependent steps in float lanes). */
 typedef double fl_vd2 __attribute__((vector_size(16)));
 typedef double fl_vd4 __attribute__((vector_size(32)));
 typedef int32_t fl_vi4 __attribute__((vector_size(16)));
@@ -158,27 +158,27 @@ typedef float fl_vf8 __attribute__((vector_size(32)));
 /* v's lanes halved down to 4 (or 2 for 64-bit lanes) by an element-wise operation OP:
  * a 512-bit vector to 256 bits, a 256-bit one to 128. */
 #if FL_WIDTH == 64
-#define FL_FOLD_128(v, OP, V8, V4, V2)                                                    \
+#define FL_FOLD_128(v, OP, V8)                                                    \
     __extension__({                                                                       \
         const V8 h8_ = OP(__builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7),          \
                           __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15));   \
         OP(__builtin_shufflevector(h8_, h8_, 0, 1, 2, 3),                                 \
            __builtin_shufflevector(h8_, h8_, 4, 5, 6, 7));                                \
     })
-#define FL_FOLD_128_64(v, OP, V4, V2)                                                     \
+#define FL_FOLD_128_64(v, OP, V4)                                                     \
     __extension__({                                                                       \
         const V4 h4_ = OP(__builtin_shufflevector(v, v, 0, 1, 2, 3),                      \
                           __builtin_shufflevector(v, v, 4, 5, 6, 7));                     \
         OP(__builtin_shufflevector(h4_, h4_, 0, 1), __builtin_shufflevector(h4_, h4_, 2, 3)); \
     })
 #elif FL_WIDTH == 32
-#define FL_FOLD_128(v, OP, V8, V4, V2)                                                    \
+#define FL_FOLD_128(v, OP, V8)                                                    \
     OP(__builtin_shufflevector(v, v, 0, 1, 2, 3), __builtin_shufflevector(v, v, 4, 5, 6, 7))
-#define FL_FOLD_128_64(v, OP, V4, V2)                                                     \
+#define FL_FOLD_128_64(v, OP, V4)                                                     \
     OP(__builtin_shufflevector(v, v, 0, 1), __builtin_shufflevector(v, v, 2, 3))
 #else
-#define FL_FOLD_128(v, OP, V8, V4, V2) (v)
-#define FL_FOLD_128_64(v, OP, V4, V2) (v)
+#define FL_FOLD_128(v, OP, V8) (v)
+#define FL_FOLD_128_64(v, OP, V4) (v)
 #endif
 #define FL_ADD(a, b) ((a) + (b))
 /* Lane-wise max of vectors without NaN (as selects: the fold's types are generic). */
@@ -191,19 +191,19 @@ typedef float fl_vf8 __attribute__((vector_size(32)));
 
 /* Sum of a double vector's lanes. */
 FL_INLINE double fl_hsum(fl_vd v) {
-    const fl_vd2 h = FL_FOLD_128_64(v, FL_ADD, fl_vd4, fl_vd2);
+    const fl_vd2 h = FL_FOLD_128_64(v, FL_ADD, fl_vd4);
     return h[0] + h[1];
 }
 
 /* Sum of int32 lanes (counts: exact in any order), as a double. */
 FL_INLINE double fl_hsum_i32(fl_vi v) {
-    const fl_vi4 h = FL_FOLD_128(v, FL_ADD, fl_vi8, fl_vi4, fl_vi2);
+    const fl_vi4 h = FL_FOLD_128(v, FL_ADD, fl_vi8);
     return (double)((h[0] + h[2]) + (h[1] + h[3]));
 }
 
 /* Sum of int64 lanes (counts), as a double. */
 FL_INLINE double fl_hsum_i64(fl_vl v) {
-    const fl_vl2 h = FL_FOLD_128_64(v, FL_ADD, fl_vl4, fl_vl2);
+    const fl_vl2 h = FL_FOLD_128_64(v, FL_ADD, fl_vl4);
     return (double)(h[0] + h[1]);
 }
 
@@ -448,12 +448,12 @@ FL_DEFINE_GROUP_IO(f64, double, fl_vd, FL_ND)
 
 /* Max of a vector's lanes (never NaN here: the accumulators skip it). */
 FL_INLINE double fl_hmax_f32(fl_vf v) {
-    const fl_vf4 h = FL_FOLD_128(v, FL_MAX, fl_vf8, fl_vf4, fl_vf2);
+    const fl_vf4 h = FL_FOLD_128(v, FL_MAX, fl_vf8);
     const fl_vf4 h2 = FL_MAX(h, __builtin_shufflevector(h, h, 2, 3, 0, 1));
     return h2[0] > h2[1] ? h2[0] : h2[1];
 }
 FL_INLINE double fl_hmax_f64(fl_vd v) {
-    const fl_vd2 h = FL_FOLD_128_64(v, FL_MAX, fl_vd4, fl_vd2);
+    const fl_vd2 h = FL_FOLD_128_64(v, FL_MAX, fl_vd4);
     return h[0] > h[1] ? h[0] : h[1];
 }
 
