@@ -28,6 +28,24 @@
 
 #include "_simd_rows.h"
 
+/* The options of cross-entropy over blocks (one definition for the vector and the
+ * scalar builds). */
+typedef struct {
+    const double* class_weight;     /* NULL: 1 */
+    const double* sample_weight;    /* NULL: 1; per row */
+    double hard_scale;              /* 1 - eps */
+    double smoothing;               /* eps / C: a_j = smoothing w_j */
+    double coef_sum;                /* A = sum_j a_j */
+    double z_loss;
+    double grad_scale;              /* 1 / the reduction's denominator */
+    ptrdiff_t ignore_index;
+    /* Probability targets (fl_small_soft_ce_*): a_j = (hard_scale q_j + smoothing) w_j,
+     * with_entropy adds sum_j a_j log a_j (distillation: KL(a || softmax(x s))), the
+     * scores are x s (s = 1 / T) and the loss is scaled by loss_factor (T^2 or 1). */
+    int with_entropy;
+    double x_scale, loss_factor;
+} fl_small_ce_spec;
+
 #if !defined(__GNUC__) || defined(FASTLOSS_SCALAR)
 /* Without vector extensions there are no blocks: FL_SMALL_C = 0 keeps every row on the
  * row primitives (_scalar_rows.h), and the block functions below are never called (the
@@ -37,14 +55,6 @@
 #define FL_ND 1
 typedef struct { int n_classes; } fl_small_plan_f32;
 typedef struct { int n_classes; } fl_small_plan_f64;
-typedef struct {
-    const double* class_weight;
-    const double* sample_weight;
-    double hard_scale, smoothing, coef_sum, z_loss, grad_scale;
-    ptrdiff_t ignore_index;
-    int with_entropy;
-    double x_scale, loss_factor;
-} fl_small_ce_spec;
 static fl_small_plan_f32 fl_small_no_plan_f32;
 static fl_small_plan_f64 fl_small_no_plan_f64;
 static const fl_small_plan_f32* fl_small_plan_f32_get(int c) { return &fl_small_no_plan_f32; }
@@ -188,22 +198,6 @@ FL_INLINE fl_vf fl_small_get_f32(const double* w, ptrdiff_t rows) {
 /* ---- one definition for both types ----
  * SUFFIX f32/f64, T the element type, VT its vector, IT the integer vector of its lane
  * width, L the lanes, SEL the select, VMAX the NaN-skipping max. */
-typedef struct {
-    const double* class_weight;     /* NULL: 1 */
-    const double* sample_weight;    /* NULL: 1; per row */
-    double hard_scale;              /* 1 - eps */
-    double smoothing;               /* eps / C: a_j = smoothing w_j */
-    double coef_sum;                /* A = sum_j a_j */
-    double z_loss;
-    double grad_scale;              /* 1 / the reduction's denominator */
-    ptrdiff_t ignore_index;
-    /* Probability targets (fl_small_soft_ce_*): a_j = (hard_scale q_j + smoothing) w_j,
-     * with_entropy adds sum_j a_j log a_j (distillation: KL(a || softmax(x s))), the
-     * scores are x s (s = 1 / T) and the loss is scaled by loss_factor (T^2 or 1). */
-    int with_entropy;
-    double x_scale, loss_factor;
-} fl_small_ce_spec;
-
 #define FL_DEFINE_SMALL(SUFFIX, T, VT, IT, L, SEL, VMAX)                                  \
                                                                                           \
 typedef struct {                                                                          \
