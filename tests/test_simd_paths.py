@@ -175,28 +175,72 @@ def test_few_classes_probability_targets(rng, dtype, build, n_classes, options):
     _within_bar(grad, ref_grad, dtype, f"{build} grad", absolute=True)
 
 
-@pytest.mark.parametrize("n_classes", [2, 10])
+@pytest.mark.parametrize("n_classes", [2, 10, 13])
 @pytest.mark.parametrize("temperature", [1.0, 2.0, 0.3])
-def test_few_classes_distillation_from_probabilities(rng, dtype, build, n_classes,
-                                                     temperature):
+@pytest.mark.parametrize("teacher_kind", ["probs", "log_probs", "logits"])
+def test_few_classes_distillation(rng, dtype, build, n_classes, temperature, teacher_kind):
     """T^2 KL(teacher || softmax(x / T)) over few classes (double-lane blocks, with the
-    teacher's entropy term), against the reference."""
+    teacher's entropy term; a teacher's logits at the same temperature), against the
+    reference."""
     x = _logits(rng, (203, n_classes), dtype)
     p = rng.random((203, n_classes))
     p[::4, 0] = 0.0
     if n_classes > 2:
         p[:, 1] = 0.0                    # no mass on the masked class
-    p = (p / p.sum(axis=1, keepdims=True)).astype(dtype)
-    loss, grad = fastloss.kl_div_with_logits(x, p, temperature=temperature,
-                                             reduction="none", return_grad=True)
+    p = p / p.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        teacher = {"probs": p, "log_probs": np.log(p),
+                   "logits": np.log(p) * temperature + 3.0}[teacher_kind]
+    if teacher_kind == "logits":
+        teacher[5] = rng.standard_normal(n_classes) * 50.0      # a confident teacher
+        teacher[7, 0] = 1e4
+        if n_classes > 2:
+            teacher[[5, 7], 1] = -np.inf                        # the masked class
+    teacher = teacher.astype(dtype)
+    loss, grad = fastloss.kl_div_with_logits(x, teacher, teacher_kind=teacher_kind,
+                                             temperature=temperature, reduction="none",
+                                             return_grad=True)
     ref_loss, ref_grad = reference.kl_div_with_logits(
-        x.astype(np.float64), p.astype(np.float64), temperature=temperature,
-        reduction="none", return_grad=True)
+        x.astype(np.float64), teacher.astype(np.float64), teacher_kind=teacher_kind,
+        temperature=temperature, reduction="none", return_grad=True)
     # KL is a difference of cross-entropy and entropy: relative to their scale
     scale = np.abs(ref_loss) + 1.0
     _within_bar(np.asarray(loss) / scale, ref_loss / scale, dtype, f"{build} KL",
                 absolute=True)
     _within_bar(grad, ref_grad, dtype, f"{build} KL grad", absolute=True)
+    # the same rows through the row kernel (one row at a time takes no block)
+    for i in (0, 5, 7):
+        one = fastloss.kl_div_with_logits(x[i], teacher[i], teacher_kind=teacher_kind,
+                                          temperature=temperature, reduction="sum")
+        assert one == pytest.approx(loss[i], rel=1e-13 if dtype == np.float64 else 1e-6,
+                                    abs=1e-13)
+
+
+@pytest.mark.parametrize("n_classes", [1, 2, 10, 13, 16])
+def test_few_classes_entropy_from_logits(rng, dtype, build, n_classes):
+    """The entropy of softmax over few classes (double-lane blocks), its gradient, in
+    place and for any thread count, against the reference."""
+    x = _logits(rng, (1001, n_classes), dtype)
+    x[3] = 0.0                           # uniform: log C
+    h, grad = fastloss.entropy_from_logits(x, reduction="none", return_grad=True)
+    ref_h, ref_grad = reference.entropy_from_logits(x.astype(np.float64), reduction="none",
+                                                    return_grad=True)
+    scale = np.abs(ref_h) + 1e-3         # a confident row's entropy is near 0
+    _within_bar(np.asarray(h) / scale, ref_h / scale, dtype, f"{build} entropy",
+                absolute=True)
+    _within_bar(grad, ref_grad, dtype, f"{build} entropy grad", absolute=True)
+    assert h[3] == pytest.approx(np.log(n_classes), rel=1e-6, abs=1e-7)
+    in_bits = fastloss.entropy_from_logits(x, base=2, reduction="none")
+    np.testing.assert_allclose(in_bits, np.asarray(h, dtype=np.float64) / np.log(2),
+                               rtol=1e-14 if dtype == np.float64 else 2e-7, atol=1e-300)
+    means = [fastloss.entropy_from_logits(x, reduction="mean", return_grad=True, n_threads=n)
+             for n in (1, 2, 3)]
+    buffer = x.copy()
+    _, in_place = fastloss.entropy_from_logits(buffer, reduction="mean", grad_out=buffer)
+    for mean, g in means:
+        assert mean == means[0][0]
+        assert g.tobytes() == means[0][1].tobytes()
+    assert in_place.tobytes() == means[0][1].tobytes()
 
 
 def test_forcing_a_path_the_cpu_lacks_is_an_error(monkeypatch):

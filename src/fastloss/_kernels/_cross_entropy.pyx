@@ -23,6 +23,9 @@ from fastloss._kernels._rows cimport (
     COEF_EXP,
     COEF_LINEAR,
     FL_SMALL_C,
+    FL_SOFT_LOG_PROBS,
+    FL_SOFT_LOGITS,
+    FL_SOFT_PROBS,
     RowSpec,
     RowStats,
     alloc_thread_scratch,
@@ -127,7 +130,8 @@ cdef inline void ce_row(
         teacher_spec.coefs.active = False
         st = row_stats(t, n_classes, <floating*> NULL, NULL, <floating*> NULL, &teacher_spec)
         teacher_spec.coefs = spec.row.coefs
-        teacher_spec.coefs.t_shift = stats_lse(st, s)
+        teacher_spec.coefs.t_max = st.max
+        teacher_spec.coefs.t_shift = stats_log_sum(st)
         row_spec = &teacher_spec
     elif spec.kind == TARGET_CLASSES:
         target_logit = x[y]
@@ -189,6 +193,7 @@ cdef CESpec make_spec(
     spec.row.coefs.beta = label_smoothing / n_classes
     spec.row.coefs.kind = COEF_EXP if kind == KL_LOG_PROBS or kind == KL_LOGITS else COEF_LINEAR
     spec.row.coefs.t_scale = spec.row.x_scale if kind == KL_LOGITS else 1.0
+    spec.row.coefs.t_max = 0.0
     spec.row.coefs.t_shift = 0.0
     spec.row.coefs.active = kind != TARGET_CLASSES or label_smoothing != 0.0
     spec.row.coefs.with_entropy = distill
@@ -219,19 +224,21 @@ cdef inline void small_ce_block(
 cdef bint small_spec(const CESpec* spec, Py_ssize_t n_classes, Py_ssize_t n_rows,
                      bint in_float, fl_small_ce_spec* out) noexcept nogil:
     """The block kernels' spec (_simd_small.h) for few classes, or False when the row
-    kernel must serve: more than FL_SMALL_C classes, a teacher given as log-probabilities
-    or logits, class targets with a temperature, or (class targets in float rows, which
-    that block kernel computes in float) weights, z_loss or a gradient scale that
-    float's range would not hold. Probability targets and a probability teacher's KL are
-    computed in double lanes."""
+    kernel must serve: more than FL_SMALL_C classes, class targets with a temperature,
+    or (class targets in float rows, which that block kernel computes in float) weights,
+    z_loss or a gradient scale that float's range would not hold. Probability targets
+    and a teacher's KL (probabilities, log-probabilities or logits) are computed in
+    double lanes."""
     cdef Py_ssize_t j
     cdef double w, top = spec.z_loss
     if not (0 < n_classes <= FL_SMALL_C and (
-            spec.kind == TARGET_PROBS or spec.kind == KL_PROBS
-            or (spec.kind == TARGET_CLASSES and spec.row.x_scale == 1.0
-                and spec.loss_factor == 1.0))):
+            spec.kind != TARGET_CLASSES
+            or (spec.row.x_scale == 1.0 and spec.loss_factor == 1.0))):
         return False
-    out.with_entropy = spec.kind == KL_PROBS
+    out.with_entropy = spec.kind >= KL_PROBS
+    out.teacher_kind = (FL_SOFT_LOGITS if spec.kind == KL_LOGITS
+                        else FL_SOFT_LOG_PROBS if spec.kind == KL_LOG_PROBS
+                        else FL_SOFT_PROBS)
     out.x_scale = spec.row.x_scale
     out.loss_factor = spec.loss_factor
     out.class_weight = spec.class_weight

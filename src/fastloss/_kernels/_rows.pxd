@@ -37,6 +37,7 @@ cdef extern from "_simd_rows.h" nogil:
         const double* class_weight
         double alpha
         double beta
+        double t_max
         double t_scale
         double t_shift
         int exp_kind
@@ -53,8 +54,10 @@ cdef extern from "_simd_rows.h" nogil:
                            double factor, double coef_scale, const fl_coef_spec* c)
     double fl_coef_at_f32(const float* t, Py_ssize_t j, const fl_coef_spec* c)
     double fl_coef_at_f64(const double* t, Py_ssize_t j, const fl_coef_spec* c)
-    void fl_entropy_grad_f32(float* e, Py_ssize_t n, double factor, double offset)
-    void fl_entropy_grad_f64(double* e, Py_ssize_t n, double factor, double offset)
+    void fl_entropy_grad_f32(float* e, const float* x, Py_ssize_t n, double factor,
+                             double max, double offset)
+    void fl_entropy_grad_f64(double* e, const double* x, Py_ssize_t n, double factor,
+                             double max, double offset)
 
 cdef enum:
     # 2048 elements: 8 KiB of float32 or 16 KiB of float64, well inside L1.
@@ -62,7 +65,7 @@ cdef enum:
 
 cdef enum CoefKind:
     COEF_LINEAR = 0     # a_j = (alpha * t_j + beta) * w_j
-    COEF_EXP = 1        # a_j = exp(t_j * t_scale - t_shift) * w_j: t log-probs or logits
+    COEF_EXP = 1        # a_j = exp((t_j - t_max) t_scale - t_shift) w_j: t log-probs or logits
 
 
 ctypedef struct RowStats:
@@ -84,6 +87,7 @@ ctypedef struct CoefSpec:
     const double* class_weight
     double alpha
     double beta
+    double t_max
     double t_scale
     double t_shift
     CoefKind kind
@@ -137,6 +141,7 @@ cdef inline fl_coef_spec c_coefs(const CoefSpec* spec) noexcept nogil:
     c.class_weight = spec.class_weight
     c.alpha = spec.alpha
     c.beta = spec.beta
+    c.t_max = spec.t_max
     c.t_scale = spec.t_scale
     c.t_shift = spec.t_shift
     c.exp_kind = spec.kind == COEF_EXP
@@ -331,25 +336,25 @@ cdef inline double softmax_entropy(RowStats st) noexcept nogil:
 
 cdef inline void scale_entropy_grad(
     floating* e,            # IN/OUT: what row_stats stored (s = 1); becomes the gradient
+    const floating* x,      # IN: the row
     Py_ssize_t n,
     const double* shift,    # IN: the chunk shifts row_stats stored
     RowStats st,
     double entropy,         # IN: softmax_entropy(st)
     double scale,
 ) noexcept nogil:
-    """Second pass for H(softmax(x)): e_j <- scale * q_j (lse - x_j - H), with
-    lse - x_j = (max - shift_k) - log(e_j) + log S recovered from the stored e_j (x may
-    have been overwritten in place). A class of probability 0 gets gradient 0."""
-    cdef double factor, offset, log_sum = stats_log_sum(st)
+    """Second pass for H(softmax(x)): e_j <- scale * q_j (lse - x_j - H), with lse - x_j
+    = (max - x_j) + log S, max - x_j exact for nearby values. A class of probability 0
+    gets gradient 0."""
+    cdef double factor, offset = stats_log_sum(st) - entropy
     cdef Py_ssize_t start = 0, stop, k = 0
     while start < n:
         stop = start + ROW_CHUNK if start + ROW_CHUNK < n else n
         factor = chunk_factor(shift, k, st, 1.0) * scale
-        offset = (st.max - shift[k]) + log_sum - entropy
         if floating is float:
-            fl_entropy_grad_f32(e + start, stop - start, factor, offset)
+            fl_entropy_grad_f32(e + start, x + start, stop - start, factor, st.max, offset)
         else:
-            fl_entropy_grad_f64(e + start, stop - start, factor, offset)
+            fl_entropy_grad_f64(e + start, x + start, stop - start, factor, st.max, offset)
         k += 1
         start = stop
 
@@ -377,6 +382,7 @@ cdef extern from "_simd_small.h" nogil:
         FL_SMALL_C      # rows of at most this many classes take the block kernels below
         FL_NF           # float lanes: rows per float block
         FL_ND           # double lanes: rows per double block
+        FL_SOFT_PROBS, FL_SOFT_LOG_PROBS, FL_SOFT_LOGITS   # fl_small_ce_spec.teacher_kind
     ctypedef struct fl_small_plan_f32:
         int n_classes
     ctypedef struct fl_small_plan_f64:
@@ -390,6 +396,7 @@ cdef extern from "_simd_small.h" nogil:
         double z_loss
         double grad_scale
         Py_ssize_t ignore_index
+        int teacher_kind
         bint with_entropy
         double x_scale
         double loss_factor
@@ -425,6 +432,11 @@ cdef extern from "_simd_small.h" nogil:
                               Py_ssize_t row0, const fl_small_plan_f64* p,
                               const fl_small_ce_spec* spec, double* loss_out,
                               double* lse_out, double* grad)
+    void fl_small_entropy_f32(const float* x, Py_ssize_t rows, const fl_small_plan_f64* p,
+                              double unit, double grad_scale, double* out, float* grad)
+    void fl_small_entropy_f64(const double* x, Py_ssize_t rows,
+                              const fl_small_plan_f64* p, double unit, double grad_scale,
+                              double* out, double* grad)
 
 
 cdef inline Py_ssize_t small_block_rows(const floating* witness) noexcept nogil:
@@ -486,3 +498,15 @@ cdef inline void small_soft_ce(
         fl_small_soft_ce_f32(x, q, rows, row0, plan_wide, spec, loss_out, lse_out, grad)
     else:
         fl_small_soft_ce_f64(x, q, rows, row0, plan_wide, spec, loss_out, lse_out, grad)
+
+
+cdef inline void small_entropy(
+    const floating* x, Py_ssize_t rows, const fl_small_plan_f64* plan_wide, double unit,
+    double grad_scale, double* out, floating* grad,
+) noexcept nogil:
+    """The entropy of softmax of a block's rows, times unit, and grad_scale dH/dx (in
+    double lanes)."""
+    if floating is float:
+        fl_small_entropy_f32(x, rows, plan_wide, unit, grad_scale, out, grad)
+    else:
+        fl_small_entropy_f64(x, rows, plan_wide, unit, grad_scale, out, grad)

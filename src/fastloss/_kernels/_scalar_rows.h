@@ -16,7 +16,7 @@
 
 typedef struct {
     const double* class_weight;
-    double alpha, beta, t_scale, t_shift;
+    double alpha, beta, t_max, t_scale, t_shift;
     int exp_kind;
     int with_entropy;
 } fl_coef_spec;
@@ -58,7 +58,7 @@ FL_INLINE void fl_sub_shift_##SUFFIX(const T* x, ptrdiff_t n, double a, double b
 }                                                                                         \
 FL_INLINE double fl_coef_at_##SUFFIX(const T* t, ptrdiff_t j, const fl_coef_spec* c) {    \
     double a;                                                                             \
-    if (c->exp_kind) a = exp(t[j] * c->t_scale - c->t_shift);                             \
+    if (c->exp_kind) a = exp((t[j] - c->t_max) * c->t_scale - c->t_shift);               \
     else a = c->beta + (t ? c->alpha * t[j] : 0.0);                                       \
     if (c->class_weight) a *= c->class_weight[j];                                         \
     return a;                                                                             \
@@ -74,7 +74,8 @@ FL_INLINE void fl_coef_sums_##SUFFIX(const T* x, const T* t, ptrdiff_t start,   
         if (a != 0.0) {                                                                   \
             d += a * (shift - x[j]);                                                      \
             if (c->with_entropy)                                                          \
-                h += a * (c->exp_kind ? t[j] * c->t_scale - c->t_shift : log(a));         \
+                h += a * (c->exp_kind ? (t[j] - c->t_max) * c->t_scale - c->t_shift   \
+                                      : log(a));                                          \
         }                                                                                 \
     }                                                                                     \
     *sum = s;                                                                             \
@@ -88,11 +89,12 @@ FL_INLINE void fl_coef_scale_##SUFFIX(T* e, const T* t, ptrdiff_t start, ptrdiff
     for (j = start; j < stop; j++)                                                        \
         e[j] = (T)(e[j] * factor - coef_scale * fl_coef_at_##SUFFIX(t, j, c));            \
 }                                                                                         \
-FL_INLINE void fl_entropy_grad_##SUFFIX(T* e, ptrdiff_t n, double factor, double offset) { \
+FL_INLINE void fl_entropy_grad_##SUFFIX(T* e, const T* x, ptrdiff_t n, double factor,     \
+                                        double max, double offset) {                      \
     ptrdiff_t j;                                                                          \
     for (j = 0; j < n; j++) {                                                             \
         const double v = e[j];                                                            \
-        e[j] = (T)(v != 0.0 ? v * factor * (offset - log(v)) : 0.0);                      \
+        e[j] = (T)(v != 0.0 ? v * factor * (offset + (max - (double)x[j])) : 0.0);        \
     }                                                                                     \
 }
 

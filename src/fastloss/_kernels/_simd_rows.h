@@ -644,12 +644,13 @@ FL_INLINE void fl_sub_shift_f64(const double* x, ptrdiff_t n, double a, double b
 /* ---- the coefficient terms of a row (soft targets, smoothing, distillation) ----
  * A weighted sum of -log softmax(x s)_j over the classes has coefficients a_j from a
  * target row t (NULL: none) and class weights w (NULL: 1): a_j = (alpha t_j + beta) w_j,
- * or a_j = exp(t_j t_scale - t_shift) w_j for teacher log-probabilities or logits. They
- * are computed in double lanes for both storage types (FL_ND elements at a time). */
+ * or a_j = exp((t_j - t_max) t_scale - t_shift) w_j for teacher log-probabilities or
+ * logits (t_j - t_max exact for nearby values: 1e4 logits lose nothing). They are
+ * computed in double lanes for both storage types (FL_ND elements at a time). */
 typedef struct {
     const double* class_weight;
-    double alpha, beta, t_scale, t_shift;
-    int exp_kind;                   /* a_j = exp(t_j t_scale - t_shift) w_j */
+    double alpha, beta, t_max, t_scale, t_shift;
+    int exp_kind;                   /* a_j = exp((t_j - t_max) t_scale - t_shift) w_j */
     int with_entropy;               /* also sum_j a_j log a_j */
 } fl_coef_spec;
 
@@ -695,7 +696,8 @@ FL_INLINE fl_vd fl_coef_lanes_##SUFFIX(const T* t, ptrdiff_t j, ptrdiff_t m,    
     for (int k = 0; k < FL_ND; k++) valid[k] = k < m ? -1 : 0;                            \
     fl_vd a;                                                                              \
     if (c->exp_kind) {                                                                    \
-        const fl_vd arg = fl_load_d_##SUFFIX(t + j, m) * c->t_scale - c->t_shift;         \
+        const fl_vd arg =                                                                 \
+            (fl_load_d_##SUFFIX(t + j, m) - c->t_max) * c->t_scale - c->t_shift;          \
         a = fl_exp_d(arg);                                                                \
         if (log_a) *log_a = arg;                                                          \
     } else {                                                                              \
@@ -763,21 +765,21 @@ FL_INLINE void fl_coef_scale_##SUFFIX(T* e, const T* t, ptrdiff_t start, ptrdiff
     if (j < stop) fl_coef_scale_lanes_##SUFFIX(e, t, j, stop - j, factor, coef_scale, c); \
 }                                                                                         \
                                                                                           \
-/* The entropy gradient from stored exponentials: e_j <- e_j factor (offset - log e_j),  \
- * 0 where e_j is 0. */                                                                   \
-FL_INLINE void fl_entropy_grad_lanes_##SUFFIX(T* e, ptrdiff_t m, double factor,           \
-                                              double offset) {                            \
+/* The entropy gradient from stored exponentials and the row x beside them: e_j <- e_j  \
+ * factor (offset + (max - x_j)), 0 where e_j is 0 (x_j = -inf). */                      \
+FL_INLINE void fl_entropy_grad_lanes_##SUFFIX(T* e, const T* x, ptrdiff_t m, double factor,\
+                                              double max, double offset) {                \
     const fl_vd zero = {0};                                                               \
     const fl_vd v = fl_load_d_##SUFFIX(e, m);                                             \
-    /* v = 0 is selected away; a subnormal v's gradient is below 1e-305 whatever its log */ \
-    const fl_vd g = v * factor * (offset - fl_log_normal_d(v));                           \
+    const fl_vd g = v * factor * (offset + (max - fl_load_d_##SUFFIX(x, m)));             \
     fl_store_d_##SUFFIX(e, fl_select_d(v != zero, g, zero), m);                           \
 }                                                                                         \
-FL_INLINE void fl_entropy_grad_##SUFFIX(T* e, ptrdiff_t n, double factor, double offset) { \
+FL_INLINE void fl_entropy_grad_##SUFFIX(T* e, const T* x, ptrdiff_t n, double factor,     \
+                                        double max, double offset) {                      \
     ptrdiff_t j = 0;                                                                      \
     for (; j + FL_ND <= n; j += FL_ND)                                                    \
-        fl_entropy_grad_lanes_##SUFFIX(e + j, FL_ND, factor, offset);                     \
-    if (j < n) fl_entropy_grad_lanes_##SUFFIX(e + j, n - j, factor, offset);              \
+        fl_entropy_grad_lanes_##SUFFIX(e + j, x + j, FL_ND, factor, max, offset);         \
+    if (j < n) fl_entropy_grad_lanes_##SUFFIX(e + j, x + j, n - j, factor, max, offset);  \
 }
 
 FL_DEFINE_COEFS(f32, float)

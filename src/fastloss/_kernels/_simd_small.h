@@ -28,6 +28,13 @@
 
 #include "_simd_rows.h"
 
+/* GCC cannot see that a block's loads read only its rows * C elements (the tails are
+ * masked), and warns of the rest of the arrays they come from. */
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 /* The options of cross-entropy over blocks (one definition for the vector and the
  * scalar builds). */
 typedef struct {
@@ -39,12 +46,17 @@ typedef struct {
     double z_loss;
     double grad_scale;              /* 1 / the reduction's denominator */
     ptrdiff_t ignore_index;
-    /* Probability targets (fl_small_soft_ce_*): a_j = (hard_scale q_j + smoothing) w_j,
-     * with_entropy adds sum_j a_j log a_j (distillation: KL(a || softmax(x s))), the
-     * scores are x s (s = 1 / T) and the loss is scaled by loss_factor (T^2 or 1). */
+    /* Target rows q (fl_small_soft_ce_*), by teacher_kind: probabilities, a_j =
+     * (hard_scale q_j + smoothing) w_j; log-probabilities, a_j = exp(q_j) w_j; or logits,
+     * a_j = softmax(q s)_j w_j. with_entropy adds sum_j a_j log a_j (distillation:
+     * KL(a || softmax(x s))), the scores are x s (s = 1 / T) and the loss is scaled by
+     * loss_factor (T^2 or 1). */
+    int teacher_kind;
     int with_entropy;
     double x_scale, loss_factor;
 } fl_small_ce_spec;
+
+enum { FL_SOFT_PROBS = 0, FL_SOFT_LOG_PROBS = 1, FL_SOFT_LOGITS = 2 };
 
 #if !defined(__GNUC__) || defined(FASTLOSS_SCALAR)
 /* Without vector extensions there are no blocks: FL_SMALL_C = 0 keeps every row on the
@@ -86,6 +98,10 @@ FL_SMALL_UNREACHABLE(fl_small_soft_ce_f32, const float* x, const float* q, ptrdi
 FL_SMALL_UNREACHABLE(fl_small_soft_ce_f64, const double* x, const double* q, ptrdiff_t r,
                      ptrdiff_t r0, const fl_small_plan_f64* p, const fl_small_ce_spec* s,
                      double* l, double* e, double* g)
+FL_SMALL_UNREACHABLE(fl_small_entropy_f32, const float* x, ptrdiff_t r,
+                     const fl_small_plan_f64* p, double u, double s, double* h, float* g)
+FL_SMALL_UNREACHABLE(fl_small_entropy_f64, const double* x, ptrdiff_t r,
+                     const fl_small_plan_f64* p, double u, double s, double* h, double* g)
 #else
 
 #define FL_SMALL_C 16
@@ -445,6 +461,14 @@ FL_INLINE fl_vd fl_sub_exact_f64(fl_vd x, fl_vd m, fl_vd log_sum) {
 FL_DEFINE_SMALL(f32, float, fl_vf, fl_vi, FL_NF, fl_select_f, fl_vmax_f)
 FL_DEFINE_SMALL(f64, double, fl_vd, fl_vl, FL_ND, fl_select_d, fl_vmax_d)
 
+/* Float rows computed in double lanes go through these copies, FL_ND rows at a time. */
+FL_INLINE void fl_small_widen(const float* x, ptrdiff_t n, double* wide) {
+    for (ptrdiff_t i = 0; i < n; i++) wide[i] = x[i];
+}
+FL_INLINE void fl_small_narrow(const double* wide, ptrdiff_t n, float* out) {
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = (float)wide[i];
+}
+
 /* logsumexp of float rows, computed in double (through the double plan) into out[0:rows]:
  * in float, the sum's relative error of 1e-7 would be an absolute one in a logsumexp near
  * 0. */
@@ -454,7 +478,7 @@ FL_INLINE void fl_small_logsumexp_wide_f32(const float* x, ptrdiff_t rows,
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_ND) {
         const ptrdiff_t n = rows - r0 < FL_ND ? rows - r0 : FL_ND;
         double wide[FL_ND * FL_SMALL_C];
-        for (ptrdiff_t i = 0; i < n * c; i++) wide[i] = x[r0 * c + i];
+        fl_small_widen(x + r0 * c, n * c, wide);
         fl_small_logsumexp_f64(wide, n, p, out + r0);
     }
 }
@@ -491,12 +515,27 @@ FL_INLINE void fl_small_soft_ce_c_f64(
     for (int k = 0; k < FL_ND; k++) past[k] = k >= rows ? -1 : 0;
     const fl_vl active = (weight != zero) & ~past;
     fl_vd coef_sum = zero, coef_dot = zero, entropy = zero;
+    const double s = spec->x_scale;
+    fl_vd log_a[FL_SMALL_C];            /* exact for a teacher's logits or log-probs */
+    if (spec->teacher_kind != FL_SOFT_PROBS) {
+        /* log a_j = (q_j - max q) s - log sum_k exp((q_k - max q) s) (logits; q_j - max q
+         * exact for nearby values) or q_j (log-probabilities), as the row kernel forms it */
+        FL_UNROLL for (int j = 0; j < c; j++) log_a[j] = a[j];
+        if (spec->teacher_kind == FL_SOFT_LOGITS) {
+            fl_vd q_max = zero - INFINITY, q_shift, q_rest;
+            FL_UNROLL for (int j = 0; j < c; j++) q_max = fl_vmax_d(a[j], q_max);
+            FL_UNROLL for (int j = 0; j < c; j++) log_a[j] = (a[j] - q_max) * s;
+            const fl_vd q_log_sum = fl_small_stats_f64(log_a, c, 0, &q_shift, &q_rest);
+            FL_UNROLL for (int j = 0; j < c; j++) log_a[j] = log_a[j] - q_log_sum;
+        }
+        FL_UNROLL for (int j = 0; j < c; j++) a[j] = fl_exp_d(log_a[j]);
+    }
     FL_UNROLL for (int j = 0; j < c; j++) {
         x_minus[j] = t[j];
-        a[j] = a[j] * spec->hard_scale + spec->smoothing;
+        if (spec->teacher_kind == FL_SOFT_PROBS)
+            a[j] = a[j] * spec->hard_scale + spec->smoothing;
         if (spec->class_weight) a[j] = a[j] * spec->class_weight[j];
     }
-    const double s = spec->x_scale;
     fl_vd x_max = zero;
     if (s != 1.0) {
         /* the scores (x - max) s, as the row kernel forms them: their max is then 0 */
@@ -511,7 +550,9 @@ FL_INLINE void fl_small_soft_ce_c_f64(
         const fl_vl nonzero = a[j] != zero;
         coef_sum += a[j];
         coef_dot += fl_select_d(nonzero, a[j] * (m - x_minus[j]), zero);
-        if (spec->with_entropy) entropy += fl_select_d(nonzero, a[j] * fl_log_d(a[j]), zero);
+        if (spec->with_entropy)
+            entropy += fl_select_d(nonzero, a[j] * (spec->teacher_kind == FL_SOFT_PROBS
+                                                    ? fl_log_d(a[j]) : log_a[j]), zero);
     }
     const fl_vd lse = m * s + log_sum;
     fl_vd loss = (coef_dot * s + coef_sum * log_sum + entropy) * spec->loss_factor;
@@ -546,16 +587,64 @@ FL_INLINE void fl_small_soft_ce_f32(
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_ND) {
         const ptrdiff_t n = rows - r0 < FL_ND ? rows - r0 : FL_ND;
         double wide_x[FL_ND * FL_SMALL_C], wide_q[FL_ND * FL_SMALL_C], wide_g[FL_ND * FL_SMALL_C];
-        for (ptrdiff_t i = 0; i < n * c; i++) {
-            wide_x[i] = x[r0 * c + i];
-            wide_q[i] = q[r0 * c + i];
-        }
+        fl_small_widen(x + r0 * c, n * c, wide_x);
+        fl_small_widen(q + r0 * c, n * c, wide_q);
         fl_small_soft_ce_f64(wide_x, wide_q, n, row0 + r0, p, spec, loss_out + r0,
                              lse_out ? lse_out + r0 : NULL, grad ? wide_g : NULL);
-        if (grad)
-            for (ptrdiff_t i = 0; i < n * c; i++) grad[r0 * c + i] = (float)wide_g[i];
+        if (grad) fl_small_narrow(wide_g, n * c, grad + r0 * c);
+    }
+}
+
+/* The entropy of softmax(x) of each row, H = log S + sum_j e_j (m - x_j) / S with e_j =
+ * exp(x_j - m), times unit into out[0:rows], and its gradient grad_scale p_j ((m - x_j) +
+ * log S - H) into grad unless NULL (a class of probability 0 gets 0): the quantities of
+ * _rows.pxd's softmax_entropy and scale_entropy_grad, in double lanes. */
+FL_INLINE void fl_small_entropy_c_f64(const double* x, ptrdiff_t rows, const int c,
+                                      const fl_small_plan_f64* p, double unit,
+                                      double grad_scale, double* out, double* grad) {
+    if (c < 1 || c > FL_SMALL_C) __builtin_unreachable();    /* for the unrolled loops */
+    const fl_vd zero = {0};
+    fl_vd t[FL_SMALL_C], x_minus[FL_SMALL_C], m, rest;
+    fl_small_load_f64(x, rows, c, p, t);
+    FL_UNROLL for (int j = 0; j < c; j++) x_minus[j] = t[j];
+    const fl_vd log_sum = fl_small_stats_f64(t, c, 1, &m, &rest);
+    fl_vd dot = zero;                   /* a -inf score's e_j = 0 adds 0 */
+    FL_UNROLL for (int j = 0; j < c; j++)
+        dot += fl_select_d(t[j] != zero, t[j] * (m - x_minus[j]), zero);
+    const fl_vd inv_sum = 1 / (rest + 1);
+    const fl_vd h = log_sum + dot * inv_sum;
+    fl_small_put_f64(out, h * unit, rows);
+    if (!grad) return;
+    const fl_vd offset = log_sum - h, factor = grad_scale * inv_sum;
+    FL_UNROLL for (int j = 0; j < c; j++)
+        t[j] = fl_select_d(t[j] != zero, factor * t[j] * ((m - x_minus[j]) + offset), zero);
+    fl_small_store_f64(t, rows, c, p, grad);
+}
+
+static inline void fl_small_entropy_f64(const double* x, ptrdiff_t rows,
+                                        const fl_small_plan_f64* p, double unit,
+                                        double grad_scale, double* out, double* grad) {
+    FL_SMALL_DISPATCH(p->n_classes, fl_small_entropy_c_f64, x, rows, C_, p, unit,
+                      grad_scale, out, grad);
+}
+
+/* The same for float rows (any number), widened FL_ND rows at a time. */
+FL_INLINE void fl_small_entropy_f32(const float* x, ptrdiff_t rows,
+                                    const fl_small_plan_f64* p, double unit,
+                                    double grad_scale, double* out, float* grad) {
+    const int c = p->n_classes;
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_ND) {
+        const ptrdiff_t n = rows - r0 < FL_ND ? rows - r0 : FL_ND;
+        double wide_x[FL_ND * FL_SMALL_C], wide_g[FL_ND * FL_SMALL_C];
+        fl_small_widen(x + r0 * c, n * c, wide_x);
+        fl_small_entropy_f64(wide_x, n, p, unit, grad_scale, out + r0, grad ? wide_g : NULL);
+        if (grad) fl_small_narrow(wide_g, n * c, grad + r0 * c);
     }
 }
 
 #endif  /* vector extensions */
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 #endif

@@ -9,6 +9,7 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.math cimport log
 from libc.stdlib cimport free
+from libc.string cimport memcpy
 
 from fastloss._kernels._rows cimport (
     FL_ND,
@@ -25,6 +26,7 @@ from fastloss._kernels._rows cimport (
     scale_entropy_grad,
     scaled_softmax_row,
     small_block_rows,
+    small_entropy,
     small_plan,
     small_softmax,
     softmax_entropy,
@@ -142,29 +144,51 @@ def entropy_from_logits_rows(
     int n_threads,
 ):
     """H = lse - sum_j q_j x_j from one read of each row (row_stats' self dot), and its
-    gradient dH/dx_j = q_j (lse - x_j - H) in a second pass over the stored exponentials."""
-    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i
-    cdef Py_ssize_t stride = chunk_shift_stride(n_row_chunks(n_cols))
+    gradient dH/dx_j = q_j (lse - x_j - H) in a second pass over the stored exponentials
+    and x. A gradient that overwrites x keeps a copy of the row in a per-thread buffer
+    (in cache), so in place gives the same bits. Rows of few classes go by blocks."""
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i, block, rows
+    cdef Py_ssize_t shifts_len = chunk_shift_stride(n_row_chunks(n_cols)), stride
     cdef bint with_grad = grad_out.shape[0] > 0
+    cdef bint in_place = with_grad and n_rows > 0 and &grad_out[0, 0] == &x[0, 0]
     cdef double* shifts
     cdef double* mine
+    cdef const floating* row
     cdef double h
     cdef RowStats st
     cdef RowSpec spec
+    cdef const fl_small_plan_f64* plan
     spec.x_scale = 1.0
     spec.self_dot = True
     spec.coefs.active = False
     if n_rows == 0:
         return
+    if 0 < n_cols <= FL_SMALL_C:
+        # In double lanes for both dtypes, FL_ND rows a block.
+        plan = <const fl_small_plan_f64*> small_plan(n_cols, <double*> NULL)
+        for block in prange((n_rows + FL_ND - 1) // FL_ND, nogil=True, schedule="static",
+                            num_threads=n_threads):
+            i = block * FL_ND
+            rows = n_rows - i if n_rows - i < FL_ND else FL_ND
+            small_entropy(&x[i, 0], rows, plan, unit, grad_scale * unit, &out[i],
+                          &grad_out[i, 0] if with_grad else NULL)
+        return
+    # Per thread: the chunk shifts, then (in place) the row's copy, lines apart.
+    stride = shifts_len + (chunk_shift_stride(n_cols) if in_place else 0)
     shifts = alloc_thread_scratch(n_threads, stride)
     try:
         for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
             mine = shifts + threadid() * stride
-            st = row_stats(&x[i, 0], n_cols, &grad_out[i, 0] if with_grad else NULL,
+            row = &x[i, 0]
+            if in_place:
+                memcpy(mine + shifts_len, row, n_cols * sizeof(floating))
+                row = <const floating*> (mine + shifts_len)
+            st = row_stats(row, n_cols, &grad_out[i, 0] if with_grad else NULL,
                            mine, <floating*> NULL, &spec)
             h = softmax_entropy(st)
             if with_grad:
-                scale_entropy_grad(&grad_out[i, 0], n_cols, mine, st, h, grad_scale * unit)
+                scale_entropy_grad(&grad_out[i, 0], row, n_cols, mine, st, h,
+                                   grad_scale * unit)
             out[i] = h * unit
     finally:
         free(shifts)
