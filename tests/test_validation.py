@@ -67,6 +67,27 @@ def test_target_out_of_range(bad_value, index):
         fastloss.cross_entropy(LOGITS, target)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_first_out_of_range_target_of_many_blocks_is_reported(weighted):
+    # The check runs by blocks of 4096 rows in parallel (a vectorised count where there
+    # are no weights): the first bad index overall is the one reported.
+    n = 3 * 4096 + 17
+    target = np.arange(n) % 3
+    target[[5000, 9000, n - 1]] = [-7, 3, 5]
+    target[100] = -100                   # ignored, not bad
+    weight = np.ones(3) if weighted else None
+    for n_threads in (1, 2, 3):
+        with pytest.raises(IndexError, match=r"got -7 at index \(5000,\)"):
+            fastloss.cross_entropy(np.zeros((n, 3)), target, weight=weight,
+                                   n_threads=n_threads)
+    target[[5000, 9000]] = 0
+    with pytest.raises(IndexError, match=rf"got 5 at index \({n - 1},\)"):
+        fastloss.cross_entropy(np.zeros((n, 3)), target, weight=weight)
+    target[n - 1] = 0
+    loss = fastloss.cross_entropy(np.zeros((n, 3)), target, weight=weight)
+    assert loss == pytest.approx(np.log(3), rel=1e-15)      # the ignored row left out
+
+
 def test_unsigned_target_out_of_range():
     with pytest.raises(IndexError, match="got 18446744073709551615"):
         fastloss.cross_entropy(LOGITS, np.array([0, 1, 2, 2**64 - 1], dtype=np.uint64))

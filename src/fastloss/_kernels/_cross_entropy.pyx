@@ -444,7 +444,8 @@ cdef Py_ssize_t class_target_pass(
     """check_class_targets on pointers: the first bad index (or -1); the denominator
     into *denominator."""
     cdef Py_ssize_t n_blocks = (n + TARGET_BLOCK - 1) // TARGET_BLOCK
-    cdef Py_ssize_t b, i, y, stop, bad, first_bad = -1
+    cdef Py_ssize_t b, i, y, stop, bad, count, first_bad = -1
+    cdef size_t out_of_range
     cdef double total, weight
     cdef double* sums
     cdef Py_ssize_t* first
@@ -461,6 +462,20 @@ cdef Py_ssize_t class_target_pass(
         stop = (b + 1) * TARGET_BLOCK if (b + 1) * TARGET_BLOCK < n else n
         total = 0.0
         bad = -1
+        if cw == NULL and sw == NULL:
+            # Without weights: a count and an "any out of range", loops without branches
+            # that the compiler vectorises (this pass is a seventh of 4M x 2's time).
+            count = 0
+            out_of_range = 0
+            for i in range(b * TARGET_BLOCK, stop):
+                y = target[i]
+                count = count + (y != ignore_index)
+                out_of_range = out_of_range | (
+                    (<size_t> y >= <size_t> n_classes) & (y != ignore_index))
+            sums[b] = count
+            first[b] = -1
+            if out_of_range == 0:
+                continue
         for i in range(b * TARGET_BLOCK, stop):
             y = target[i]
             if y == ignore_index:
