@@ -259,7 +259,7 @@ FL_INLINE void fl_ew_logits_plain_b(fl_vf x, fl_vf t, const fl_vf* stage, fl_vf*
         for (int h = 0; h < 2; h++) {
             const fl_vd xd = h ? fl_widen_hi(x) : fl_widen_lo(x);
             const fl_vd td = h ? fl_widen_hi(t) : fl_widen_lo(t);
-            const fl_vd ep = fl_exp_d(fl_ew_neg_abs_d(xd));
+            const fl_vd ep = fl_exp_neg_d(fl_ew_neg_abs_d(xd));
             fl_vd tp, cq;
             fl_ew_logits_tail(xd, td, (fl_vd){0}, 0, ep, 1.0 / (1.0 + ep), (fl_vd){0}, &tp,
                               &dd[h], &cq);
@@ -291,7 +291,7 @@ FL_INLINE void fl_ew_logits_b(fl_vf xf, fl_vf yf, fl_vf vf, int has_pw, int smoo
     }
     if (__builtin_expect(fl_any_l(need[0] | need[1]), 0)) {
         for (int h = 0; h < 2; h++) {
-            const fl_vd ep = fl_exp_d(fl_ew_neg_abs_d(x[h]));
+            const fl_vd ep = fl_exp_neg_d(fl_ew_neg_abs_d(x[h]));
             fl_vd tp, dp, cq;
             fl_ew_logits_tail(x[h], t[h], v[h], has_pw, ep, 1.0 / (1.0 + ep), (fl_vd){0},
                               &tp, &dp, &cq);
@@ -302,7 +302,7 @@ FL_INLINE void fl_ew_logits_b(fl_vf xf, fl_vf yf, fl_vf vf, int has_pw, int smoo
 
 /* float64: (a) e = exp(-|x|), 1 / (1 + e), log1p(e); (b) the rest. */
 FL_INLINE void fl_ew_logits_a64(fl_vd x, fl_vd* stage) {
-    const fl_vd e = fl_exp_d(fl_ew_neg_abs_d(x));
+    const fl_vd e = fl_exp_neg_d(fl_ew_neg_abs_d(x));
     const fl_vd inv = 1.0 / (1.0 + e);
     stage[0] = e;
     stage[1] = inv;

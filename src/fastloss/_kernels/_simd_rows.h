@@ -226,12 +226,10 @@ FL_INLINE fl_vd fl_expm1_taylor_d(fl_vd p, fl_vd r) {
     return p * r;
 }
 
-/* exp(x) of double lanes (any x), within about 1 ulp. */
-FL_INLINE fl_vd fl_exp_d(fl_vd x) {
+/* exp(x) of double lanes for -746 <= x <= 710 (or NaN), within about 1 ulp. */
+FL_INLINE fl_vd fl_exp_range_d(fl_vd x) {
     const fl_vd zero = {0};
     const double round = 6755399441055744.0;                /* 1.5 * 2^52 */
-    x = fl_vmax_d(zero - 746.0, x);                         /* NaN stays NaN */
-    x = fl_select_d(x > zero + 710.0, zero + 710.0, x);
 #if defined(__AVX512F__)
     /* 2^(k/8) from an 8-entry table (one register, one permute): x = (8m + k) ln2/8 + r
      * with |r| <= ln2/16, exp(x) = 2^m 2^(k/8) exp(r), and exp(r) - 1 to 1e-18 by its
@@ -266,6 +264,20 @@ FL_INLINE fl_vd fl_exp_d(fl_vd x) {
     const fl_vl n1 = ni >> 1, n2 = ni - n1;    /* 2^n in halves: subnormals round once */
     return p * (fl_vd)((n1 + 1023) << 52) * (fl_vd)((n2 + 1023) << 52);
 #endif
+}
+
+/* exp(x) of double lanes (any x). */
+FL_INLINE fl_vd fl_exp_d(fl_vd x) {
+    const fl_vd zero = {0};
+    x = fl_vmax_d(zero - 746.0, x);                         /* NaN stays NaN */
+    return fl_exp_range_d(fl_select_d(x > zero + 710.0, zero + 710.0, x));
+}
+
+/* exp(x) for x <= 0 (or NaN), as the exponentials of a row relative to its max are:
+ * without the overflow clamp (a fifth of the float64 exp pass). */
+FL_INLINE fl_vd fl_exp_neg_d(fl_vd x) {
+    const fl_vd zero = {0};
+    return fl_exp_range_d(fl_vmax_d(zero - 746.0, x));     /* NaN stays NaN */
 }
 
 /* exp(d + lo) of float lanes, for d <= 0 (or NaN) and |lo| <= ulp(d) (or NaN where d is
@@ -585,7 +597,7 @@ FL_INLINE void fl_exp_group_f64(const double* x, ptrdiff_t n, double sub, double
     const fl_vd zero = {0};
     for (int k = 0; k < 4; k++) {
         const fl_vd v = fl_group_load_f64(x, n, k);
-        const fl_vd e = fl_exp_d((v - sub) * s);
+        const fl_vd e = fl_exp_neg_d((v - sub) * s);
         if (out) fl_group_store_f64(out, n, k, e);
         const fl_vl at_shift = v == sub;
         *ones -= at_shift;

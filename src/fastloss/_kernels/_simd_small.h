@@ -132,7 +132,7 @@ FL_INLINE fl_vf fl_small_exp_f32(fl_vf t, fl_vf m, fl_vi* at_max) {
 }
 FL_INLINE fl_vd fl_small_exp_f64(fl_vd t, fl_vd m, fl_vl* at_max) {
     *at_max = t == m;
-    return fl_exp_d(t - m);
+    return fl_exp_neg_d(t - m);
 }
 
 /* log1p(z) for z >= -1 (-inf at -1), NaN and +inf passing through: Cephes' logf
