@@ -140,6 +140,47 @@ def test_few_classes_reduce_the_same_for_any_thread_count(rng, dtype, build, n_c
     _within_bar(grad, ref_grad, dtype, f"{build} grad", absolute=True)
 
 
+@pytest.mark.parametrize("n_classes", [17, 100, 2048])
+@pytest.mark.parametrize("options", ["plain", "all"])
+def test_batched_rows_match_the_row_kernel(rng, dtype, build, n_classes, options):
+    """Rows of 17 to 2048 classes with class targets go in batches of 16, phase by phase
+    (ce_rows_batch): the same bits as the row kernel (which the class-first layout, axis
+    0, takes), within the bar of the reference with every option, in place too, and one
+    loss bits for any thread count."""
+    n = 203                              # 12 batches and a partial one
+    x = _logits(rng, (n, n_classes), dtype)
+    target = rng.integers(0, n_classes, n)
+    target[target == 1] = 0              # the masked class: an infinite loss
+    target[::7] = -100
+    kw: dict = {}
+    if options == "all":
+        sample_weight = rng.random(n)
+        sample_weight[::9] = 0.0
+        kw = dict(weight=rng.random(n_classes) + 0.5, z_loss=1e-3,
+                  sample_weight=sample_weight)
+    rows, lse = fastloss.cross_entropy(x, target, reduction="none", return_lse=True, **kw)
+    rows_t, lse_t = fastloss.cross_entropy(np.ascontiguousarray(x.T), target, axis=0,
+                                           reduction="none", return_lse=True, **kw)
+    assert rows.tobytes() == rows_t.tobytes() and lse.tobytes() == lse_t.tobytes()
+    loss, grad = fastloss.cross_entropy(x, target, return_grad=True, **kw)
+    _, grad_t = fastloss.cross_entropy(np.ascontiguousarray(x.T), target, axis=0,
+                                       return_grad=True, **kw)
+    assert grad.tobytes() == np.ascontiguousarray(grad_t.T).tobytes()
+    buffer = x.copy()
+    in_place, _ = fastloss.cross_entropy(buffer, target, grad_out=buffer, **kw)
+    assert in_place == loss and buffer.tobytes() == grad.tobytes()
+    losses = [fastloss.cross_entropy(x, target, n_threads=k, **kw) for k in (1, 2, 3)]
+    assert len({v.tobytes() for v in [*losses, loss]}) == 1
+    ref_rows, ref_lse = reference.cross_entropy(x.astype(np.float64), target,
+                                                reduction="none", return_lse=True, **kw)
+    ref_loss, ref_grad = reference.cross_entropy(x.astype(np.float64), target,
+                                                 return_grad=True, **kw)
+    _within_bar(rows, ref_rows, dtype, f"{build} row losses")
+    _within_bar(lse, ref_lse, dtype, f"{build} logsumexp")
+    _within_bar(loss, ref_loss, dtype, f"{build} loss")
+    _within_bar(grad, ref_grad, dtype, f"{build} grad", absolute=True)
+
+
 @pytest.mark.parametrize("n_classes", [1, 2, 10, 13, 16])
 @pytest.mark.parametrize("options", ["plain", "all"])
 def test_few_classes_probability_targets(rng, dtype, build, n_classes, options):

@@ -15,6 +15,7 @@ whole array.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from libc.math cimport INFINITY, NAN
 from libc.stdlib cimport free, malloc
 
 cimport numpy as cnp
@@ -26,17 +27,24 @@ from fastloss._kernels._rows cimport (
     FL_SOFT_LOG_PROBS,
     FL_SOFT_LOGITS,
     FL_SOFT_PROBS,
+    ROW_CHUNK,
     RowSpec,
     RowStats,
     alloc_thread_scratch,
+    chunk_max,
     chunk_shift_stride,
     coef_at,
     fl_exp_1,
+    fl_exp_n,
+    fl_exp_sum_f32,
+    fl_exp_sum_f64,
+    fl_log1p_n,
     fl_small_ce_spec,
     fl_small_logsumexp_wide_f32,
     fl_small_plan_f64,
     n_row_chunks,
     row_stats,
+    scale_row,
     scale_stored_exp,
     small_block_rows,
     small_ce,
@@ -55,6 +63,8 @@ cdef enum:
     TARGET_BLOCK = 4096
     # The most partial sums of a reduced loss (rows_per_sum).
     MAX_SUMS = 64
+    # Rows of 17 to ROW_CHUNK classes computed together (ce_rows_batch).
+    BATCH = 16
 
 
 cdef enum TargetKind:
@@ -163,6 +173,94 @@ cdef inline void ce_row(
             grad[y] = <floating>(scale * (
                 slope * fl_exp_1((target_logit - st.max) * s) / st.sumexp - a_target - hard
             ))
+
+
+cdef inline bint batched_rows(const CESpec* spec, Py_ssize_t n_classes) noexcept nogil:
+    """Whether ce_rows_batch serves these rows: class targets without coefficients (label
+    smoothing), rows of one chunk and too many classes for the blocks."""
+    return (spec.kind == TARGET_CLASSES and not spec.row.coefs.active
+            and FL_SMALL_C < n_classes <= ROW_CHUNK)
+
+
+cdef inline void ce_rows_batch(
+    const floating* x,          # IN: n_rows rows of logits (n_rows x C)
+    Py_ssize_t n_rows,          # at most BATCH
+    Py_ssize_t n_classes,
+    const cnp.intp_t* target,   # IN: their class indices
+    Py_ssize_t row0,            # the first row's index into the per-row buffers
+    const CESpec* spec,         # batched_rows(spec, n_classes)
+    double* loss_out,           # OUT (n_rows): sample_weight * loss
+    floating* grad,             # OUT (n_rows x C), may alias x; NULL: none
+    double* lse_out,            # OUT (n_rows) or NULL
+    double* work,               # scratch: 5 * BATCH doubles
+) noexcept nogil:
+    """ce_row of a batch of rows, phase by phase across the rows: the rows of a phase are
+    independent, so their latencies overlap (a row of a few hundred classes is too short
+    to hide the chain max, exp sum, log1p, 1/S, rescale of its own: ~70 ns a row), and
+    the log1p and exp of the rows go a vector of rows at a time. The same operations as
+    ce_row on one chunk: the same bits."""
+    cdef double* maxs = work
+    cdef double* sums = work + BATCH
+    cdef double* log_sums = work + 2 * BATCH     # (ones - 1) + rest, then its log1p
+    cdef double* target_exps = work + 3 * BATCH  # exp((x_y - max) s)
+    cdef double* target_logits = work + 4 * BATCH
+    cdef double s = spec.row.x_scale
+    cdef double shift, sub, ones, rest, weight, hard, log_sum, lse, loss, scale, slope
+    cdef Py_ssize_t r, y, j
+    cdef const floating* row
+    cdef floating* grad_row
+    for r in range(n_rows):
+        row = x + r * n_classes
+        grad_row = grad + r * n_classes if grad != NULL else NULL
+        y = target[r]
+        # Before the exponentials, which may overwrite the row in place.
+        target_logits[r] = row[y] if 0 <= y < n_classes else 0.0
+        shift = chunk_max(row, n_classes)
+        sub = shift if shift != -INFINITY else 0.0
+        if floating is float:
+            rest = fl_exp_sum_f32(row, n_classes, sub, s, grad_row, NULL, &ones)
+        else:
+            rest = fl_exp_sum_f64(row, n_classes, sub, s, grad_row, NULL, &ones)
+        if shift == INFINITY:
+            rest = NAN
+        if shift == -INFINITY:
+            ones = 0.0
+        maxs[r] = shift
+        sums[r] = ones + rest
+        log_sums[r] = (ones - 1.0) + rest
+        target_exps[r] = (target_logits[r] - shift) * s
+    fl_log1p_n(log_sums, n_rows)
+    if grad != NULL:
+        fl_exp_n(target_exps, n_rows)
+    for r in range(n_rows):
+        y = target[r]
+        weight = spec.sample_weight[row0 + r] if spec.sample_weight != NULL else 1.0
+        log_sum = log_sums[r]
+        lse = maxs[r] * s + log_sum
+        if lse_out != NULL:
+            lse_out[r] = lse
+        grad_row = grad + r * n_classes if grad != NULL else NULL
+        if weight == 0.0 or y == spec.ignore_index:
+            loss_out[r] = 0.0
+            if grad_row != NULL:
+                for j in range(n_classes):
+                    grad_row[j] = 0
+            continue
+        hard = spec.hard_scale
+        if spec.class_weight != NULL:
+            hard = hard * spec.class_weight[y]
+        loss = 0.0 * log_sum                    # ce_row's coefficient terms: 0, or NaN
+        if hard != 0.0:
+            loss = loss + hard * ((maxs[r] - target_logits[r]) * s + log_sum)
+        loss = loss * spec.loss_factor
+        if spec.z_loss != 0.0:
+            loss = loss + spec.z_loss * lse * lse
+        loss_out[r] = weight * loss
+        if grad_row != NULL:
+            scale = weight * spec.grad_scale * spec.loss_factor * s
+            slope = hard + 0.0 + 2.0 * spec.z_loss * lse / spec.loss_factor
+            scale_row(grad_row, n_classes, 1.0 / sums[r] * (scale * slope))
+            grad_row[y] = <floating>(scale * (slope * target_exps[r] / sums[r] - hard))
 
 
 cdef CESpec make_spec(
@@ -352,12 +450,15 @@ cdef int rows_loop(
     cdef const fl_small_plan_f64* plan_wide = (
         <const fl_small_plan_f64*> small_plan(n_classes, <double*> NULL) if blocks else NULL
     )
-    # Per thread: the chunk shifts of a row, then a block's row losses (16 at most).
-    cdef double* scratch = alloc_thread_scratch(n_threads, shifts_len + 16)
+    cdef bint batched = not blocks and batched_rows(spec, n_classes)
+    # Per thread: the chunk shifts of a row, a block's or batch's row losses (16 at most)
+    # and a batch's work space.
+    cdef Py_ssize_t per_thread = shifts_len + 16 + 5 * BATCH
+    cdef double* scratch = alloc_thread_scratch(n_threads, per_thread)
     try:
         for part in prange((n_rows + span - 1) // span, nogil=True, schedule="static",
                            num_threads=n_threads):
-            mine = scratch + threadid() * (shifts_len + 16)
+            mine = scratch + threadid() * per_thread
             losses = mine + shifts_len
             start = part * span
             stop = start + span if start + span < n_rows else n_rows
@@ -381,6 +482,18 @@ cdef int rows_loop(
                         for k in range(rows):
                             total = total + losses[k]
                     i = i + lanes
+            elif batched:
+                i = start
+                while i < stop:
+                    rows = stop - i if stop - i < BATCH else BATCH
+                    ce_rows_batch(logits + i * n_classes, rows, n_classes, target + i, i,
+                                  spec, losses if summed else loss_out + i,
+                                  grad + i * n_classes if grad != NULL else NULL,
+                                  lse_out + i if lse_out != NULL else NULL, losses + 16)
+                    if summed:
+                        for k in range(rows):
+                            total = total + losses[k]
+                    i = i + rows
             else:
                 for i in range(start, stop):
                     ce_row(

@@ -30,6 +30,8 @@ cdef extern from "_simd_rows.h" nogil:
     void fl_scale_f32(float* e, Py_ssize_t n, double factor)
     double fl_log1p_1(double z)
     double fl_exp_1(double z)
+    void fl_log1p_n(double* z, Py_ssize_t n)
+    void fl_exp_n(double* z, Py_ssize_t n)
     void fl_scale_f64(double* e, Py_ssize_t n, double factor)
     void fl_sub_shift_f32(const float* x, Py_ssize_t n, double a, double b, float* out)
     void fl_sub_shift_f64(const double* x, Py_ssize_t n, double a, double b, double* out)

@@ -23,6 +23,14 @@ typedef struct {
 
 FL_INLINE double fl_log1p_1(double z) { return log1p(z); }
 FL_INLINE double fl_exp_1(double z) { return exp(z); }
+FL_INLINE void fl_log1p_n(double* z, ptrdiff_t n) {
+    ptrdiff_t i;
+    for (i = 0; i < n; i++) z[i] = log1p(z[i]);
+}
+FL_INLINE void fl_exp_n(double* z, ptrdiff_t n) {
+    ptrdiff_t i;
+    for (i = 0; i < n; i++) z[i] = exp(z[i]);
+}
 
 #define FL_DEFINE_SCALAR(SUFFIX, T)                                                       \
 FL_INLINE double fl_max_##SUFFIX(const T* x, ptrdiff_t n) {                               \

@@ -721,6 +721,21 @@ FL_INLINE void fl_store_d_f64(double* p, fl_vd v, ptrdiff_t m) {
     else for (int k = 0; k < m; k++) p[k] = v[k];
 }
 
+/* log1p and exp of z[0:n] in place, a vector of them at a time: each the same bits as
+ * fl_log1p_1 and fl_exp_1 of it (the rows of a batch: one call, not one per row). */
+FL_INLINE void fl_log1p_n(double* z, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i += FL_ND) {
+        const ptrdiff_t m = n - i < FL_ND ? n - i : FL_ND;
+        fl_store_d_f64(z + i, fl_log1p_f64(fl_load_d_f64(z + i, m)), m);
+    }
+}
+FL_INLINE void fl_exp_n(double* z, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i += FL_ND) {
+        const ptrdiff_t m = n - i < FL_ND ? n - i : FL_ND;
+        fl_store_d_f64(z + i, fl_exp_d(fl_load_d_f64(z + i, m)), m);
+    }
+}
+
 #define FL_DEFINE_COEFS(SUFFIX, T)                                                        \
 /* a_j of the m (<= FL_ND) elements from j, 0 past them, and log a_j into *log_a where   \
  * log_a is not NULL (exact for the exp kind). */                                         \
