@@ -181,6 +181,41 @@ def test_batched_rows_match_the_row_kernel(rng, dtype, build, n_classes, options
     _within_bar(grad, ref_grad, dtype, f"{build} grad", absolute=True)
 
 
+@pytest.mark.parametrize("n_classes", [17, 100, 2048])
+def test_batched_softmax_family_is_row_by_row(rng, dtype, build, n_classes):
+    """softmax, log_softmax, logsumexp and entropy_from_logits take rows of 17 to 2048
+    classes in batches of 16 (batch_row_stats): each row's result has the same bits
+    whichever batch it is in and for any thread count, and entropy_from_logits in place
+    (row by row, from a copy of the row) the same bits as into a new array."""
+    x = _logits(rng, (37, n_classes), dtype)
+    kernels = {   # each row's results, as a tuple of arrays
+        "softmax": lambda a, n: (fastloss.softmax(a, n_threads=n),),
+        "log_softmax": lambda a, n: (fastloss.log_softmax(a, n_threads=n),),
+        "logsumexp": lambda a, n: (fastloss.logsumexp(a, axis=-1, n_threads=n),),
+        "entropy_from_logits": lambda a, n: fastloss.entropy_from_logits(
+            a, return_grad=True, n_threads=n),
+    }
+    for name, kernel in kernels.items():
+        whole = kernel(x, 1)
+        for n_threads in (2, 3):
+            for got, want in zip(kernel(x, n_threads), whole, strict=True):
+                assert np.asarray(got).tobytes() == np.asarray(want).tobytes(), name
+        for lo, hi in [(0, 1), (5, 6), (3, 22), (20, 37)]:
+            for got, want in zip(kernel(x[lo:hi], 1), whole, strict=True):
+                assert np.asarray(got).tobytes() == np.asarray(want)[lo:hi].tobytes(), name
+    h, grad = fastloss.entropy_from_logits(x, return_grad=True)
+    buffer = x.copy()
+    h_in_place, grad_in_place = fastloss.entropy_from_logits(buffer, return_grad=True,
+                                                             grad_out=buffer)
+    assert grad_in_place is buffer
+    assert h_in_place.tobytes() == h.tobytes() and buffer.tobytes() == grad.tobytes()
+    ref_h, ref_grad = reference.entropy_from_logits(x.astype(np.float64), return_grad=True)
+    scale = np.abs(ref_h) + 1e-3
+    _within_bar(np.asarray(h) / scale, ref_h / scale, dtype, f"{build} entropy",
+                absolute=True)
+    _within_bar(grad, ref_grad, dtype, f"{build} entropy grad", absolute=True)
+
+
 @pytest.mark.parametrize("n_classes", [1, 2, 10, 13, 16])
 @pytest.mark.parametrize("options", ["plain", "all"])
 def test_few_classes_probability_targets(rng, dtype, build, n_classes, options):

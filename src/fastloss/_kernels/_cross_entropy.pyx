@@ -15,7 +15,6 @@ whole array.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.math cimport INFINITY, NAN
 from libc.stdlib cimport free, malloc
 
 cimport numpy as cnp
@@ -27,18 +26,16 @@ from fastloss._kernels._rows cimport (
     FL_SOFT_LOG_PROBS,
     FL_SOFT_LOGITS,
     FL_SOFT_PROBS,
+    ROW_BATCH,
     ROW_CHUNK,
     RowSpec,
     RowStats,
     alloc_thread_scratch,
-    chunk_max,
+    batch_row_stats,
     chunk_shift_stride,
     coef_at,
     fl_exp_1,
     fl_exp_n,
-    fl_exp_sum_f32,
-    fl_exp_sum_f64,
-    fl_log1p_n,
     fl_small_ce_spec,
     fl_small_logsumexp_wide_f32,
     fl_small_plan_f64,
@@ -63,8 +60,6 @@ cdef enum:
     TARGET_BLOCK = 4096
     # The most partial sums of a reduced loss (rows_per_sum).
     MAX_SUMS = 64
-    # Rows of 17 to ROW_CHUNK classes computed together (ce_rows_batch).
-    BATCH = 16
 
 
 cdef enum TargetKind:
@@ -184,7 +179,7 @@ cdef inline bint batched_rows(const CESpec* spec, Py_ssize_t n_classes) noexcept
 
 cdef inline void ce_rows_batch(
     const floating* x,          # IN: n_rows rows of logits (n_rows x C)
-    Py_ssize_t n_rows,          # at most BATCH
+    Py_ssize_t n_rows,          # at most ROW_BATCH
     Py_ssize_t n_classes,
     const cnp.intp_t* target,   # IN: their class indices
     Py_ssize_t row0,            # the first row's index into the per-row buffers
@@ -192,45 +187,28 @@ cdef inline void ce_rows_batch(
     double* loss_out,           # OUT (n_rows): sample_weight * loss
     floating* grad,             # OUT (n_rows x C), may alias x; NULL: none
     double* lse_out,            # OUT (n_rows) or NULL
-    double* work,               # scratch: 5 * BATCH doubles
+    double* work,               # scratch: 5 * ROW_BATCH doubles
 ) noexcept nogil:
-    """ce_row of a batch of rows, phase by phase across the rows: the rows of a phase are
-    independent, so their latencies overlap (a row of a few hundred classes is too short
-    to hide the chain max, exp sum, log1p, 1/S, rescale of its own: ~70 ns a row), and
-    the log1p and exp of the rows go a vector of rows at a time. The same operations as
-    ce_row on one chunk: the same bits."""
+    """ce_row of a batch of rows, phase by phase across the rows (batch_row_stats; the
+    target's exp a vector of rows at a time): the same operations as ce_row on one
+    chunk, the same bits."""
     cdef double* maxs = work
-    cdef double* sums = work + BATCH
-    cdef double* log_sums = work + 2 * BATCH     # (ones - 1) + rest, then its log1p
-    cdef double* target_exps = work + 3 * BATCH  # exp((x_y - max) s)
-    cdef double* target_logits = work + 4 * BATCH
+    cdef double* sums = work + ROW_BATCH
+    cdef double* log_sums = work + 2 * ROW_BATCH
+    cdef double* target_exps = work + 3 * ROW_BATCH  # exp((x_y - max) s)
+    cdef double* target_logits = work + 4 * ROW_BATCH
     cdef double s = spec.row.x_scale
-    cdef double shift, sub, ones, rest, weight, hard, log_sum, lse, loss, scale, slope
+    cdef double weight, hard, log_sum, lse, loss, scale, slope
     cdef Py_ssize_t r, y, j
-    cdef const floating* row
     cdef floating* grad_row
     for r in range(n_rows):
-        row = x + r * n_classes
-        grad_row = grad + r * n_classes if grad != NULL else NULL
+        # Before the exponentials, which may overwrite the rows in place.
         y = target[r]
-        # Before the exponentials, which may overwrite the row in place.
-        target_logits[r] = row[y] if 0 <= y < n_classes else 0.0
-        shift = chunk_max(row, n_classes)
-        sub = shift if shift != -INFINITY else 0.0
-        if floating is float:
-            rest = fl_exp_sum_f32(row, n_classes, sub, s, grad_row, NULL, &ones)
-        else:
-            rest = fl_exp_sum_f64(row, n_classes, sub, s, grad_row, NULL, &ones)
-        if shift == INFINITY:
-            rest = NAN
-        if shift == -INFINITY:
-            ones = 0.0
-        maxs[r] = shift
-        sums[r] = ones + rest
-        log_sums[r] = (ones - 1.0) + rest
-        target_exps[r] = (target_logits[r] - shift) * s
-    fl_log1p_n(log_sums, n_rows)
+        target_logits[r] = x[r * n_classes + y] if 0 <= y < n_classes else 0.0
+    batch_row_stats(x, n_rows, n_classes, s, grad, maxs, sums, log_sums, NULL)
     if grad != NULL:
+        for r in range(n_rows):
+            target_exps[r] = (target_logits[r] - maxs[r]) * s
         fl_exp_n(target_exps, n_rows)
     for r in range(n_rows):
         y = target[r]
@@ -453,7 +431,7 @@ cdef int rows_loop(
     cdef bint batched = not blocks and batched_rows(spec, n_classes)
     # Per thread: the chunk shifts of a row, a block's or batch's row losses (16 at most)
     # and a batch's work space.
-    cdef Py_ssize_t per_thread = shifts_len + 16 + 5 * BATCH
+    cdef Py_ssize_t per_thread = shifts_len + 16 + 5 * ROW_BATCH
     cdef double* scratch = alloc_thread_scratch(n_threads, per_thread)
     try:
         for part in prange((n_rows + span - 1) // span, nogil=True, schedule="static",
@@ -485,7 +463,7 @@ cdef int rows_loop(
             elif batched:
                 i = start
                 while i < stop:
-                    rows = stop - i if stop - i < BATCH else BATCH
+                    rows = stop - i if stop - i < ROW_BATCH else ROW_BATCH
                     ce_rows_batch(logits + i * n_classes, rows, n_classes, target + i, i,
                                   spec, losses if summed else loss_out + i,
                                   grad + i * n_classes if grad != NULL else NULL,

@@ -14,9 +14,13 @@ from libc.string cimport memcpy
 from fastloss._kernels._rows cimport (
     FL_ND,
     FL_SMALL_C,
+    ROW_BATCH,
+    ROW_CHUNK,
     RowSpec,
     RowStats,
     alloc_thread_scratch,
+    batch_row_stats,
+    chunk_stats,
     chunk_shift_stride,
     fl_small_logsumexp_f64,
     fl_small_logsumexp_narrow_f32,
@@ -28,6 +32,7 @@ from fastloss._kernels._rows cimport (
     small_block_rows,
     small_entropy,
     small_plan,
+    scale_row,
     small_softmax,
     softmax_entropy,
     stats_log_sum,
@@ -52,6 +57,49 @@ cdef int small_softmax_blocks(
     return 0
 
 
+cdef enum RowsKind:
+    SOFTMAX = 0
+    LOG_SOFTMAX = 1
+    LOGSUMEXP = 2
+
+
+cdef int batched_rows(
+    const floating[:, ::1] x,
+    floating* out,          # OUT: (N, C) for softmax and log_softmax (may be x), or (N,)
+    RowsKind kind,
+    int n_threads,
+) except -1:
+    """softmax, log_softmax or logsumexp of rows of one chunk, ROW_BATCH rows at a time
+    (batch_row_stats): the same bits as the row by row loops."""
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], batch, i, r, rows
+    cdef double* work = alloc_thread_scratch(n_threads, 3 * ROW_BATCH + 8)
+    cdef double* maxs
+    cdef double* sums
+    cdef double* log_sums
+    try:
+        for batch in prange((n_rows + ROW_BATCH - 1) // ROW_BATCH, nogil=True,
+                            schedule="static", num_threads=n_threads):
+            maxs = work + threadid() * (3 * ROW_BATCH + 8)
+            sums = maxs + ROW_BATCH
+            log_sums = sums + ROW_BATCH
+            i = batch * ROW_BATCH
+            rows = n_rows - i if n_rows - i < ROW_BATCH else ROW_BATCH
+            batch_row_stats(&x[i, 0], rows, n_cols, 1.0,
+                            out + i * n_cols if kind == SOFTMAX else NULL,
+                            maxs, sums, log_sums, NULL)
+            for r in range(rows):
+                if kind == SOFTMAX:
+                    scale_row(out + (i + r) * n_cols, n_cols, 1.0 / sums[r] * 1.0)
+                elif kind == LOG_SOFTMAX:
+                    sub_shift_row(&x[i + r, 0], n_cols, maxs[r], log_sums[r],
+                                  out + (i + r) * n_cols)
+                else:
+                    out[i + r] = <floating> (maxs[r] * 1.0 + log_sums[r])
+    finally:
+        free(work)
+    return 0
+
+
 def softmax_rows(
     const floating[:, ::1] x,       # IN
     floating[:, ::1] out,           # OUT (may be x itself)
@@ -64,6 +112,9 @@ def softmax_rows(
         return
     if 0 < n_cols <= FL_SMALL_C:
         small_softmax_blocks(x, out, False, n_threads)
+        return
+    if n_cols <= ROW_CHUNK:
+        batched_rows(x, &out[0, 0], SOFTMAX, n_threads)
         return
     shifts = alloc_thread_scratch(n_threads, stride)
     try:
@@ -84,6 +135,9 @@ def log_softmax_rows(
         return
     if 0 < n_cols <= FL_SMALL_C:
         small_softmax_blocks(x, out, True, n_threads)
+        return
+    if n_cols <= ROW_CHUNK:
+        batched_rows(x, &out[0, 0], LOG_SOFTMAX, n_threads)
         return
     for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
         st = row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL)
@@ -111,6 +165,9 @@ def logsumexp_rows(
                 fl_small_logsumexp_narrow_f32(&x[i, 0], rows, plan, &out[i])
             else:
                 fl_small_logsumexp_f64(&x[i, 0], rows, plan, &out[i])
+        return
+    if n_cols <= ROW_CHUNK:
+        batched_rows(x, &out[0], LOGSUMEXP, n_threads)
         return
     for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
         out[i] = <floating> stats_lse(
@@ -147,7 +204,7 @@ def entropy_from_logits_rows(
     gradient dH/dx_j = q_j (lse - x_j - H) in a second pass over the stored exponentials
     and x. A gradient that overwrites x keeps a copy of the row in a per-thread buffer
     (in cache), so in place gives the same bits. Rows of few classes go by blocks."""
-    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i, block, rows
+    cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i, block, rows, r
     cdef Py_ssize_t shifts_len = chunk_shift_stride(n_row_chunks(n_cols)), stride
     cdef bint with_grad = grad_out.shape[0] > 0
     cdef bint in_place = with_grad and n_rows > 0 and &grad_out[0, 0] == &x[0, 0]
@@ -173,6 +230,30 @@ def entropy_from_logits_rows(
             small_entropy(&x[i, 0], rows, plan, unit, grad_scale * unit, &out[i],
                           &grad_out[i, 0] if with_grad else NULL)
         return
+    if n_cols <= ROW_CHUNK and not in_place:
+        # ROW_BATCH rows at a time (batch_row_stats): the same bits as row by row.
+        shifts = alloc_thread_scratch(n_threads, 4 * ROW_BATCH + 8)
+        try:
+            for block in prange((n_rows + ROW_BATCH - 1) // ROW_BATCH, nogil=True,
+                                schedule="static", num_threads=n_threads):
+                mine = shifts + threadid() * (4 * ROW_BATCH + 8)
+                i = block * ROW_BATCH
+                rows = n_rows - i if n_rows - i < ROW_BATCH else ROW_BATCH
+                batch_row_stats(&x[i, 0], rows, n_cols, 1.0,
+                                &grad_out[i, 0] if with_grad else NULL, mine,
+                                mine + ROW_BATCH, mine + 2 * ROW_BATCH,
+                                mine + 3 * ROW_BATCH)
+                for r in range(rows):
+                    # softmax_entropy: log S + self_dot / S
+                    h = mine[2 * ROW_BATCH + r] + mine[3 * ROW_BATCH + r] / mine[ROW_BATCH + r]
+                    if with_grad:
+                        scale_entropy_grad(&grad_out[i + r, 0], &x[i + r, 0], n_cols,
+                                           mine + r, chunk_stats(mine[r], mine[ROW_BATCH + r]),
+                                           mine[2 * ROW_BATCH + r], h, grad_scale * unit)
+                    out[i + r] = h * unit
+        finally:
+            free(shifts)
+        return
     # Per thread: the chunk shifts, then (in place) the row's copy, lines apart.
     stride = shifts_len + (chunk_shift_stride(n_cols) if in_place else 0)
     shifts = alloc_thread_scratch(n_threads, stride)
@@ -187,8 +268,8 @@ def entropy_from_logits_rows(
                            mine, <floating*> NULL, &spec)
             h = softmax_entropy(st)
             if with_grad:
-                scale_entropy_grad(&grad_out[i, 0], row, n_cols, mine, st, h,
-                                   grad_scale * unit)
+                scale_entropy_grad(&grad_out[i, 0], row, n_cols, mine, st,
+                                   stats_log_sum(st), h, grad_scale * unit)
             out[i] = h * unit
     finally:
         free(shifts)
