@@ -181,6 +181,65 @@ def test_batched_rows_match_the_row_kernel(rng, dtype, build, n_classes, options
     _within_bar(grad, ref_grad, dtype, f"{build} grad", absolute=True)
 
 
+@pytest.mark.parametrize("n_classes", [5, 17, 100, 2048])
+@pytest.mark.parametrize("kind", ["smoothing", "probs", "kl_probs", "kl_log_probs",
+                                  "kl_logits"])
+def test_batched_target_rows_match_the_row_kernel(rng, dtype, build, n_classes, kind):
+    """Label smoothing, probability targets and distillation from every kind of teacher
+    take the batches too where the blocks do not serve them: the same bits as the row
+    kernel (the class-first layout), within the bar of the reference."""
+    n = 203
+    x = _logits(rng, (n, n_classes), dtype)
+    if kind == "smoothing":
+        x[np.isinf(x)] = -30.0           # smoothing puts mass on every class
+    p = rng.random((n, n_classes))
+    p[::4, 0] = 0.0
+    if n_classes > 2:
+        p[:, 1] = 0.0                    # no mass on the masked class
+    p = p / p.sum(axis=1, keepdims=True)
+    sample_weight = rng.random(n)
+    sample_weight[::9] = 0.0
+    if kind in ("smoothing", "probs"):
+        target = rng.integers(0, n_classes, n) if kind == "smoothing" else p.astype(dtype)
+        kw = dict(label_smoothing=0.1 if kind == "smoothing" else 0.0, z_loss=1e-3,
+                  weight=rng.random(n_classes) + 0.5, sample_weight=sample_weight)
+
+        def run(logits, axis, **extra):
+            tt = target if kind == "smoothing" else (
+                target if axis == -1 else np.ascontiguousarray(target.T))
+            return fastloss.cross_entropy(logits, tt, axis=axis, **kw, **extra)
+
+        ref = reference.cross_entropy(
+            x.astype(np.float64),
+            target if kind == "smoothing" else target.astype(np.float64),
+            return_grad=True, reduction="none", **kw)
+    else:
+        teacher_kind = kind[3:]
+        with np.errstate(divide="ignore"):
+            target = {"probs": p, "log_probs": np.log(p),
+                      "logits": np.log(p) * 2.0 + 1.0}[teacher_kind].astype(dtype)
+
+        def run(logits, axis, **extra):
+            tt = target if axis == -1 else np.ascontiguousarray(target.T)
+            return fastloss.kl_div_with_logits(logits, tt, axis=axis,
+                                               teacher_kind=teacher_kind, temperature=2.0,
+                                               **extra)
+
+        ref = reference.kl_div_with_logits(x.astype(np.float64), target.astype(np.float64),
+                                           teacher_kind=teacher_kind, temperature=2.0,
+                                           return_grad=True, reduction="none")
+    rows, grad = run(x, -1, reduction="none", return_grad=True)
+    rows_t, grad_t = run(np.ascontiguousarray(x.T), 0, reduction="none", return_grad=True)
+    assert rows.tobytes() == rows_t.tobytes()
+    assert grad.tobytes() == np.ascontiguousarray(grad_t.T).tobytes()
+    losses = [run(x, -1, n_threads=k) for k in (1, 2, 3)]
+    assert len({np.asarray(v).tobytes() for v in losses}) == 1
+    scale = np.abs(ref[0]) + 1.0
+    _within_bar(np.asarray(rows) / scale, ref[0] / scale, dtype, f"{build} {kind} rows",
+                absolute=True)
+    _within_bar(grad, ref[1], dtype, f"{build} {kind} grad", absolute=True)
+
+
 @pytest.mark.parametrize("n_classes", [17, 100, 2048])
 def test_batched_softmax_family_is_row_by_row(rng, dtype, build, n_classes):
     """softmax, log_softmax, logsumexp and entropy_from_logits take rows of 17 to 2048

@@ -33,6 +33,7 @@ from fastloss._kernels._rows cimport (
     alloc_thread_scratch,
     batch_row_stats,
     chunk_shift_stride,
+    chunk_stats,
     coef_at,
     fl_exp_1,
     fl_exp_n,
@@ -41,7 +42,6 @@ from fastloss._kernels._rows cimport (
     fl_small_plan_f64,
     n_row_chunks,
     row_stats,
-    scale_row,
     scale_stored_exp,
     small_block_rows,
     small_ce,
@@ -170,64 +170,90 @@ cdef inline void ce_row(
             ))
 
 
-cdef inline bint batched_rows(const CESpec* spec, Py_ssize_t n_classes) noexcept nogil:
-    """Whether ce_rows_batch serves these rows: class targets without coefficients (label
-    smoothing), rows of one chunk and too many classes for the blocks."""
-    return (spec.kind == TARGET_CLASSES and not spec.row.coefs.active
-            and FL_SMALL_C < n_classes <= ROW_CHUNK)
-
-
 cdef inline void ce_rows_batch(
-    const floating* x,          # IN: n_rows rows of logits (n_rows x C)
+    const floating* x,          # IN: n_rows rows of logits (n_rows x C), C <= ROW_CHUNK
     Py_ssize_t n_rows,          # at most ROW_BATCH
     Py_ssize_t n_classes,
-    const cnp.intp_t* target,   # IN: their class indices
+    const cnp.intp_t* target,   # IN: their class indices (class targets), else NULL
+    const floating* t,          # IN (n_rows x C): target rows (probabilities, teacher)
     Py_ssize_t row0,            # the first row's index into the per-row buffers
-    const CESpec* spec,         # batched_rows(spec, n_classes)
+    const CESpec* spec,
     double* loss_out,           # OUT (n_rows): sample_weight * loss
     floating* grad,             # OUT (n_rows x C), may alias x; NULL: none
     double* lse_out,            # OUT (n_rows) or NULL
-    double* work,               # scratch: 5 * ROW_BATCH doubles
+    double* work,               # scratch: 10 * ROW_BATCH doubles
 ) noexcept nogil:
-    """ce_row of a batch of rows, phase by phase across the rows (batch_row_stats; the
-    target's exp a vector of rows at a time): the same operations as ce_row on one
-    chunk, the same bits."""
+    """ce_row of a batch of rows of one chunk, phase by phase across the rows
+    (batch_row_stats; the teacher's statistics and the target's exp a batch at a time
+    too): the same operations as ce_row, the same bits."""
     cdef double* maxs = work
     cdef double* sums = work + ROW_BATCH
     cdef double* log_sums = work + 2 * ROW_BATCH
     cdef double* target_exps = work + 3 * ROW_BATCH  # exp((x_y - max) s)
     cdef double* target_logits = work + 4 * ROW_BATCH
+    cdef double* coef_sums = work + 5 * ROW_BATCH
+    cdef double* coef_dots = work + 6 * ROW_BATCH
+    cdef double* coef_entropies = work + 7 * ROW_BATCH
+    cdef double* t_maxs = NULL                       # a teacher's logits: their max
+    cdef double* t_log_sums = work + 9 * ROW_BATCH   # and log sum_j exp((t_j - max) s)
     cdef double s = spec.row.x_scale
-    cdef double weight, hard, log_sum, lse, loss, scale, slope
+    cdef double weight, hard, a_target, log_sum, lse, loss, scale, slope
     cdef Py_ssize_t r, y, j
+    cdef const floating* t_row
     cdef floating* grad_row
+    cdef RowSpec teacher_spec
+    cdef const RowSpec* row_spec = &spec.row
+    cdef bint classes = spec.kind == TARGET_CLASSES
+    if spec.kind == KL_LOGITS:
+        # The teacher's probabilities are exp((t - max t) s - log S_t).
+        t_maxs = work + 8 * ROW_BATCH
+        batch_row_stats(t, n_rows, n_classes, s, NULL, t_maxs, target_exps, t_log_sums,
+                        NULL, NULL, <floating*> NULL, NULL, NULL, NULL, NULL, NULL)
+        teacher_spec = spec.row
+        row_spec = &teacher_spec
+    if classes:
+        for r in range(n_rows):
+            # Before the exponentials, which may overwrite the rows in place.
+            y = target[r]
+            target_logits[r] = x[r * n_classes + y] if 0 <= y < n_classes else 0.0
     for r in range(n_rows):
-        # Before the exponentials, which may overwrite the rows in place.
-        y = target[r]
-        target_logits[r] = x[r * n_classes + y] if 0 <= y < n_classes else 0.0
-    batch_row_stats(x, n_rows, n_classes, s, grad, maxs, sums, log_sums, NULL)
-    if grad != NULL:
+        coef_sums[r] = 0.0
+        coef_dots[r] = 0.0
+        coef_entropies[r] = 0.0
+    batch_row_stats(x, n_rows, n_classes, s, grad, maxs, sums, log_sums, NULL,
+                    &spec.row.coefs if spec.row.coefs.active else NULL, t, t_maxs,
+                    t_log_sums, coef_sums, coef_dots, coef_entropies)
+    if grad != NULL and classes:
         for r in range(n_rows):
             target_exps[r] = (target_logits[r] - maxs[r]) * s
         fl_exp_n(target_exps, n_rows)
     for r in range(n_rows):
-        y = target[r]
+        y = target[r] if classes else 0
+        t_row = t + r * n_classes if t != NULL else NULL
         weight = spec.sample_weight[row0 + r] if spec.sample_weight != NULL else 1.0
         log_sum = log_sums[r]
         lse = maxs[r] * s + log_sum
         if lse_out != NULL:
             lse_out[r] = lse
         grad_row = grad + r * n_classes if grad != NULL else NULL
-        if weight == 0.0 or y == spec.ignore_index:
+        if weight == 0.0 or (classes and y == spec.ignore_index):
             loss_out[r] = 0.0
             if grad_row != NULL:
                 for j in range(n_classes):
                     grad_row[j] = 0
             continue
-        hard = spec.hard_scale
-        if spec.class_weight != NULL:
-            hard = hard * spec.class_weight[y]
-        loss = 0.0 * log_sum                    # ce_row's coefficient terms: 0, or NaN
+        if t_maxs != NULL:
+            teacher_spec.coefs.t_max = t_maxs[r]
+            teacher_spec.coefs.t_shift = t_log_sums[r]
+        hard = 0.0
+        a_target = 0.0
+        if classes:
+            hard = spec.hard_scale
+            if spec.class_weight != NULL:
+                hard = hard * spec.class_weight[y]
+            if spec.row.coefs.active:
+                a_target = coef_at(t_row, &spec.row.coefs, y)
+        loss = coef_dots[r] * s + coef_sums[r] * log_sum + coef_entropies[r]
         if hard != 0.0:
             loss = loss + hard * ((maxs[r] - target_logits[r]) * s + log_sum)
         loss = loss * spec.loss_factor
@@ -236,9 +262,12 @@ cdef inline void ce_rows_batch(
         loss_out[r] = weight * loss
         if grad_row != NULL:
             scale = weight * spec.grad_scale * spec.loss_factor * s
-            slope = hard + 0.0 + 2.0 * spec.z_loss * lse / spec.loss_factor
-            scale_row(grad_row, n_classes, 1.0 / sums[r] * (scale * slope))
-            grad_row[y] = <floating>(scale * (slope * target_exps[r] / sums[r] - hard))
+            slope = hard + coef_sums[r] + 2.0 * spec.z_loss * lse / spec.loss_factor
+            scale_stored_exp(grad_row, n_classes, maxs + r, chunk_stats(maxs[r], sums[r]),
+                             scale * slope, t_row, row_spec, scale)
+            if classes:
+                grad_row[y] = <floating>(scale * (
+                    slope * target_exps[r] / sums[r] - a_target - hard))
 
 
 cdef CESpec make_spec(
@@ -428,10 +457,11 @@ cdef int rows_loop(
     cdef const fl_small_plan_f64* plan_wide = (
         <const fl_small_plan_f64*> small_plan(n_classes, <double*> NULL) if blocks else NULL
     )
-    cdef bint batched = not blocks and batched_rows(spec, n_classes)
+    # Rows of one chunk that the blocks do not serve go in batches.
+    cdef bint batched = not blocks and n_classes <= ROW_CHUNK
     # Per thread: the chunk shifts of a row, a block's or batch's row losses (16 at most)
     # and a batch's work space.
-    cdef Py_ssize_t per_thread = shifts_len + 16 + 5 * ROW_BATCH
+    cdef Py_ssize_t per_thread = shifts_len + 16 + 10 * ROW_BATCH
     cdef double* scratch = alloc_thread_scratch(n_threads, per_thread)
     try:
         for part in prange((n_rows + span - 1) // span, nogil=True, schedule="static",
@@ -464,7 +494,9 @@ cdef int rows_loop(
                 i = start
                 while i < stop:
                     rows = stop - i if stop - i < ROW_BATCH else ROW_BATCH
-                    ce_rows_batch(logits + i * n_classes, rows, n_classes, target + i, i,
+                    ce_rows_batch(logits + i * n_classes, rows, n_classes,
+                                  target + i if target != NULL else NULL,
+                                  soft + i * n_classes if soft != NULL else NULL, i,
                                   spec, losses if summed else loss_out + i,
                                   grad + i * n_classes if grad != NULL else NULL,
                                   lse_out + i if lse_out != NULL else NULL, losses + 16)

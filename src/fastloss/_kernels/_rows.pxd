@@ -277,6 +277,13 @@ cdef inline void batch_row_stats(
     double* sums,           # OUT (n_rows): S
     double* log_sums,       # OUT (n_rows): log S
     double* self_dots,      # OUT (n_rows): the self dots (RowSpec.self_dot), or NULL
+    const CoefSpec* coefs,   # IN: the coefficients' spec, or NULL for none
+    const floating* t,       # IN (n_rows x n): their target rows (NULL: see CoefSpec)
+    const double* t_maxs,    # IN (n_rows): each row's CoefSpec.t_max, or NULL: coefs's
+    const double* t_shifts,  # IN (n_rows): each row's CoefSpec.t_shift (with t_maxs)
+    double* coef_sums,       # OUT (n_rows): sum_j a_j (with coefs)
+    double* coef_dots,       # OUT (n_rows): sum_j a_j (max - x_j)
+    double* coef_entropies,  # OUT (n_rows): sum_j a_j log a_j (CoefSpec.with_entropy)
 ) noexcept nogil:
     """row_stats and stats_log_sum of a batch of rows of one chunk each, phase by phase:
     the rows are independent, so their latency chains (max, exp sum, log1p: ~70 ns for a
@@ -285,10 +292,19 @@ cdef inline void batch_row_stats(
     cdef Py_ssize_t r
     cdef double shift, sub, ones, rest, self_dot
     cdef const floating* row
+    cdef CoefSpec row_coefs
     for r in range(n_rows):
         row = x + r * n
         shift = chunk_max(row, n)
         sub = shift if shift != -INFINITY else 0.0
+        if coefs != NULL:
+            # Before the exponentials, which may overwrite x in place.
+            row_coefs = coefs[0]
+            if t_maxs != NULL:
+                row_coefs.t_max = t_maxs[r]
+                row_coefs.t_shift = t_shifts[r]
+            coef_chunk(row, t + r * n if t != NULL else NULL, &row_coefs, 0, n, sub,
+                       &coef_sums[r], &coef_dots[r], &coef_entropies[r])
         self_dot = 0.0
         if floating is float:
             rest = fl_exp_sum_f32(row, n, sub, s, exp_out + r * n if exp_out != NULL else NULL,

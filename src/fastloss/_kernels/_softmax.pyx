@@ -86,7 +86,8 @@ cdef int batched_rows(
             rows = n_rows - i if n_rows - i < ROW_BATCH else ROW_BATCH
             batch_row_stats(&x[i, 0], rows, n_cols, 1.0,
                             out + i * n_cols if kind == SOFTMAX else NULL,
-                            maxs, sums, log_sums, NULL)
+                            maxs, sums, log_sums, NULL, NULL, <floating*> NULL, NULL, NULL,
+                            NULL, NULL, NULL)
             for r in range(rows):
                 if kind == SOFTMAX:
                     scale_row(out + (i + r) * n_cols, n_cols, 1.0 / sums[r] * 1.0)
@@ -242,7 +243,8 @@ def entropy_from_logits_rows(
                 batch_row_stats(&x[i, 0], rows, n_cols, 1.0,
                                 &grad_out[i, 0] if with_grad else NULL, mine,
                                 mine + ROW_BATCH, mine + 2 * ROW_BATCH,
-                                mine + 3 * ROW_BATCH)
+                                mine + 3 * ROW_BATCH, NULL, <floating*> NULL, NULL, NULL,
+                                NULL, NULL, NULL)
                 for r in range(rows):
                     # softmax_entropy: log S + self_dot / S
                     h = mine[2 * ROW_BATCH + r] + mine[3 * ROW_BATCH + r] / mine[ROW_BATCH + r]
