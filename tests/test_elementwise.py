@@ -188,23 +188,27 @@ class TestEmpty:
 
 @pytest.mark.parametrize("size", [1, 7, 4095, 4096, 4097, 3 * 4096 + 5, 70001])
 def test_value_range_per_block_ignores_nan(rng, dtype, size):
-    # The one-pass, parallel min and max behind the range checks, for every build.
+    # The one-pass, parallel min and max behind the range checks, and whether each block
+    # has a NaN, for every build.
     v = (rng.standard_normal(size) * 5).astype(dtype)
     v[rng.random(size) < 0.1] = np.nan
     block = 4096
     if size > block:
         v[:block] = np.nan                                  # a block of NaN only
+        v[2 * block:3 * block] = 1.0                        # a block without NaN
     n_blocks = -(-size // block)
     expected_low = np.array([np.fmin.reduce(v[i:i + block]) for i in range(0, size, block)])
     expected_high = np.array([np.fmax.reduce(v[i:i + block]) for i in range(0, size, block)])
+    expected_nan = np.array([np.isnan(v[i:i + block]).any() for i in range(0, size, block)])
     for kernels in _common.simd_builds("_elementwise").values():
         for n_threads in (1, 2, 3):
-            lows, highs = np.empty(n_blocks), np.empty(n_blocks)
-            kernels.value_range(v, lows, highs, n_threads)
+            lows, highs, nans = np.empty(n_blocks), np.empty(n_blocks), np.empty(n_blocks)
+            kernels.value_range(v, lows, highs, nans, n_threads)
             all_nan = np.isnan(expected_low)
             np.testing.assert_array_equal(lows[~all_nan], expected_low[~all_nan])
             np.testing.assert_array_equal(highs[~all_nan], expected_high[~all_nan])
             assert (lows[all_nan] == np.inf).all() and (highs[all_nan] == -np.inf).all()
+            np.testing.assert_array_equal(nans, expected_nan.astype(float))
 
 
 # --- the errors of the arguments every elementwise loss has ------------------------------

@@ -259,6 +259,24 @@ class TestCrossEntropyOptions:
         with pytest.raises(ValueError, match="target probabilities must be finite"):
             fastloss.cross_entropy(LOGITS, target)
 
+    @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+    @pytest.mark.parametrize("bad, message", [(np.nan, "must be finite"),
+                                              (-np.inf, "must be finite"),
+                                              (-0.5, "must be non-negative, got -0.5")])
+    def test_bad_probability_deep_in_a_large_target(self, dtype, bad, message):
+        # The check is one parallel pass by blocks of 4096 values: a bad one in any block,
+        # on any thread, is found, in the target probabilities and a teacher's.
+        logits = np.zeros((3000, 7), dtype=dtype)
+        target = np.full(logits.shape, 1 / 7, dtype=dtype)
+        target[2999, 6] = bad
+        for n_threads in (1, 2, 3):
+            with pytest.raises(ValueError, match=f"target probabilities {message}"):
+                fastloss.cross_entropy(logits, target, n_threads=n_threads)
+            with pytest.raises(ValueError, match=f"teacher probabilities {message}"):
+                fastloss.kl_div_with_logits(logits, target, n_threads=n_threads)
+        with pytest.raises(ValueError, match=f"target probabilities {message}"):
+            fastloss.cross_entropy(logits, target[:, ::-1])       # not contiguous: NumPy
+
     def test_ignore_index_with_soft_targets(self):
         with pytest.raises(ValueError, match=r"ignore_index applies to integer class targets "
                                              "only.*sample_weight=0"):

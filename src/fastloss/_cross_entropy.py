@@ -73,7 +73,8 @@ def _check_class_range(classes: np.ndarray, batch_shape: tuple[int, ...], n_clas
     return float(denominator)
 
 
-def _check_soft_target(given: np.ndarray, logits: np.ndarray, ignore_index: int) -> None:
+def _check_soft_target(given: np.ndarray, logits: np.ndarray, ignore_index: int,
+                       n_threads: int | None) -> None:
     if given.shape != logits.shape:
         raise ValueError(
             f"target probabilities must have the shape of logits, {logits.shape}, got "
@@ -84,7 +85,7 @@ def _check_soft_target(given: np.ndarray, logits: np.ndarray, ignore_index: int)
             "ignore_index applies to integer class targets only; to leave out rows of "
             "probability targets, give them sample_weight=0"
         )
-    check_probabilities(given, "target probabilities")
+    check_probabilities(given, "target probabilities", n_threads=n_threads)
 
 
 def _rescale_for_mean(
@@ -391,7 +392,7 @@ def cross_entropy(
     given_target = np.asarray(target)
     soft = given_target.dtype.kind == "f"
     if soft:
-        _check_soft_target(given_target, logits, ignore_index)
+        _check_soft_target(given_target, logits, ignore_index, n_threads)
         classes = _NO_CLASSES
     elif given_target.dtype.kind in "iu":
         classes = _class_indices(given_target, batch_shape, axis)

@@ -133,7 +133,7 @@ def kl_div_with_logits(
         raise ValueError(f"teacher must have the shape of student_logits, {logits.shape}, "
                          f"got {target.shape}")
     if teacher_kind == "probs":
-        check_probabilities(target, "teacher probabilities")
+        check_probabilities(target, "teacher probabilities", n_threads=n_threads)
     elif teacher_kind == "log_probs" and target.size and not target.max() < np.inf:
         raise ValueError("teacher log-probabilities must not be NaN or +inf")
     temperature = check_real(temperature, "temperature", 0.0)

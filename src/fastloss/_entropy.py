@@ -57,7 +57,7 @@ def entropy(
     """
     p = as_floating(p, "p")
     axis = normalize_axis(axis, p.ndim, "p")
-    check_probabilities(p, "p", nan_ok=True)
+    check_probabilities(p, "p", nan_ok=True, n_threads=n_threads)
     unit = log_base(base)
     layout = to_rows(p, axis)
     out = np.empty(layout.rows.shape[0], dtype=np.float64)

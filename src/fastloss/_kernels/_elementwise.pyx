@@ -57,8 +57,10 @@ cdef extern from "_simd_elementwise.h" nogil:
         Py_ssize_t w_phase, const double* pw, Py_ssize_t pw_period, Py_ssize_t pw_phase,
         Py_ssize_t n, double* loss_out, double* grad_out, double* range_out,
         const fl_ew_opts* opts)
-    void fl_ew_range_f32(const float* v, Py_ssize_t n, double* low, double* high)
-    void fl_ew_range_f64(const double* v, Py_ssize_t n, double* low, double* high)
+    void fl_ew_range_f32(const float* v, Py_ssize_t n, double* low, double* high,
+                         double* nan)
+    void fl_ew_range_f64(const double* v, Py_ssize_t n, double* low, double* high,
+                         double* nan)
 
 
 cdef inline double block_sum(
@@ -159,21 +161,23 @@ def value_range(
     const floating[::1] v,      # IN (n,)
     double[::1] lows,           # OUT (ceil(n / BLOCK),): each block's minimum
     double[::1] highs,          # OUT (ceil(n / BLOCK),): each block's maximum
+    double[::1] nans,           # OUT (ceil(n / BLOCK),): 1 where the block has a NaN, else 0
     int n_threads,
 ):
-    """Each block's min and max, NaN ignored: one parallel pass over v, where NumPy's
-    fmin and fmax reductions take two serial ones (the pre-check of an in-place call,
-    which cannot check in the kernel's pass: see elementwise_loss's ranges)."""
+    """Each block's min and max, NaN ignored, and whether it has a NaN: one parallel pass
+    over v, where NumPy's min and max reductions take two serial ones (the pre-check of
+    an in-place call, which cannot check in the kernel's pass: see elementwise_loss's
+    ranges; the probability targets' check)."""
     cdef Py_ssize_t n = v.shape[0], b, start
     with nogil:
         for b in prange(lows.shape[0], schedule="static", num_threads=n_threads):
             start = b * BLOCK
             if floating is float:
                 fl_ew_range_f32(&v[start], BLOCK if start + BLOCK < n else n - start,
-                                &lows[b], &highs[b])
+                                &lows[b], &highs[b], &nans[b])
             else:
                 fl_ew_range_f64(&v[start], BLOCK if start + BLOCK < n else n - start,
-                                &lows[b], &highs[b])
+                                &lows[b], &highs[b], &nans[b])
 
 
 # --- which SIMD builds this CPU runs -----------------------------------------------------

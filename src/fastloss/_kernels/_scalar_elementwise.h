@@ -90,15 +90,19 @@ static double fl_ew_block_##SUFFIX(                                             
     return acc[0];                                                                        \
 }                                                                                         \
                                                                                           \
-static void fl_ew_range_##SUFFIX(const T* v, ptrdiff_t n, double* low, double* high) {    \
+static void fl_ew_range_##SUFFIX(const T* v, ptrdiff_t n, double* low, double* high,     \
+                                  double* nan) {                                          \
     double l = INFINITY, h = -INFINITY;                                                   \
+    int any_nan = 0;                                                                      \
     ptrdiff_t i;                                                                          \
     for (i = 0; i < n; i++) {                                                             \
         if (v[i] < l) l = v[i];                                                           \
         if (v[i] > h) h = v[i];                                                           \
+        any_nan |= v[i] != v[i];                                                          \
     }                                                                                     \
     *low = l;                                                                             \
     *high = h;                                                                            \
+    *nan = any_nan;                                                                       \
 }
 FL_EW_DEFINE_SCALAR(f32, float)
 FL_EW_DEFINE_SCALAR(f64, double)

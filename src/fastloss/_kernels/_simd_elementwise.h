@@ -736,13 +736,16 @@ static __attribute__((unused)) double fl_ew_block_##SUFFIX(                     
 FL_EW_DEFINE_BLOCK(f32, float)
 FL_EW_DEFINE_BLOCK(f64, double)
 
-/* The extremes of v[0:n], NaN skipped (+inf and -inf if all are NaN): four vectors of
- * running extremes, then their lanes, then the tail. */
-#define FL_EW_DEFINE_RANGE(SUFFIX, T, VT, NL, SEL)                                        \
+/* The extremes of v[0:n], NaN skipped (+inf and -inf if all are NaN), and whether any is
+ * NaN (1 or 0 into *nan): four vectors of running extremes, then their lanes, then the
+ * tail. */
+#define FL_EW_DEFINE_RANGE(SUFFIX, T, VT, IT, NL, SEL)                                    \
 static __attribute__((unused)) void fl_ew_range_##SUFFIX(const T* v, ptrdiff_t n,       \
-                                                          double* low, double* high) {    \
+                                                          double* low, double* high,      \
+                                                          double* nan) {                  \
     const VT pinf = ((VT){0}) + (T)INFINITY;                                              \
     VT lo[4] = {pinf, pinf, pinf, pinf}, hi[4] = {-pinf, -pinf, -pinf, -pinf};            \
+    IT unordered = {0};                                                                   \
     ptrdiff_t i = 0;                                                                      \
     for (; i + 4 * (NL) <= n; i += 4 * (NL)) {                                            \
         for (int q = 0; q < 4; q++) {                                                     \
@@ -750,23 +753,28 @@ static __attribute__((unused)) void fl_ew_range_##SUFFIX(const T* v, ptrdiff_t n
             memcpy(&a, v + i + q * (NL), sizeof a);                                       \
             lo[q] = SEL(a < lo[q], a, lo[q]);                                             \
             hi[q] = SEL(a > hi[q], a, hi[q]);                                             \
+            unordered |= a != a;                                                          \
         }                                                                                 \
     }                                                                                     \
     T l = INFINITY, h = -INFINITY;                                                        \
+    int any_nan = 0;                                                                      \
     for (int q = 0; q < 4; q++)                                                           \
         for (int k = 0; k < (NL); k++) {                                                  \
             l = lo[q][k] < l ? lo[q][k] : l;                                              \
             h = hi[q][k] > h ? hi[q][k] : h;                                              \
         }                                                                                 \
+    for (int k = 0; k < (NL); k++) any_nan |= unordered[k] != 0;                          \
     for (; i < n; i++) {                                                                  \
         l = v[i] < l ? v[i] : l;                                                          \
         h = v[i] > h ? v[i] : h;                                                          \
+        any_nan |= v[i] != v[i];                                                          \
     }                                                                                     \
     *low = l;                                                                             \
     *high = h;                                                                            \
+    *nan = any_nan;                                                                       \
 }
-FL_EW_DEFINE_RANGE(f32, float, fl_vf, FL_NF, fl_select_f)
-FL_EW_DEFINE_RANGE(f64, double, fl_vd, FL_ND, fl_select_d)
+FL_EW_DEFINE_RANGE(f32, float, fl_vf, fl_vi, FL_NF, fl_select_f)
+FL_EW_DEFINE_RANGE(f64, double, fl_vd, fl_vl, FL_ND, fl_select_d)
 
 #endif  /* vector extensions */
 
