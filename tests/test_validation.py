@@ -276,6 +276,12 @@ class TestCrossEntropyOptions:
                 fastloss.kl_div_with_logits(logits, target, n_threads=n_threads)
         with pytest.raises(ValueError, match=f"target probabilities {message}"):
             fastloss.cross_entropy(logits, target[:, ::-1])       # not contiguous: NumPy
+        if bad != -0.5:
+            log_target = np.log(np.abs(target))
+            log_target[2999, 6] = -bad if bad == -np.inf else bad      # NaN or +inf
+            with pytest.raises(ValueError, match="log-probabilities must not be NaN or"):
+                fastloss.kl_div_with_logits(logits, log_target, teacher_kind="log_probs",
+                                            n_threads=2)
 
     def test_ignore_index_with_soft_targets(self):
         with pytest.raises(ValueError, match=r"ignore_index applies to integer class targets "

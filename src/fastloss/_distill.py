@@ -14,6 +14,7 @@ from fastloss._common import (
     gradient_requested,
     log_base,
     normalize_axis,
+    value_extremes,
 )
 from fastloss._cross_entropy import (
     _NO_CLASSES,
@@ -134,8 +135,10 @@ def kl_div_with_logits(
                          f"got {target.shape}")
     if teacher_kind == "probs":
         check_probabilities(target, "teacher probabilities", n_threads=n_threads)
-    elif teacher_kind == "log_probs" and target.size and not target.max() < np.inf:
-        raise ValueError("teacher log-probabilities must not be NaN or +inf")
+    elif teacher_kind == "log_probs" and target.size:
+        _, highest, has_nan = value_extremes(target, n_threads)
+        if has_nan or highest == np.inf:
+            raise ValueError("teacher log-probabilities must not be NaN or +inf")
     temperature = check_real(temperature, "temperature", 0.0)
     if temperature == 0 or not np.isfinite(temperature):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
