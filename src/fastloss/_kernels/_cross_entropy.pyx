@@ -54,7 +54,8 @@ from fastloss._kernels._rows cimport (
 cnp.import_array()
 
 cdef enum:
-    # Rows gathered per tile by the strided kernel: 16 float32 = one 64-byte line.
+    # Rows gathered per tile by the strided kernel: 16 float32 = one 64-byte line (and at
+    # most ROW_BATCH: a tile of rows of one chunk is one batch).
     LANES = 16
     # Rows per partial sum of check_class_targets' denominator.
     TARGET_BLOCK = 4096
@@ -707,18 +708,21 @@ cdef int tiles_loop(
     cdef double* mine
     cdef floating* rows
     cdef floating* trows
-    # Per thread: shifts, then LANES rows of logits and LANES rows of targets (in doubles,
-    # which also keeps the float rows 8-byte aligned).
+    # Rows of one chunk that the blocks do not serve go in batches (a tile is one).
+    cdef bint batched = not blocks and n_classes <= ROW_CHUNK
+    # Per thread: shifts, a batch's work space, then LANES rows of logits and LANES rows
+    # of targets (in doubles, which also keeps the float rows 8-byte aligned).
     cdef Py_ssize_t shifts_len = chunk_shift_stride(n_row_chunks(n_classes))
+    cdef Py_ssize_t work_len = 10 * ROW_BATCH
     cdef Py_ssize_t per_thread = (
-        shifts_len + (2 * LANES * n_classes * sizeof(floating) + 7) // 8 + 8
+        shifts_len + work_len + (2 * LANES * n_classes * sizeof(floating) + 7) // 8 + 8
     )
     cdef double* scratch = alloc_thread_scratch(n_threads, per_thread)
     try:
         for tile in prange(n_outer * tiles_per_outer, nogil=True, schedule="static",
                            num_threads=n_threads):
             mine = scratch + threadid() * per_thread
-            rows = <floating*> (mine + shifts_len)
+            rows = <floating*> (mine + shifts_len + work_len)
             trows = rows + LANES * n_classes
             o = tile // tiles_per_outer
             i0 = (tile % tiles_per_outer) * LANES
@@ -748,6 +752,12 @@ cdef int tiles_loop(
                                        lse_ptr + row if lse_ptr != NULL else NULL,
                                        rows + b * n_classes if spec.with_grad else NULL)
                     b = b + block_rows
+            elif batched:
+                row = o * n_inner + i0
+                ce_rows_batch(rows, lanes, n_classes, &target[row] if not soft else NULL,
+                              trows if soft else NULL, row, spec, &loss_out[row],
+                              rows if spec.with_grad else NULL,
+                              lse_ptr + row if lse_ptr != NULL else NULL, mine + shifts_len)
             else:
                 for b in range(lanes):
                     row = o * n_inner + i0 + b
