@@ -144,9 +144,11 @@ def test_few_classes_reduce_the_same_for_any_thread_count(rng, dtype, build, n_c
 @pytest.mark.parametrize("options", ["plain", "all"])
 def test_batched_rows_match_the_row_kernel(rng, dtype, build, n_classes, options):
     """Rows of 17 to 2048 classes with class targets go in batches of 16, phase by phase
-    (ce_rows_batch): the same bits as the row kernel (which the class-first layout, axis
-    0, takes), within the bar of the reference with every option, in place too, and one
-    loss bits for any thread count."""
+    (ce_rows_batch): the same bits in the class-first layout (axis 0: tiles of 16
+    gathered rows, batched from the first row, where the class-last layout batches from
+    each span's), within the bar of the reference with every option, in place too, and
+    one loss bits for any thread count. (The batches do ce_row's operations: they gave
+    the same bits as ce_row when the class-first layout still took it.)"""
     n = 203                              # 12 batches and a partial one
     x = _logits(rng, (n, n_classes), dtype)
     target = rng.integers(0, n_classes, n)
@@ -186,8 +188,8 @@ def test_batched_rows_match_the_row_kernel(rng, dtype, build, n_classes, options
                                   "kl_logits"])
 def test_batched_target_rows_match_the_row_kernel(rng, dtype, build, n_classes, kind):
     """Label smoothing, probability targets and distillation from every kind of teacher
-    take the batches too where the blocks do not serve them: the same bits as the row
-    kernel (the class-first layout), within the bar of the reference."""
+    take the batches too where the blocks do not serve them: the same bits in the
+    class-first layout (batched by tiles), within the bar of the reference."""
     n = 203
     x = _logits(rng, (n, n_classes), dtype)
     if kind == "smoothing":

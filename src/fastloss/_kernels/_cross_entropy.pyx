@@ -42,6 +42,7 @@ from fastloss._kernels._rows cimport (
     fl_small_plan_f64,
     n_row_chunks,
     row_stats,
+    scale_row,
     scale_stored_exp,
     small_block_rows,
     small_ce,
@@ -264,8 +265,14 @@ cdef inline void ce_rows_batch(
         if grad_row != NULL:
             scale = weight * spec.grad_scale * spec.loss_factor * s
             slope = hard + coef_sums[r] + 2.0 * spec.z_loss * lse / spec.loss_factor
-            scale_stored_exp(grad_row, n_classes, maxs + r, chunk_stats(maxs[r], sums[r]),
-                             scale * slope, t_row, row_spec, scale)
+            if row_spec.coefs.active:
+                scale_stored_exp(grad_row, n_classes, maxs + r,
+                                 chunk_stats(maxs[r], sums[r]), scale * slope, t_row,
+                                 row_spec, scale)
+            else:
+                # scale_stored_exp's one chunk without coefficients, inline: its call cost
+                # a fifth of a row of 32 classes
+                scale_row(grad_row, n_classes, 1.0 / sums[r] * (scale * slope))
             if classes:
                 grad_row[y] = <floating>(scale * (
                     slope * target_exps[r] / sums[r] - a_target - hard))
@@ -445,8 +452,9 @@ cdef int rows_loop(
     is 0. Each thread takes whole spans of rows."""
     cdef Py_ssize_t lanes = small_block_rows(<floating*> NULL)
     cdef bint summed = rows_per_sum > 0
-    # Each thread takes whole spans: blocks of rows for few classes, else rows.
-    cdef Py_ssize_t span = rows_per_sum if summed else (16 if n_classes <= FL_SMALL_C else 1)
+    # Each thread takes whole spans: 16 rows (a block or a batch) for rows of one chunk,
+    # else single rows.
+    cdef Py_ssize_t span = rows_per_sum if summed else (16 if n_classes <= ROW_CHUNK else 1)
     cdef Py_ssize_t shifts_len = chunk_shift_stride(n_row_chunks(n_classes))
     cdef Py_ssize_t part, start, stop, i, rows, k
     cdef double total
@@ -533,10 +541,10 @@ cdef bint overlap(cnp.ndarray a, cnp.ndarray b):
 
 cpdef Py_ssize_t rows_per_sum(Py_ssize_t n_rows, Py_ssize_t n_classes) noexcept nogil:
     """Rows per partial sum of the losses (cross_entropy_kernel), set by the shape alone:
-    at most MAX_SUMS sums; a multiple of 16 (the blocks of rows) for few classes, else as
-    few rows as that allows (each span goes to one thread: a few long rows still
-    spread over the threads)."""
-    if n_classes <= FL_SMALL_C:
+    at most MAX_SUMS sums; a multiple of 16 (the blocks and batches of rows) for rows of
+    one chunk, else as few rows as that allows (each span goes to one thread: a few long
+    rows still spread over the threads)."""
+    if n_classes <= ROW_CHUNK:
         return 16 * max(1, (n_rows + 16 * MAX_SUMS - 1) // (16 * MAX_SUMS))
     return max(1, (n_rows + MAX_SUMS - 1) // MAX_SUMS)
 
