@@ -20,8 +20,8 @@ from fastloss._kernels._rows cimport (
     RowStats,
     alloc_thread_scratch,
     batch_row_stats,
-    chunk_stats,
     chunk_shift_stride,
+    chunk_stats,
     fl_small_logsumexp_f64,
     fl_small_logsumexp_narrow_f32,
     fl_small_plan_f64,
@@ -30,9 +30,9 @@ from fastloss._kernels._rows cimport (
     scale_entropy_grad,
     scaled_softmax_row,
     small_block_rows,
+    scale_row,
     small_entropy,
     small_plan,
-    scale_row,
     small_softmax,
     softmax_entropy,
     stats_log_sum,
@@ -211,6 +211,10 @@ def entropy_from_logits_rows(
     cdef bint in_place = with_grad and n_rows > 0 and &grad_out[0, 0] == &x[0, 0]
     cdef double* shifts
     cdef double* mine
+    cdef double* maxs
+    cdef double* sums
+    cdef double* log_sums
+    cdef double* self_dots
     cdef const floating* row
     cdef double h
     cdef RowStats st
@@ -237,21 +241,22 @@ def entropy_from_logits_rows(
         try:
             for block in prange((n_rows + ROW_BATCH - 1) // ROW_BATCH, nogil=True,
                                 schedule="static", num_threads=n_threads):
-                mine = shifts + threadid() * (4 * ROW_BATCH + 8)
+                maxs = shifts + threadid() * (4 * ROW_BATCH + 8)
+                sums = maxs + ROW_BATCH
+                log_sums = sums + ROW_BATCH
+                self_dots = log_sums + ROW_BATCH
                 i = block * ROW_BATCH
                 rows = n_rows - i if n_rows - i < ROW_BATCH else ROW_BATCH
                 batch_row_stats(&x[i, 0], rows, n_cols, 1.0,
-                                &grad_out[i, 0] if with_grad else NULL, mine,
-                                mine + ROW_BATCH, mine + 2 * ROW_BATCH,
-                                mine + 3 * ROW_BATCH, NULL, <floating*> NULL, NULL, NULL,
+                                &grad_out[i, 0] if with_grad else NULL, maxs, sums,
+                                log_sums, self_dots, NULL, <floating*> NULL, NULL, NULL,
                                 NULL, NULL, NULL)
                 for r in range(rows):
-                    # softmax_entropy: log S + self_dot / S
-                    h = mine[2 * ROW_BATCH + r] + mine[3 * ROW_BATCH + r] / mine[ROW_BATCH + r]
+                    h = log_sums[r] + self_dots[r] / sums[r]    # softmax_entropy
                     if with_grad:
                         scale_entropy_grad(&grad_out[i + r, 0], &x[i + r, 0], n_cols,
-                                           mine + r, chunk_stats(mine[r], mine[ROW_BATCH + r]),
-                                           mine[2 * ROW_BATCH + r], h, grad_scale * unit)
+                                           maxs + r, chunk_stats(maxs[r], sums[r]),
+                                           log_sums[r], h, grad_scale * unit)
                     out[i + r] = h * unit
         finally:
             free(shifts)
