@@ -131,8 +131,11 @@ FL_INLINE fl_vf fl_small_exp_f32(fl_vf t, fl_vf m, fl_vi* at_max) {
     return fl_exp_neg_f(d, (t - t_seen) + (m_seen - m));
 }
 FL_INLINE fl_vd fl_small_exp_f64(fl_vd t, fl_vd m, fl_vl* at_max) {
+    const fl_vd zero = {0};
     *at_max = t == m;
-    return fl_exp_neg_d(t - m);
+    /* the polynomial, not the table: with the table's register and permutes, a block of
+     * ten float64 classes ran 14% slower */
+    return fl_exp_poly_d(fl_vmax_d(zero - 746.0, t - m));   /* NaN stays NaN */
 }
 
 /* log1p(z) for z >= -1 (-inf at -1), NaN and +inf passing through: Cephes' logf
