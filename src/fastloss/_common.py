@@ -226,10 +226,7 @@ def check_weights(weights: Any, name: str, shape: tuple[int, ...]) -> np.ndarray
     if arr.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
     arr = np.array(arr, dtype=np.float64).reshape(-1)
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{name} must be finite")
-    if (arr < 0).any():
-        raise ValueError(f"{name} must be non-negative, got {arr.min()}")
+    check_non_negative(arr, name)
     return arr
 
 
@@ -260,9 +257,10 @@ def log_base(base: Any) -> float:
     return math.log(base)
 
 
-def check_probabilities(arr: np.ndarray, name: str, *, nan_ok: bool = False,
-                        n_threads: int | None = None) -> None:
-    """Raise unless every entry is finite and non-negative (rows need not sum to 1).
+def check_non_negative(arr: np.ndarray, name: str, *, nan_ok: bool = False,
+                       n_threads: int | None = None) -> None:
+    """Raise unless every entry is finite and non-negative (probabilities: rows need not
+    sum to 1; weights).
 
     One parallel pass and no temporary (:func:`value_extremes`). With ``nan_ok`` NaN
     entries pass (and propagate to the result) and only the others count.

@@ -10,7 +10,7 @@ import numpy as np
 from fastloss._common import (
     KERNEL_DTYPES,
     as_floating,
-    check_probabilities,
+    check_non_negative,
     check_real,
     check_reduction,
     check_weights,
@@ -85,7 +85,7 @@ def _check_soft_target(given: np.ndarray, logits: np.ndarray, ignore_index: int,
             "ignore_index applies to integer class targets only; to leave out rows of "
             "probability targets, give them sample_weight=0"
         )
-    check_probabilities(given, "target probabilities", n_threads=n_threads)
+    check_non_negative(given, "target probabilities", n_threads=n_threads)
 
 
 def _rescale_for_mean(

@@ -8,7 +8,7 @@ import numpy as np
 
 from fastloss._common import (
     as_floating,
-    check_probabilities,
+    check_non_negative,
     check_real,
     class_view,
     gradient_requested,
@@ -134,7 +134,7 @@ def kl_div_with_logits(
         raise ValueError(f"teacher must have the shape of student_logits, {logits.shape}, "
                          f"got {target.shape}")
     if teacher_kind == "probs":
-        check_probabilities(target, "teacher probabilities", n_threads=n_threads)
+        check_non_negative(target, "teacher probabilities", n_threads=n_threads)
     elif teacher_kind == "log_probs" and target.size:
         _, highest, has_nan = value_extremes(target, n_threads)
         if has_nan or highest == np.inf:

@@ -8,7 +8,7 @@ import numpy as np
 
 from fastloss._common import (
     as_floating,
-    check_probabilities,
+    check_non_negative,
     check_reduction,
     effective_n_threads,
     full_output,
@@ -57,7 +57,7 @@ def entropy(
     """
     p = as_floating(p, "p")
     axis = normalize_axis(axis, p.ndim, "p")
-    check_probabilities(p, "p", nan_ok=True, n_threads=n_threads)
+    check_non_negative(p, "p", nan_ok=True, n_threads=n_threads)
     unit = log_base(base)
     layout = to_rows(p, axis)
     out = np.empty(layout.rows.shape[0], dtype=np.float64)
