@@ -114,6 +114,37 @@ def test_every_build_agrees_with_the_baseline(rng, dtype, build, shape, monkeypa
                 f"{build} {name}: {diff.max():.3g} from the baseline")
 
 
+@pytest.mark.parametrize("n_classes", [300, 4099])
+@pytest.mark.parametrize("row_range", ["max wider", "logits wider", "wide"])
+def test_float32_rows_keep_the_rounding_error_of_x_minus_max(rng, build, n_classes,
+                                                             row_range):
+    """Rows whose x - max rounds in float32 by up to 2e-6 relative in exp: the float32
+    kernels carry that rounding error into exp, found by the subtraction the row's range
+    allows (Fast2Sum where every |x| stays below max's binade or above |max|, TwoSum
+    otherwise), so every kind of row stays within the bar. The loss of these rows is
+    the sum of the small terms (the target is the max), where it shows."""
+    n_rows = 64
+    if row_range == "logits wider":      # max <= 0: every |x| >= |max|
+        top = -rng.uniform(0.01, 0.99, n_rows)
+    else:                                # max in [32, 64), every x in (-64, 64)
+        top = rng.uniform(32.0, 60.0, n_rows)
+    # One value for the rest of each row: its rounding error does not average out.
+    rest = top - 33.0 - rng.uniform(0.0, 1.0, n_rows)
+    x = np.repeat(rest[:, None], n_classes, axis=1)
+    x[:, 0] = top
+    if row_range == "wide":
+        x[:, -1] = -1e3                   # below -64: neither operand is known wider
+    x = x.astype(np.float32)
+    target = np.zeros(n_rows, dtype=np.intp)
+    loss = fastloss.cross_entropy(x, target, reduction="none")
+    ref = reference.cross_entropy(x.astype(np.float64), target, reduction="none")
+    # The rounded float32 x - max alone misses the bar on some of these rows.
+    rounded = (x - x.max(axis=1, keepdims=True)).astype(np.float64)
+    naive = np.log1p(np.exp(rounded[:, 1:]).sum(axis=1))
+    assert (np.abs(naive - ref) > 1e-6 * ref).any()
+    _within_bar(loss, ref, np.float32, f"{build} {row_range} loss")
+
+
 def test_reduced_loss_is_the_same_for_any_thread_count(rng, dtype, build):
     x = _logits(rng, (300, 1001), dtype)
     target = rng.integers(0, 1001, 300)

@@ -21,12 +21,12 @@ from libc.stdlib cimport malloc
 # header). exp there is a polynomial within 2 ulp in float32 (float32 rows compute their
 # exponentials in float32, 16 lanes wide) and 1e-15 in float64.
 cdef extern from "_simd_rows.h" nogil:
-    double fl_max_f32(const float* x, Py_ssize_t n)
-    double fl_max_f64(const double* x, Py_ssize_t n)
+    double fl_max_f32(const float* x, Py_ssize_t n, double* lowest)
+    double fl_max_f64(const double* x, Py_ssize_t n, double* lowest)
     double fl_exp_sum_f32(const float* x, Py_ssize_t n, double sub, double s, float* out,
-                          double* self_dot, double* ones)
+                          double* self_dot, double* ones, double lowest)
     double fl_exp_sum_f64(const double* x, Py_ssize_t n, double sub, double s, double* out,
-                          double* self_dot, double* ones)
+                          double* self_dot, double* ones, double lowest)
     void fl_scale_f32(float* e, Py_ssize_t n, double factor)
     double fl_log1p_1(double z)
     double fl_exp_1(double z)
@@ -112,13 +112,15 @@ cdef inline Py_ssize_t n_row_chunks(Py_ssize_t n_cols) noexcept nogil:
     return (n_cols + ROW_CHUNK - 1) // ROW_CHUNK
 
 
-cdef inline double chunk_max(const floating* x, Py_ssize_t n) noexcept nogil:
+cdef inline double chunk_max(const floating* x, Py_ssize_t n, double* lowest) noexcept nogil:
     """Max of x[0:n]; NaN never wins a comparison, so it is skipped here and caught later
-    by exp(NaN) = NaN in the sum."""
+    by exp(NaN) = NaN in the sum. For float, also the least element into lowest (it lets
+    the float exponentials take a cheaper exact subtraction: fl_exp_sum_f32), else -inf."""
     if floating is float:
-        return fl_max_f32(x, n)
+        return fl_max_f32(x, n, lowest)
     else:
-        return fl_max_f64(x, n)
+        lowest[0] = -INFINITY
+        return fl_max_f64(x, n, NULL)
 
 
 cdef inline void scale_row(floating* e, Py_ssize_t n, double factor) noexcept nogil:
@@ -194,7 +196,7 @@ cdef inline RowStats row_stats(
     is 0 contributes 0, even where x_j is -inf (0 * log 0 = 0).
     """
     cdef RowStats st
-    cdef double shift, sub, csum, crest, cones, csd, cdot, ccount, cent, rescale, total
+    cdef double shift, lowest, sub, csum, crest, cones, csd, cdot, ccount, cent, rescale, total
     cdef double s = 1.0 if spec == NULL else spec.x_scale
     cdef bint with_coefs = spec != NULL and spec.coefs.active
     cdef bint with_self_dot = spec != NULL and spec.self_dot
@@ -209,7 +211,7 @@ cdef inline RowStats row_stats(
     st.self_dot = 0.0
     while start < n:
         stop = start + ROW_CHUNK if start + ROW_CHUNK < n else n
-        shift = chunk_max(x + start, stop - start)
+        shift = chunk_max(x + start, stop - start, &lowest)
         # A chunk of -inf (and NaN) has no shift: exp(x - 0) gives its 0 (or NaN) terms.
         sub = shift if shift != -INFINITY else 0.0
         if with_coefs:
@@ -229,11 +231,11 @@ cdef inline RowStats row_stats(
         if floating is float:
             crest = fl_exp_sum_f32(x + start, stop - start, sub, s,
                                    exp_out + start if exp_out != NULL else NULL,
-                                   &csd if with_self_dot else NULL, &cones)
+                                   &csd if with_self_dot else NULL, &cones, lowest)
         else:
             crest = fl_exp_sum_f64(x + start, stop - start, sub, s,
                                    exp_out + start if exp_out != NULL else NULL,
-                                   &csd if with_self_dot else NULL, &cones)
+                                   &csd if with_self_dot else NULL, &cones, lowest)
         if shift == INFINITY:
             crest = NAN                         # exp(inf - inf): no count makes it finite
         csum = cones + crest
@@ -290,13 +292,13 @@ cdef inline void batch_row_stats(
     row of a hundred classes) overlap, and log S goes a vector of rows at a time. The
     same operations as row_stats on one chunk: the same bits."""
     cdef Py_ssize_t r
-    cdef double shift, sub, ones, rest, self_dot
+    cdef double shift, lowest, sub, ones, rest, self_dot
     cdef const floating* row
     cdef floating* out
     cdef CoefSpec row_coefs
     for r in range(n_rows):
         row = x + r * n
-        shift = chunk_max(row, n)
+        shift = chunk_max(row, n, &lowest)
         sub = shift if shift != -INFINITY else 0.0
         if coefs != NULL:
             # Before the exponentials, which may overwrite x in place.
@@ -312,14 +314,14 @@ cdef inline void batch_row_stats(
         # pointer known only at run time cost a tenth of a row of 32 classes).
         if floating is float:
             if self_dots == NULL:
-                rest = fl_exp_sum_f32(row, n, sub, s, out, NULL, &ones)
+                rest = fl_exp_sum_f32(row, n, sub, s, out, NULL, &ones, lowest)
             else:
-                rest = fl_exp_sum_f32(row, n, sub, s, out, &self_dot, &ones)
+                rest = fl_exp_sum_f32(row, n, sub, s, out, &self_dot, &ones, lowest)
         else:
             if self_dots == NULL:
-                rest = fl_exp_sum_f64(row, n, sub, s, out, NULL, &ones)
+                rest = fl_exp_sum_f64(row, n, sub, s, out, NULL, &ones, lowest)
             else:
-                rest = fl_exp_sum_f64(row, n, sub, s, out, &self_dot, &ones)
+                rest = fl_exp_sum_f64(row, n, sub, s, out, &self_dot, &ones, lowest)
         if shift == INFINITY:
             rest = NAN                  # exp(inf - inf): no count makes it finite
         if shift == -INFINITY:

@@ -33,16 +33,22 @@ FL_INLINE void fl_exp_n(double* z, ptrdiff_t n) {
 }
 
 #define FL_DEFINE_SCALAR(SUFFIX, T)                                                       \
-FL_INLINE double fl_max_##SUFFIX(const T* x, ptrdiff_t n) {                               \
-    double best = -INFINITY;                                                              \
+FL_INLINE double fl_max_##SUFFIX(const T* x, ptrdiff_t n, double* lowest_out) {          \
+    double best = -INFINITY, low = INFINITY;                                              \
     ptrdiff_t i;                                                                          \
-    for (i = 0; i < n; i++) if (x[i] > best) best = x[i];                                 \
+    for (i = 0; i < n; i++) {                                                             \
+        if (x[i] > best) best = x[i];                                                     \
+        if (x[i] < low) low = x[i];                                                       \
+    }                                                                                     \
+    if (lowest_out) *lowest_out = low;                                                    \
     return best;                                                                          \
 }                                                                                         \
 FL_INLINE double fl_exp_sum_##SUFFIX(const T* x, ptrdiff_t n, double sub, double s,       \
-                                     T* out, double* self_dot, double* ones) {            \
+                                     T* out, double* self_dot, double* ones,              \
+                                     double lowest) {                                     \
     double sum = 0.0, dot = 0.0, at_shift = 0.0;                                          \
     ptrdiff_t i;                                                                          \
+    (void)lowest;                       /* no rounding error term in double */           \
     for (i = 0; i < n; i++) {                                                             \
         const double xi = x[i];         /* before a store in place overwrites it */       \
         const double e = exp((xi - sub) * s);                                             \

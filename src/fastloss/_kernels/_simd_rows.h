@@ -75,13 +75,11 @@ typedef float fl_vh __attribute__((vector_size(FL_WIDTH / 2)));
  * prefetches the next chunk's loads would wait for memory between the two. */
 #define FL_AHEAD 8192
 
-/* Prefetch the cache lines FL_AHEAD bytes past those of [x, x + bytes) for reading, and of
- * out (unless NULL) for writing. */
-FL_INLINE void fl_prefetch(const void* x, void* out, size_t bytes) {
-    for (size_t b = 0; b < bytes; b += 64) {
-        __builtin_prefetch((const char*)x + FL_AHEAD + b, 0, 3);
-        if (out) __builtin_prefetch((char*)out + FL_AHEAD + b, 1, 3);
-    }
+/* Prefetch the cache lines FL_AHEAD bytes past those of [x, x + bytes) for reading. The
+ * output is not prefetched: its stores wait in the store queue anyway, and prefetching it
+ * for writing cost 3-4% of a row of 32000 float32 (C harness, 1 thread). */
+FL_INLINE void fl_prefetch(const void* x, size_t bytes) {
+    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch((const char*)x + FL_AHEAD + b, 0, 3);
 }
 
 /* ---- primitives ---- */
@@ -120,6 +118,30 @@ FL_INLINE fl_vd fl_vmax_d(fl_vd a, fl_vd b) {
     return (fl_vd)_mm_max_pd((__m128d)a, (__m128d)b);
 #else
     return fl_select_d(a > b, a, b);
+#endif
+}
+
+/* Lane-wise min(a, b) that is b where either is NaN, as fl_vmax_f and fl_vmax_d. */
+FL_INLINE fl_vf fl_vmin_f(fl_vf a, fl_vf b) {
+#if defined(__AVX512F__)
+    return (fl_vf)_mm512_min_ps((__m512)a, (__m512)b);
+#elif defined(__AVX__)
+    return (fl_vf)_mm256_min_ps((__m256)a, (__m256)b);
+#elif defined(__SSE2__)
+    return (fl_vf)_mm_min_ps((__m128)a, (__m128)b);
+#else
+    return fl_select_f(a < b, a, b);
+#endif
+}
+FL_INLINE fl_vd fl_vmin_d(fl_vd a, fl_vd b) {
+#if defined(__AVX512F__)
+    return (fl_vd)_mm512_min_pd((__m512d)a, (__m512d)b);
+#elif defined(__AVX__)
+    return (fl_vd)_mm256_min_pd((__m256d)a, (__m256d)b);
+#elif defined(__SSE2__)
+    return (fl_vd)_mm_min_pd((__m128d)a, (__m128d)b);
+#else
+    return fl_select_d(a < b, a, b);
 #endif
 }
 
@@ -320,13 +342,39 @@ FL_INLINE fl_vf fl_exp_neg_f(fl_vf d, fl_vf lo) {
 #endif
 }
 
-/* (x - sub) s as d + lo, with d = fl(x - sub) and lo its rounding error (TwoSum), times
- * s (the product by s != 1 rounds once more). */
-FL_INLINE fl_vf fl_shift_f(fl_vf x, float sub, float s, fl_vf* lo) {
+/* How fl_shift_f finds the rounding error of x - sub: Knuth's TwoSum (6 operations) for
+ * any x, or Dekker's Fast2Sum (3), exact where the operand of the larger exponent is
+ * known: sub's (every x of the row below 2^(e + 1) in magnitude, sub in [2^e, 2^(e + 1)))
+ * or x's (sub <= 0, so |x| >= |sub|). All three give the same bits where they apply. */
+enum { FL_SHIFT_ANY, FL_SHIFT_SUB_WIDER, FL_SHIFT_X_WIDER };
+
+/* (x - sub) s as d + lo, with d = fl(x - sub) and lo its rounding error, times s (the
+ * product by s != 1 rounds once more). */
+FL_INLINE fl_vf fl_shift_f(fl_vf x, float sub, float s, fl_vf* lo, int kind) {
     const fl_vf d = x - sub;
-    const fl_vf x_seen = d + sub, sub_seen = x_seen - d;
-    *lo = ((x - x_seen) + (sub_seen - sub)) * s;
+    if (kind == FL_SHIFT_SUB_WIDER) {
+        *lo = (x - (d + sub)) * s;
+    } else if (kind == FL_SHIFT_X_WIDER) {
+        *lo = (-sub - (d - x)) * s;
+    } else {
+        const fl_vf x_seen = d + sub, sub_seen = x_seen - d;
+        *lo = ((x - x_seen) + (sub_seen - sub)) * s;
+    }
     return d * s;
+}
+
+/* The subtraction fl_shift_f may use for a row of max sub (a float) and least element
+ * lowest (-inf where unknown). */
+FL_INLINE int fl_shift_kind(float sub, double lowest) {
+    if (sub <= 0.0f) return FL_SHIFT_X_WIDER;
+    /* 2^e <= sub (0 for a subnormal sub: then never) from the exponent's bits */
+    uint32_t bits;
+    memcpy(&bits, &sub, sizeof bits);
+    bits &= 0x7f800000u;
+    float power;
+    memcpy(&power, &bits, sizeof power);
+    if (sub < INFINITY && lowest > -2.0 * power) return FL_SHIFT_SUB_WIDER;
+    return FL_SHIFT_ANY;
 }
 
 /* ---- log ---- */
@@ -503,50 +551,80 @@ FL_INLINE double fl_hmax_f64(fl_vd v) {
     return h[0] > h[1] ? h[0] : h[1];
 }
 
+/* Rows shorter than this do not look for their least element (fl_max_f32): in a row of
+ * 100 float32 it cost about as much as the cheaper subtraction saves (C harness). */
+#define FL_LOWEST_MIN_ROW 256
+
 /* fl_max_f32 and fl_max_f64: one definition for both types (T, its vector VT, lanes NL,
- * lane-wise max VMAX). Four accumulators hide the max's latency; the rest of the row goes
- * a vector at a time, its last partial vector padded with -inf. */
-#define FL_DEFINE_MAX(SUFFIX, T, VT, NL, VMAX)                                            \
-    FL_INLINE double fl_max_##SUFFIX(const T* x, ptrdiff_t n) {                           \
-        VT lowest;                                                                        \
-        for (int k = 0; k < (NL); k++) lowest[k] = -INFINITY;                             \
+ * lane-wise max and min VMAX, VMIN). Four accumulators hide the max's latency; the rest of
+ * the row goes a vector at a time, its last partial vector padded with -inf. With
+ * lowest_out (NULL: not), also the least element, NaN skipped (-inf for rows below
+ * FL_LOWEST_MIN_ROW: unknown). */
+#define FL_DEFINE_MAX(SUFFIX, T, VT, NL, VMAX, VMIN)                                      \
+    FL_INLINE double fl_max_##SUFFIX(const T* x, ptrdiff_t n, double* lowest_out) {       \
+        if (lowest_out && n < FL_LOWEST_MIN_ROW) {                                        \
+            *lowest_out = -INFINITY;                                                      \
+            lowest_out = NULL;                                                            \
+        }                                                                                 \
+        VT lowest, highest;                                                               \
+        for (int k = 0; k < (NL); k++) lowest[k] = -INFINITY, highest[k] = INFINITY;      \
         VT m[4] = {lowest, lowest, lowest, lowest};                                       \
+        VT low[4] = {highest, highest, highest, highest};                                 \
         ptrdiff_t i = 0;                                                                  \
         for (; i + 4 * (NL) <= n; i += 4 * (NL)) {                                        \
             for (int q = 0; q < 4; q++) {                                                 \
                 VT a;                                                                     \
                 memcpy(&a, x + i + q * (NL), sizeof a);                                   \
                 m[q] = VMAX(a, m[q]);            /* a NaN in a keeps m */                 \
+                if (lowest_out) low[q] = VMIN(a, low[q]);                                 \
             }                                                                             \
         }                                                                                 \
         for (; i < n; i += (NL)) {                                                        \
             VT a;                                                                         \
-            if (n - i >= (NL)) memcpy(&a, x + i, sizeof a);                               \
-            else a = fl_load_tail_##SUFFIX(x + i, (int)(n - i));                          \
+            if (n - i >= (NL)) {                                                          \
+                memcpy(&a, x + i, sizeof a);                                              \
+                if (lowest_out) low[0] = VMIN(a, low[0]);                                 \
+            } else {                                                                      \
+                a = fl_load_tail_##SUFFIX(x + i, (int)(n - i));                           \
+                if (lowest_out) {       /* the row's last NL elements: some seen again */ \
+                    VT b;                                                                 \
+                    memcpy(&b, x + n - (NL), sizeof b);                                   \
+                    low[0] = VMIN(b, low[0]);                                             \
+                }                                                                         \
+            }                                                                             \
             m[0] = VMAX(a, m[0]);                                                         \
+        }                                                                                 \
+        if (lowest_out) {                                                                 \
+            low[0] = VMIN(VMIN(low[1], low[0]), VMIN(low[3], low[2]));                    \
+            *lowest_out = -fl_hmax_##SUFFIX(-low[0]);                                     \
         }                                                                                 \
         m[0] = VMAX(VMAX(m[1], m[0]), VMAX(m[3], m[2]));                                  \
         return fl_hmax_##SUFFIX(m[0]);                                                    \
     }
-FL_DEFINE_MAX(f32, float, fl_vf, FL_NF, fl_vmax_f)
-FL_DEFINE_MAX(f64, double, fl_vd, FL_ND, fl_vmax_d)
+FL_DEFINE_MAX(f32, float, fl_vf, FL_NF, fl_vmax_f, fl_vmin_f)
+FL_DEFINE_MAX(f64, double, fl_vd, FL_ND, fl_vmax_d, fl_vmin_d)
 
 /* Four vectors of float exponentials from x[0:n] (n < 4 lanes: padded): stored in out
- * unless it is NULL, and summed into acc (double) and ones (the terms at the shift). */
-FL_INLINE void fl_exp_group_f32(const float* x, ptrdiff_t n, float sub, float s, float* out,
-                                fl_vd* acc, fl_vi* ones) {
+ * unless it is NULL, the terms at the shift counted in ones; returns the others' sum lane
+ * by lane, in float. */
+FL_INLINE fl_vf fl_exp_group_f32(const float* x, ptrdiff_t n, float sub, float s, float* out,
+                                 fl_vi* ones, int kind) {
     fl_vf e[4];
     for (int k = 0; k < 4; k++) {
         const fl_vf v = fl_group_load_f32(x, n, k);
         fl_vf lo;
-        const fl_vf d = fl_shift_f(v, sub, s, &lo);
+        const fl_vf d = fl_shift_f(v, sub, s, &lo, kind);
         e[k] = fl_exp_neg_f(d, lo);
         if (out) fl_group_store_f32(out, n, k, e[k]);
         const fl_vi at_shift = v == sub;
         *ones -= at_shift;
         e[k] = (fl_vf)(~at_shift & (fl_vi)e[k]);
     }
-    const fl_vf sum = (e[0] + e[1]) + (e[2] + e[3]);
+    return (e[0] + e[1]) + (e[2] + e[3]);
+}
+
+/* acc (two double vectors) += the float lanes of sum. */
+FL_INLINE void fl_add_widened(fl_vd* acc, fl_vf sum) {
     acc[0] += fl_widen_lo(sum);
     acc[1] += fl_widen_hi(sum);
 }
@@ -557,7 +635,7 @@ FL_INLINE void fl_exp_dot_f32(fl_vf v, float sub, float s, float* out, int m, fl
                               fl_vd* dot, fl_vi* ones) {
     const fl_vd zero = {0};
     fl_vf lo;
-    const fl_vf d = fl_shift_f(v, sub, s, &lo);
+    const fl_vf d = fl_shift_f(v, sub, s, &lo, FL_SHIFT_ANY);
     const fl_vf e = fl_exp_neg_f(d, lo);
     if (out) {
         if (m == FL_NF) memcpy(out, &e, sizeof e);
@@ -573,29 +651,61 @@ FL_INLINE void fl_exp_dot_f32(fl_vf v, float sub, float s, float* out, int m, fl
     dot[1] += fl_select_d(e_hi != zero, e_hi * (sub - fl_widen_hi(v)), zero);
 }
 
+/* fl_exp_sum_f32's exponentials without a self dot, with the subtraction kind (a literal
+ * at each call: one copy of the loop each). */
+FL_INLINE void fl_exp_rest_f32(const float* x, ptrdiff_t n, float sub, float s, float* out,
+                               fl_vd* acc, fl_vi* ones, int kind) {
+    ptrdiff_t i = 0;
+    /* Whole groups (no tail checks), two at a time: their sums are added in float before
+     * they are widened (8 terms a lane in a tree of 3 roundings), which halves the
+     * conversions, 3% of the pass. */
+    for (; i + 8 * FL_NF <= n; i += 8 * FL_NF) {
+        fl_prefetch(x + i, 8 * FL_WIDTH);
+        const fl_vf first = fl_exp_group_f32(x + i, 4 * FL_NF, sub, s, out ? out + i : NULL,
+                                             ones, kind);
+        const fl_vf second = fl_exp_group_f32(x + i + 4 * FL_NF, 4 * FL_NF, sub, s,
+                                              out ? out + i + 4 * FL_NF : NULL, ones, kind);
+        fl_add_widened(acc, first + second);
+    }
+    if (i + 4 * FL_NF <= n) {
+        fl_add_widened(acc, fl_exp_group_f32(x + i, 4 * FL_NF, sub, s, out ? out + i : NULL,
+                                             ones, kind));
+        i += 4 * FL_NF;
+    }
+    if (i < n)
+        fl_add_widened(acc, fl_exp_group_f32(x + i, n - i, sub, s, out ? out + i : NULL,
+                                             ones, kind));
+}
+
+/* sum of exp((x - sub) s) over x[0:n] but for the terms at sub (counted in ones_out), the
+ * terms stored in out unless it is NULL; with self_dot, also sum exp(...) (sub - x).
+ * lowest: the least x (-inf where unknown), which may allow a cheaper subtraction. */
 FL_INLINE double fl_exp_sum_f32(const float* x, ptrdiff_t n, double sub, double s,
-                                float* out, double* self_dot, double* ones_out) {
+                                float* out, double* self_dot, double* ones_out,
+                                double lowest) {
     if (n <= FL_SHORT_ROW) return FL_SHORT_EXP_SUM(x, n, sub, s, out, self_dot, ones_out);
     /* sub is a float (a max of floats), or 0 */
     const float sub_f = (float)sub, s_f = (float)s;
     fl_vd acc[2] = {{0}};
     fl_vi ones = {0};
-    ptrdiff_t i = 0;
     if (self_dot) {
         fl_vd dot[2] = {{0}};
-        for (; i < n; i += FL_NF) {
+        for (ptrdiff_t i = 0; i < n; i += FL_NF) {
             const int m = n - i < FL_NF ? (int)(n - i) : FL_NF;
             fl_exp_dot_f32(fl_group_load_f32(x + i, m, 0), sub_f, s_f, out ? out + i : NULL,
                            m, acc, dot, &ones);
         }
         *self_dot = fl_hsum(dot[0] + dot[1]);
     } else {
-        for (; i + 4 * FL_NF <= n; i += 4 * FL_NF) {      /* whole groups: no tail checks */
-            fl_prefetch(x + i, out ? out + i : NULL, 4 * FL_WIDTH);
-            fl_exp_group_f32(x + i, 4 * FL_NF, sub_f, s_f, out ? out + i : NULL, acc, &ones);
-        }
-        if (i < n)
-            fl_exp_group_f32(x + i, n - i, sub_f, s_f, out ? out + i : NULL, acc, &ones);
+        /* Short rows (their least element unknown) keep TwoSum: one copy of the loop
+         * in the batches of short rows, not three. */
+        const int kind = n < FL_LOWEST_MIN_ROW ? FL_SHIFT_ANY : fl_shift_kind(sub_f, lowest);
+        if (kind == FL_SHIFT_SUB_WIDER)
+            fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_SUB_WIDER);
+        else if (kind == FL_SHIFT_X_WIDER)
+            fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_X_WIDER);
+        else
+            fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_ANY);
     }
     *ones_out = fl_hsum_i32(ones);
     return fl_hsum(acc[0] + acc[1]);
@@ -617,14 +727,17 @@ FL_INLINE void fl_exp_group_f64(const double* x, ptrdiff_t n, double sub, double
     }
 }
 
+/* fl_exp_sum_f32 in double lanes; lowest is not used (no rounding error term here). */
 FL_INLINE double fl_exp_sum_f64(const double* x, ptrdiff_t n, double sub, double s,
-                                double* out, double* self_dot, double* ones_out) {
+                                double* out, double* self_dot, double* ones_out,
+                                double lowest) {
+    (void)lowest;
     if (n <= FL_SHORT_ROW) return FL_SHORT_EXP_SUM(x, n, sub, s, out, self_dot, ones_out);
     fl_vd acc[4] = {{0}}, dot[4] = {{0}};
     fl_vl ones = {0};
     ptrdiff_t i = 0;
     for (; i + 4 * FL_ND <= n; i += 4 * FL_ND) {      /* whole groups: no tail checks */
-        fl_prefetch(x + i, out ? out + i : NULL, 4 * FL_WIDTH);
+        fl_prefetch(x + i, 4 * FL_WIDTH);
         fl_exp_group_f64(x + i, 4 * FL_ND, sub, s, out ? out + i : NULL, acc, &ones,
                          self_dot ? dot : NULL);
     }
