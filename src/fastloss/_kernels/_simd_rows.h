@@ -70,16 +70,21 @@ typedef uint64_t fl_vu __attribute__((vector_size(FL_WIDTH)));
 /* Half a float vector: as many floats as a double vector has doubles. */
 typedef float fl_vh __attribute__((vector_size(FL_WIDTH / 2)));
 
-/* The rows' loops fetch the memory this far ahead of the element they work on (bytes):
- * a chunk of a row is scanned for its max, then exponentiated from L1, and without the
- * prefetches the next chunk's loads would wait for memory between the two. */
-#define FL_AHEAD 8192
+/* The rows' loops fetch the memory this far ahead of the element they work on: a chunk
+ * of a row is scanned for its max, then exponentiated from L1, and without the prefetches
+ * the next chunk's loads would wait for memory between the two. A whole chunk ahead in
+ * chunks of FL_AHEAD elements (ROW_CHUNK in _rows.pxd: rows longer than a chunk), else
+ * FL_AHEAD_BYTES. With 8192 bytes for every row, half a chunk of float64, 1024 x 32000
+ * float64 cross-entropy took 12% longer; with 16384 for every row, soft targets and
+ * distillation at 4096 x 1000 took 7-14% longer (A/B, 1 thread). */
+#define FL_AHEAD 2048
+#define FL_AHEAD_BYTES 8192
 
-/* Prefetch the cache lines FL_AHEAD bytes past those of [x, x + bytes) for reading. The
+/* Prefetch the cache lines `ahead` bytes past those of [x, x + bytes) for reading. The
  * output is not prefetched: its stores wait in the store queue anyway, and prefetching it
  * for writing cost 3-4% of a row of 32000 float32 (C harness, 1 thread). */
-FL_INLINE void fl_prefetch(const void* x, size_t bytes) {
-    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch((const char*)x + FL_AHEAD + b, 0, 3);
+FL_INLINE void fl_prefetch(const void* x, size_t bytes, size_t ahead) {
+    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch((const char*)x + ahead + b, 0, 3);
 }
 
 /* ---- primitives ---- */
@@ -655,12 +660,13 @@ FL_INLINE void fl_exp_dot_f32(fl_vf v, float sub, float s, float* out, int m, fl
  * at each call: one copy of the loop each). */
 FL_INLINE void fl_exp_rest_f32(const float* x, ptrdiff_t n, float sub, float s, float* out,
                                fl_vd* acc, fl_vi* ones, int kind) {
+    const size_t ahead = n >= FL_AHEAD ? FL_AHEAD * sizeof(float) : FL_AHEAD_BYTES;
     ptrdiff_t i = 0;
     /* Whole groups (no tail checks), two at a time: their sums are added in float before
      * they are widened (8 terms a lane in a tree of 3 roundings), which halves the
      * conversions, 3% of the pass. */
     for (; i + 8 * FL_NF <= n; i += 8 * FL_NF) {
-        fl_prefetch(x + i, 8 * FL_WIDTH);
+        fl_prefetch(x + i, 8 * FL_WIDTH, ahead);
         const fl_vf first = fl_exp_group_f32(x + i, 4 * FL_NF, sub, s, out ? out + i : NULL,
                                              ones, kind);
         const fl_vf second = fl_exp_group_f32(x + i + 4 * FL_NF, 4 * FL_NF, sub, s,
@@ -735,9 +741,10 @@ FL_INLINE double fl_exp_sum_f64(const double* x, ptrdiff_t n, double sub, double
     if (n <= FL_SHORT_ROW) return FL_SHORT_EXP_SUM(x, n, sub, s, out, self_dot, ones_out);
     fl_vd acc[4] = {{0}}, dot[4] = {{0}};
     fl_vl ones = {0};
+    const size_t ahead = n >= FL_AHEAD ? FL_AHEAD * sizeof(double) : FL_AHEAD_BYTES;
     ptrdiff_t i = 0;
     for (; i + 4 * FL_ND <= n; i += 4 * FL_ND) {      /* whole groups: no tail checks */
-        fl_prefetch(x + i, 4 * FL_WIDTH);
+        fl_prefetch(x + i, 4 * FL_WIDTH, ahead);
         fl_exp_group_f64(x + i, 4 * FL_ND, sub, s, out ? out + i : NULL, acc, &ones,
                          self_dot ? dot : NULL);
     }
