@@ -733,6 +733,18 @@ FL_INLINE void fl_exp_group_f64(const double* x, ptrdiff_t n, double sub, double
     }
 }
 
+/* fl_exp_sum_f64's loop, with its self dot's accumulators or NULL. */
+FL_INLINE void fl_exp_rest_f64(const double* x, ptrdiff_t n, double sub, double s,
+                               double* out, fl_vd* acc, fl_vl* ones, fl_vd* dot) {
+    const size_t ahead = n >= FL_AHEAD ? FL_AHEAD * sizeof(double) : FL_AHEAD_BYTES;
+    ptrdiff_t i = 0;
+    for (; i + 4 * FL_ND <= n; i += 4 * FL_ND) {      /* whole groups: no tail checks */
+        fl_prefetch(x + i, 4 * FL_WIDTH, ahead);
+        fl_exp_group_f64(x + i, 4 * FL_ND, sub, s, out ? out + i : NULL, acc, ones, dot);
+    }
+    if (i < n) fl_exp_group_f64(x + i, n - i, sub, s, out ? out + i : NULL, acc, ones, dot);
+}
+
 /* fl_exp_sum_f32 in double lanes; lowest is not used (no rounding error term here). */
 FL_INLINE double fl_exp_sum_f64(const double* x, ptrdiff_t n, double sub, double s,
                                 double* out, double* self_dot, double* ones_out,
@@ -741,16 +753,14 @@ FL_INLINE double fl_exp_sum_f64(const double* x, ptrdiff_t n, double sub, double
     if (n <= FL_SHORT_ROW) return FL_SHORT_EXP_SUM(x, n, sub, s, out, self_dot, ones_out);
     fl_vd acc[4] = {{0}}, dot[4] = {{0}};
     fl_vl ones = {0};
-    const size_t ahead = n >= FL_AHEAD ? FL_AHEAD * sizeof(double) : FL_AHEAD_BYTES;
-    ptrdiff_t i = 0;
-    for (; i + 4 * FL_ND <= n; i += 4 * FL_ND) {      /* whole groups: no tail checks */
-        fl_prefetch(x + i, 4 * FL_WIDTH, ahead);
-        fl_exp_group_f64(x + i, 4 * FL_ND, sub, s, out ? out + i : NULL, acc, &ones,
-                         self_dot ? dot : NULL);
+    /* A literal NULL for the loop without a self dot: with the pointer known only at run
+     * time, the loop kept dot on the stack and spilled its registers there. */
+    if (self_dot) {
+        fl_exp_rest_f64(x, n, sub, s, out, acc, &ones, dot);
+        *self_dot = fl_hsum((dot[0] + dot[1]) + (dot[2] + dot[3]));
+    } else {
+        fl_exp_rest_f64(x, n, sub, s, out, acc, &ones, NULL);
     }
-    if (i < n) fl_exp_group_f64(x + i, n - i, sub, s, out ? out + i : NULL, acc, &ones,
-                                self_dot ? dot : NULL);
-    if (self_dot) *self_dot = fl_hsum((dot[0] + dot[1]) + (dot[2] + dot[3]));
     *ones_out = fl_hsum_i64(ones);
     return fl_hsum((acc[0] + acc[1]) + (acc[2] + acc[3]));
 }
