@@ -145,6 +145,72 @@ def test_float32_rows_keep_the_rounding_error_of_x_minus_max(rng, build, n_class
     _within_bar(loss, ref, np.float32, f"{build} {row_range} loss")
 
 
+@pytest.fixture
+def stream_rows():
+    """A function that sets, in every build, the gradient size from which rows are
+    streamed (streamed_rows_loop), restored after the test."""
+    builds = list(_common.simd_builds("_cross_entropy").values())
+    previous = [module._set_stream_min_bytes(2**62) for module in builds]
+
+    def set_min_bytes(n):
+        for module in builds:
+            module._set_stream_min_bytes(n)
+
+    yield set_min_bytes
+    for module, n in zip(builds, previous, strict=True):
+        module._set_stream_min_bytes(n)
+
+
+@pytest.mark.parametrize("n_classes", [2049, 4099, 6001])
+@pytest.mark.parametrize("options", ["plain", "weights", "z_loss"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_streamed_rows_give_the_row_kernel_bits(rng, dtype, build, stream_rows, n_classes,
+                                                options, reduction):
+    """Rows whose second pass is streamed during the next row's first: the losses and
+    gradients of the row kernel, bit for bit, for 1-3 threads. With ignored rows (they
+    drain the waiting row first; the last row too), targets at both ends of a row and of
+    a chunk, gradient rows that start at every alignment (an odd C and a gradient buffer
+    one element off), masked and huge logits, and a row of NaN."""
+    n_rows = 37
+    x = _logits(rng, (n_rows, n_classes), dtype)
+    x[9] = np.nan
+    target = rng.integers(0, n_classes, n_rows)
+    target[[3, 4, n_rows - 1]] = -100
+    target[[5, 6, 7, 8]] = [0, n_classes - 1, 2047, 2048]
+    kwargs = {"reduction": reduction}
+    if options == "weights":
+        kwargs["weight"] = rng.uniform(0.5, 2.0, n_classes)
+        kwargs["sample_weight"] = rng.uniform(0.0, 2.0, n_rows)
+        kwargs["sample_weight"][10] = 0.0
+    elif options == "z_loss":
+        kwargs["z_loss"] = 1e-3
+
+    def run(n_threads):
+        grad = np.empty(n_rows * n_classes + 1, dtype)[1:].reshape(n_rows, n_classes)
+        loss = fastloss.cross_entropy(x, target, grad_out=grad, n_threads=n_threads,
+                                      **kwargs)
+        return np.asarray(loss[0] if isinstance(loss, tuple) else loss), grad
+
+    expected = run(1)
+    stream_rows(0)
+    for n_threads in (1, 2, 3):
+        loss, grad = run(n_threads)
+        assert loss.tobytes() == expected[0].tobytes(), f"{build} loss, {n_threads}"
+        assert grad.tobytes() == expected[1].tobytes(), f"{build} gradient, {n_threads}"
+
+
+def test_streamed_rows_meet_the_accuracy_bar(rng, dtype, build, stream_rows):
+    """Streamed rows against the reference (the row kernel's bits are checked above)."""
+    stream_rows(0)
+    x = _logits(rng, (6, 5000), dtype)
+    target = rng.integers(0, 5000, 6)
+    loss, grad = fastloss.cross_entropy(x, target, reduction="none", return_grad=True)
+    ref_loss, ref_grad = reference.cross_entropy(x.astype(np.float64), target,
+                                                 reduction="none", return_grad=True)
+    _within_bar(loss, ref_loss, dtype, f"{build} loss")
+    _within_bar(grad, ref_grad, dtype, f"{build} grad", absolute=True)
+
+
 def test_reduced_loss_is_the_same_for_any_thread_count(rng, dtype, build):
     x = _logits(rng, (300, 1001), dtype)
     target = rng.integers(0, 1001, 300)

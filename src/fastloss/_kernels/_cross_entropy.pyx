@@ -28,6 +28,7 @@ from fastloss._kernels._rows cimport (
     FL_SOFT_PROBS,
     ROW_BATCH,
     ROW_CHUNK,
+    RowDrain,
     RowSpec,
     RowStats,
     alloc_thread_scratch,
@@ -35,11 +36,13 @@ from fastloss._kernels._rows cimport (
     chunk_shift_stride,
     chunk_stats,
     coef_at,
+    drain_row,
     fl_exp_1,
     fl_exp_n,
     fl_small_ce_spec,
     fl_small_logsumexp_wide_f32,
     fl_small_plan_f64,
+    fl_stream_fence,
     n_row_chunks,
     row_stats,
     scale_row,
@@ -89,6 +92,17 @@ ctypedef struct CESpec:
     bint with_lse
 
 
+ctypedef struct RowStream:
+    # Streamed rows (streamed_rows_loop), per thread: two rows of exponentials in scratch,
+    # used alternately (n_classes items and 64 bytes each, to align them as the gradient
+    # rows), their chunk shifts, and the row whose second pass waits for the next row's
+    # first pass.
+    char* buffers[2]
+    double* shifts[2]
+    int next
+    RowDrain waiting
+
+
 cdef inline void ce_row(
     const floating* x,          # IN: logits row (C)
     Py_ssize_t n_classes,
@@ -100,6 +114,7 @@ cdef inline void ce_row(
     floating* grad,             # OUT (C), may alias x: gradient row (NULL: none)
     double* lse_out,            # OUT: the row's logsumexp (NULL: none)
     double* shift,              # scratch: one double per chunk
+    RowStream* stream,          # IN/OUT (NULL: none): streamed rows, class targets only
 ) noexcept nogil:
     """One row of, with scores x s (s = 1 / T, 1 but for distillation),
 
@@ -110,8 +125,14 @@ cdef inline void ce_row(
     row (RowSpec), A = sum_j a_j, N_a = sum_j a_j log a_j for distillation (else 0; the
     loss is then KL(a || softmax)), f the loss factor (T^2 or 1), w the sample weight, D
     the reduction's denominator.
+
+    With a stream, the exponentials go to the stream's scratch, the waiting row is drained
+    meanwhile, and this row waits in its place for its own second pass.
     """
     cdef RowStats st
+    cdef floating* exp_out = grad
+    cdef const RowDrain* prev = NULL
+    cdef Py_ssize_t misalign
     # A pointer, not a copy: the struct's copy on every row cost a store-forwarding stall
     # that showed as a tenth of a row of 100 classes. Only a teacher's logits need a copy.
     cdef const RowSpec* row_spec = &spec.row
@@ -122,10 +143,16 @@ cdef inline void ce_row(
     cdef Py_ssize_t j
     if spec.sample_weight != NULL:
         weight = spec.sample_weight[row]
+    if stream != NULL and stream.waiting.exp != NULL:
+        prev = &stream.waiting
     if weight == 0.0 or (spec.kind == TARGET_CLASSES and y == spec.ignore_index):
+        if prev != NULL:
+            drain_row(prev, <const floating*> prev.exp, n_classes)
+            stream.waiting.exp = NULL
         loss_out[0] = 0.0
         if lse_out != NULL:
-            st = row_stats(x, n_classes, <floating*> NULL, NULL, <floating*> NULL, row_spec)
+            st = row_stats(x, n_classes, <floating*> NULL, NULL, <floating*> NULL, row_spec,
+                           NULL)
             lse_out[0] = stats_lse(st, s)
         if spec.with_grad:
             for j in range(n_classes):
@@ -135,7 +162,8 @@ cdef inline void ce_row(
         # The teacher's probabilities are exp(t s - lse(t s)): one more read of its row.
         teacher_spec = spec.row
         teacher_spec.coefs.active = False
-        st = row_stats(t, n_classes, <floating*> NULL, NULL, <floating*> NULL, &teacher_spec)
+        st = row_stats(t, n_classes, <floating*> NULL, NULL, <floating*> NULL,
+                       &teacher_spec, NULL)
         teacher_spec.coefs = spec.row.coefs
         teacher_spec.coefs.t_max = st.max
         teacher_spec.coefs.t_shift = stats_log_sum(st)
@@ -147,7 +175,15 @@ cdef inline void ce_row(
             hard = hard * spec.class_weight[y]
         if spec.row.coefs.active:
             a_target = coef_at(t, &spec.row.coefs, y)
-    st = row_stats(x, n_classes, grad, shift, t, row_spec)
+    if stream != NULL:
+        # The scratch row aligned as the gradient row modulo 64 bytes: fl_drain's
+        # streaming stores then start at the same element in both.
+        misalign = (<Py_ssize_t> grad) % 64
+        exp_out = <floating*> (stream.buffers[stream.next]
+                               + (misalign - (<Py_ssize_t> stream.buffers[stream.next]) % 64
+                                  + 64) % 64)
+        shift = stream.shifts[stream.next]
+    st = row_stats(x, n_classes, exp_out, shift, t, row_spec, prev)
     log_sum = stats_log_sum(st)
     lse = st.max * s + log_sum
     # Differences from the max first: exact for nearby values, so large logits (1e4 in
@@ -164,12 +200,33 @@ cdef inline void ce_row(
     if spec.with_grad:
         scale = weight * spec.grad_scale * spec.loss_factor * s
         slope = hard + st.coef_sum + 2.0 * spec.z_loss * lse / spec.loss_factor
+        if stream != NULL:
+            stream.waiting.exp = exp_out
+            stream.waiting.grad = grad
+            stream.waiting.shift = shift
+            stream.waiting.st = st
+            stream.waiting.x_scale = s
+            stream.waiting.scale = scale * slope
+            stream.waiting.fix_at = y if spec.kind == TARGET_CLASSES else -1
+            stream.waiting.fix_value = target_gradient(scale, slope, target_logit, st, s,
+                                                       a_target, hard)
+            stream.next = 1 - stream.next
+            return
         scale_stored_exp(grad, n_classes, shift, st, scale * slope, t, row_spec, scale)
         if spec.kind == TARGET_CLASSES:
-            # In double from the target logit: p_y - 1 cancels, so round only once.
-            grad[y] = <floating>(scale * (
-                slope * fl_exp_1((target_logit - st.max) * s) / st.sumexp - a_target - hard
-            ))
+            grad[y] = <floating> target_gradient(scale, slope, target_logit, st, s,
+                                                 a_target, hard)
+
+
+cdef inline double target_gradient(
+    double scale, double slope, double target_logit, RowStats st, double s,
+    double a_target, double hard,
+) noexcept nogil:
+    """The gradient at a class target, in double from the target logit: p_y - 1 cancels,
+    so round only once."""
+    return scale * (
+        slope * fl_exp_1((target_logit - st.max) * s) / st.sumexp - a_target - hard
+    )
 
 
 cdef inline void ce_rows_batch(
@@ -471,7 +528,14 @@ cdef int rows_loop(
     # Per thread: the chunk shifts of a row, a block's or batch's row losses (16 at most)
     # and a batch's work space.
     cdef Py_ssize_t per_thread = shifts_len + 16 + 10 * ROW_BATCH
-    cdef double* scratch = alloc_thread_scratch(n_threads, per_thread)
+    cdef double* scratch
+    if (not blocks and not batched and grad != NULL
+            and <const void*> grad != <const void*> logits
+            and spec.kind == TARGET_CLASSES and not spec.row.coefs.active
+            and n_rows * n_classes * <Py_ssize_t> sizeof(floating) >= stream_min_bytes):
+        return streamed_rows_loop(logits, n_rows, n_classes, target, loss_out, grad,
+                                  lse_out, spec, span, summed, n_threads)
+    scratch = alloc_thread_scratch(n_threads, per_thread)
     try:
         for part in prange((n_rows + span - 1) // span, nogil=True, schedule="static",
                            num_threads=n_threads):
@@ -521,7 +585,7 @@ cdef int rows_loop(
                         soft + i * n_classes if soft != NULL else NULL,
                         i, spec, losses if summed else loss_out + i,
                         grad + i * n_classes if grad != NULL else NULL,
-                        lse_out + i if lse_out != NULL else NULL, mine,
+                        lse_out + i if lse_out != NULL else NULL, mine, NULL,
                     )
                     if summed:
                         total = total + losses[0]
@@ -529,6 +593,82 @@ cdef int rows_loop(
                 loss_out[part] = total
     finally:
         free(scratch)
+    return 0
+
+
+# Gradients of at least this many bytes (rows of more than ROW_CHUNK classes, class
+# targets, no label smoothing, out of place) go through streamed_rows_loop: they do not
+# fit the caches (32 MiB of L3 on the machine this was measured on), so their stores
+# skip them. _set_stream_min_bytes changes it (tests).
+cdef Py_ssize_t stream_min_bytes = 32 * 1024 * 1024
+
+
+def _set_stream_min_bytes(Py_ssize_t n):
+    """Set the gradient size from which rows are streamed; returns the previous one."""
+    global stream_min_bytes
+    cdef Py_ssize_t previous = stream_min_bytes
+    stream_min_bytes = n
+    return previous
+
+
+cdef int streamed_rows_loop(
+    const floating* logits,     # IN (N, C), C-contiguous, C > ROW_CHUNK
+    Py_ssize_t n_rows,
+    Py_ssize_t n_classes,
+    const cnp.intp_t* target,   # IN (N,)
+    double* loss_out,           # OUT (N,), or one sum per span of rows
+    floating* grad,             # OUT (N, C), apart from logits
+    double* lse_out,            # OUT (N,) or NULL
+    const CESpec* spec,         # class targets, no coefficients
+    Py_ssize_t span,            # rows per sum (or 1)
+    bint summed,
+    int n_threads,
+) except -1:
+    """rows_loop's row kernel with each row's second pass streamed during the next row's
+    first (RowStream, fl_drain): each thread takes a run of whole spans, drains its last
+    row at the end, and fences its streaming stores. The same operations as rows_loop's
+    ce_row on each row, so the same bits."""
+    cdef Py_ssize_t n_parts = (n_rows + span - 1) // span
+    cdef Py_ssize_t shifts_len = chunk_shift_stride(n_row_chunks(n_classes))
+    cdef Py_ssize_t row_bytes = (n_classes * sizeof(floating) + 64 + 63) // 64 * 64
+    cdef Py_ssize_t per_thread = 2 * row_bytes + (2 * shifts_len + 8) * sizeof(double)
+    cdef char* scratch = <char*> malloc(per_thread * n_threads + 64)
+    cdef Py_ssize_t t, part, first, last, i, stop
+    cdef double total, loss
+    cdef RowStream* stream
+    cdef RowStream* streams = <RowStream*> malloc(sizeof(RowStream) * n_threads)
+    if scratch == NULL or streams == NULL:
+        free(scratch)
+        free(streams)
+        raise MemoryError("fastloss: cannot allocate the per-thread scratch")
+    try:
+        for t in prange(n_threads, nogil=True, schedule="static", num_threads=n_threads):
+            stream = streams + t
+            stream.buffers[0] = scratch + t * per_thread
+            stream.buffers[1] = stream.buffers[0] + row_bytes
+            stream.shifts[0] = <double*> (stream.buffers[1] + row_bytes)
+            stream.shifts[1] = stream.shifts[0] + shifts_len
+            stream.next = 0
+            stream.waiting.exp = NULL
+            first = t * n_parts // n_threads
+            last = (t + 1) * n_parts // n_threads
+            for part in range(first, last):
+                total = 0.0
+                stop = (part + 1) * span if (part + 1) * span < n_rows else n_rows
+                for i in range(part * span, stop):
+                    ce_row(logits + i * n_classes, n_classes, target[i], NULL, i, spec,
+                           &loss if summed else loss_out + i, grad + i * n_classes,
+                           lse_out + i if lse_out != NULL else NULL, NULL, stream)
+                    if summed:
+                        total = total + loss
+                if summed:
+                    loss_out[part] = total
+            if stream.waiting.exp != NULL:
+                drain_row(&stream.waiting, <const floating*> stream.waiting.exp, n_classes)
+            fl_stream_fence()
+    finally:
+        free(scratch)
+        free(streams)
     return 0
 
 
@@ -775,7 +915,7 @@ cdef int tiles_loop(
                         trows + b * n_classes if soft else NULL,
                         row, spec, &loss_out[row],
                         rows + b * n_classes if spec.with_grad else NULL,
-                        lse_ptr + row if lse_ptr != NULL else NULL, mine,
+                        lse_ptr + row if lse_ptr != NULL else NULL, mine, NULL,
                     )
             if spec.with_grad:
                 for c in range(n_classes):

@@ -23,10 +23,21 @@ from libc.stdlib cimport malloc
 cdef extern from "_simd_rows.h" nogil:
     double fl_max_f32(const float* x, Py_ssize_t n, double* lowest)
     double fl_max_f64(const double* x, Py_ssize_t n, double* lowest)
+    ctypedef struct fl_drain:
+        const void* src
+        void* dst
+        double factor
+        Py_ssize_t fix_at
+        double fix_value
     double fl_exp_sum_f32(const float* x, Py_ssize_t n, double sub, double s, float* out,
-                          double* self_dot, double* ones, double lowest)
+                          double* self_dot, double* ones, double lowest,
+                          const fl_drain* drain)
     double fl_exp_sum_f64(const double* x, Py_ssize_t n, double sub, double s, double* out,
-                          double* self_dot, double* ones, double lowest)
+                          double* self_dot, double* ones, double lowest,
+                          const fl_drain* drain)
+    void fl_drain_f32(const fl_drain* d, Py_ssize_t n)
+    void fl_drain_f64(const fl_drain* d, Py_ssize_t n)
+    void fl_stream_fence()
     void fl_scale_f32(float* e, Py_ssize_t n, double factor)
     double fl_log1p_1(double z)
     double fl_exp_1(double z)
@@ -103,6 +114,19 @@ ctypedef struct RowSpec:
     CoefSpec coefs
     double x_scale       # s: the scores are x * s
     bint self_dot        # also sum_j exp((x_j - max) s) (max - x_j), for softmax's entropy
+
+
+ctypedef struct RowDrain:
+    # A row whose second pass waits for the next row's first (streamed rows: fl_drain in
+    # _simd_rows.h): what scale_stored_exp and the target's fix would do to it.
+    const void* exp         # its stored exponentials (NULL: no row waits)
+    void* grad              # its gradient row, aligned as exp modulo 64 bytes
+    const double* shift     # its chunk shifts
+    RowStats st
+    double x_scale
+    double scale
+    Py_ssize_t fix_at       # the index whose gradient is fix_value (the target), or -1
+    double fix_value
 
 
 cdef inline Py_ssize_t n_row_chunks(Py_ssize_t n_cols) noexcept nogil:
@@ -188,8 +212,11 @@ cdef inline RowStats row_stats(
     double* shift_out,      # OUT (NULL iff exp_out is NULL): one shift per chunk
     const floating* t,      # IN (may be NULL): target row, for the coefficients
     const RowSpec* spec,    # IN (NULL: s = 1, no coefficients, no self dot)
+    const RowDrain* prev,   # IN/OUT (may be NULL): a row whose second pass is done meanwhile
 ) noexcept nogil:
-    """The row's max and sums (see RowStats), optionally storing the exponentials.
+    """The row's max and sums (see RowStats), optionally storing the exponentials, and
+    (prev) another row of n drained to its gradient chunk by chunk, inside the loops that
+    compute these exponentials (streamed rows).
 
     Storing or not, the sums are formed by the same operations in the same order, so a
     loss is the same bits whether or not a gradient is computed. A term whose coefficient
@@ -197,6 +224,7 @@ cdef inline RowStats row_stats(
     """
     cdef RowStats st
     cdef double shift, lowest, sub, csum, crest, cones, csd, cdot, ccount, cent, rescale, total
+    cdef fl_drain drain
     cdef double s = 1.0 if spec == NULL else spec.x_scale
     cdef bint with_coefs = spec != NULL and spec.coefs.active
     cdef bint with_self_dot = spec != NULL and spec.self_dot
@@ -227,15 +255,19 @@ cdef inline RowStats row_stats(
             st.coef_entropy = st.coef_entropy + cent
         # The sum is formed by the same operations whether or not the terms are stored.
         csd = 0.0
+        if prev != NULL:
+            drain = chunk_drain(prev, <const floating*> prev.exp, k, start, stop)
         # The C functions directly (they are always inlined; a wrapper may not be).
         if floating is float:
             crest = fl_exp_sum_f32(x + start, stop - start, sub, s,
                                    exp_out + start if exp_out != NULL else NULL,
-                                   &csd if with_self_dot else NULL, &cones, lowest)
+                                   &csd if with_self_dot else NULL, &cones, lowest,
+                                   &drain if prev != NULL else NULL)
         else:
             crest = fl_exp_sum_f64(x + start, stop - start, sub, s,
                                    exp_out + start if exp_out != NULL else NULL,
-                                   &csd if with_self_dot else NULL, &cones, lowest)
+                                   &csd if with_self_dot else NULL, &cones, lowest,
+                                   &drain if prev != NULL else NULL)
         if shift == INFINITY:
             crest = NAN                         # exp(inf - inf): no count makes it finite
         csum = cones + crest
@@ -314,14 +346,14 @@ cdef inline void batch_row_stats(
         # pointer known only at run time cost a tenth of a row of 32 classes).
         if floating is float:
             if self_dots == NULL:
-                rest = fl_exp_sum_f32(row, n, sub, s, out, NULL, &ones, lowest)
+                rest = fl_exp_sum_f32(row, n, sub, s, out, NULL, &ones, lowest, NULL)
             else:
-                rest = fl_exp_sum_f32(row, n, sub, s, out, &self_dot, &ones, lowest)
+                rest = fl_exp_sum_f32(row, n, sub, s, out, &self_dot, &ones, lowest, NULL)
         else:
             if self_dots == NULL:
-                rest = fl_exp_sum_f64(row, n, sub, s, out, NULL, &ones, lowest)
+                rest = fl_exp_sum_f64(row, n, sub, s, out, NULL, &ones, lowest, NULL)
             else:
-                rest = fl_exp_sum_f64(row, n, sub, s, out, &self_dot, &ones, lowest)
+                rest = fl_exp_sum_f64(row, n, sub, s, out, &self_dot, &ones, lowest, NULL)
         if shift == INFINITY:
             rest = NAN                  # exp(inf - inf): no count makes it finite
         if shift == -INFINITY:
@@ -370,6 +402,34 @@ cdef inline double chunk_factor(
     return fl_exp_1((shift[k] - st.max) * s) / st.sumexp
 
 
+cdef inline fl_drain chunk_drain(
+    const RowDrain* row, const floating* exp, Py_ssize_t k, Py_ssize_t start, Py_ssize_t stop
+) noexcept nogil:
+    """Chunk k, [start, stop), of a waiting row (exp: its exponentials), as fl_drain."""
+    cdef fl_drain d
+    d.src = exp + start
+    d.dst = <floating*> row.grad + start
+    d.factor = chunk_factor(row.shift, k, row.st, row.x_scale) * row.scale
+    d.fix_at = row.fix_at - start if start <= row.fix_at < stop else -1
+    d.fix_value = row.fix_value
+    return d
+
+
+cdef inline void drain_row(const RowDrain* row, const floating* exp, Py_ssize_t n) noexcept nogil:
+    """A waiting row's whole second pass (the last of a thread's streamed rows)."""
+    cdef fl_drain d
+    cdef Py_ssize_t start = 0, stop, k = 0
+    while start < n:
+        stop = start + ROW_CHUNK if start + ROW_CHUNK < n else n
+        d = chunk_drain(row, exp, k, start, stop)
+        if floating is float:
+            fl_drain_f32(&d, stop - start)
+        else:
+            fl_drain_f64(&d, stop - start)
+        k += 1
+        start = stop
+
+
 cdef inline void scale_stored_exp(
     floating* e,            # IN/OUT: what row_stats stored; becomes the result
     Py_ssize_t n,
@@ -409,7 +469,7 @@ cdef inline RowStats scaled_softmax_row(
     double scale,
 ) noexcept nogil:
     """Both passes of a row: read it once, storing exponentials, then rescale them."""
-    cdef RowStats st = row_stats(x, n, out, shift, <floating*> NULL, NULL)
+    cdef RowStats st = row_stats(x, n, out, shift, <floating*> NULL, NULL, NULL)
     scale_stored_exp(out, n, shift, st, scale, <floating*> NULL, NULL, 0.0)
     return st
 

@@ -43,9 +43,16 @@ FL_INLINE double fl_max_##SUFFIX(const T* x, ptrdiff_t n, double* lowest_out) { 
     if (lowest_out) *lowest_out = low;                                                    \
     return best;                                                                          \
 }                                                                                         \
+FL_INLINE void fl_drain_##SUFFIX(const fl_drain* d, ptrdiff_t n) {                        \
+    const T* src = (const T*)d->src;                                                      \
+    T* dst = (T*)d->dst;                                                                  \
+    ptrdiff_t j;                                                                          \
+    for (j = 0; j < n; j++)                                                               \
+        dst[j] = j == d->fix_at ? (T)d->fix_value : (T)(src[j] * d->factor);             \
+}                                                                                         \
 FL_INLINE double fl_exp_sum_##SUFFIX(const T* x, ptrdiff_t n, double sub, double s,       \
                                      T* out, double* self_dot, double* ones,              \
-                                     double lowest) {                                     \
+                                     double lowest, const fl_drain* drain) {              \
     double sum = 0.0, dot = 0.0, at_shift = 0.0;                                          \
     ptrdiff_t i;                                                                          \
     (void)lowest;                       /* no rounding error term in double */           \
@@ -59,6 +66,7 @@ FL_INLINE double fl_exp_sum_##SUFFIX(const T* x, ptrdiff_t n, double sub, double
     }                                                                                     \
     if (self_dot) *self_dot = dot;                                                        \
     *ones = at_shift;                                                                     \
+    if (drain) fl_drain_##SUFFIX(drain, n);                                               \
     return sum;                                                                           \
 }                                                                                         \
 FL_INLINE void fl_scale_##SUFFIX(T* e, ptrdiff_t n, double factor) {                      \
@@ -111,6 +119,9 @@ FL_INLINE void fl_entropy_grad_##SUFFIX(T* e, const T* x, ptrdiff_t n, double fa
         e[j] = (T)(v != 0.0 ? v * factor * (offset + (max - (double)x[j])) : 0.0);        \
     }                                                                                     \
 }
+
+/* Streaming stores are ordinary ones here. */
+FL_INLINE void fl_stream_fence(void) {}
 
 FL_DEFINE_SCALAR(f32, float)
 FL_DEFINE_SCALAR(f64, double)

@@ -29,6 +29,22 @@
 #ifndef FASTLOSS_SIMD_ROWS_H
 #define FASTLOSS_SIMD_ROWS_H
 
+#include <stddef.h>
+
+/* Streamed rows (rows_loop in _cross_entropy.pyx, for gradients larger than the caches):
+ * a row's second pass runs inside the next row's first. For each group of exponentials
+ * the first pass computes, a group of the previous row's (kept in per-thread scratch) is
+ * rescaled and sent to its gradient by streaming (non-temporal) stores, so that memory
+ * takes the gradient while the core computes exp, and the gradient's lines are never read
+ * for ownership. One chunk of the previous row: */
+typedef struct {
+    const void* src;    /* its exponentials (NULL: nothing to drain), aligned as dst */
+    void* dst;          /* its gradient */
+    double factor;      /* their factor (scale_stored_exp's: the same products) */
+    ptrdiff_t fix_at;   /* an index whose gradient is fix_value instead, or -1 */
+    double fix_value;
+} fl_drain;
+
 #if !defined(__GNUC__) || defined(FASTLOSS_SCALAR)
 /* No vector extensions (MSVC): the same primitives in plain C. */
 #include "_scalar_rows.h"
@@ -609,6 +625,90 @@ FL_INLINE double fl_hmax_f64(fl_vd v) {
 FL_DEFINE_MAX(f32, float, fl_vf, FL_NF, fl_vmax_f, fl_vmin_f)
 FL_DEFINE_MAX(f64, double, fl_vd, FL_ND, fl_vmax_d, fl_vmin_d)
 
+/* ---- streamed rows: the previous row's second pass (fl_drain) ---- */
+
+/* A streaming store of a vector to an address aligned to FL_WIDTH bytes. */
+FL_INLINE void fl_stream_f32(float* p, fl_vf v) {
+#if defined(__AVX512F__)
+    _mm512_stream_ps(p, (__m512)v);
+#elif defined(__AVX__)
+    _mm256_stream_ps(p, (__m256)v);
+#elif defined(__SSE2__)
+    _mm_stream_ps(p, (__m128)v);
+#else
+    memcpy(p, &v, sizeof v);
+#endif
+}
+FL_INLINE void fl_stream_f64(double* p, fl_vd v) {
+#if defined(__AVX512F__)
+    _mm512_stream_pd(p, (__m512d)v);
+#elif defined(__AVX__)
+    _mm256_stream_pd(p, (__m256d)v);
+#elif defined(__SSE2__)
+    _mm_stream_pd(p, (__m128d)v);
+#else
+    memcpy(p, &v, sizeof v);
+#endif
+}
+
+/* Orders a thread's streaming stores before what follows (the end of its rows). */
+FL_INLINE void fl_stream_fence(void) {
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
+
+/* e * factor as fl_scale_f32 and fl_scale_f64 form it: in float where the factor is a
+ * float (lanes), else in double (fl_drain_lanes_* returns 0: element by element). */
+FL_INLINE int fl_drain_lanes_f32(double factor) { return fabs(factor) <= 3.0e38; }
+FL_INLINE int fl_drain_lanes_f64(double factor) { (void)factor; return 1; }
+FL_INLINE float fl_drain_one_f32(float e, double factor) {
+    return fl_drain_lanes_f32(factor) ? e * (float)factor : (float)(e * factor);
+}
+FL_INLINE double fl_drain_one_f64(double e, double factor) { return e * factor; }
+
+/* fl_drain_start_*: the first element of the chunk from which dst is aligned for
+ * streaming stores (n where the product is element by element). fl_drain_vectors_*:
+ * elements [i, i + m) streamed, m a multiple of NL. fl_drain_edges_*: elements [0, start)
+ * and [stop, n) stored as usual. fl_drain_*: a whole chunk of n. */
+#define FL_DEFINE_DRAIN(SUFFIX, T, VT, NL)                                                \
+    FL_INLINE ptrdiff_t fl_drain_start_##SUFFIX(const fl_drain* d, ptrdiff_t n) {          \
+        if (!fl_drain_lanes_##SUFFIX(d->factor)) return n;                                \
+        const size_t off = (uintptr_t)d->dst % FL_WIDTH;                                  \
+        const ptrdiff_t head = off ? (ptrdiff_t)((FL_WIDTH - off) / sizeof(T)) : 0;       \
+        return head < n ? head : n;                                                       \
+    }                                                                                     \
+    FL_INLINE void fl_drain_vectors_##SUFFIX(const fl_drain* d, ptrdiff_t i, ptrdiff_t m) { \
+        const T* src = (const T*)d->src;                                                  \
+        T* dst = (T*)d->dst;                                                              \
+        const T f = (T)d->factor;                                                         \
+        for (ptrdiff_t j = i; j < i + m; j += (NL)) {                                     \
+            VT v;                                                                         \
+            memcpy(&v, src + j, sizeof v);                                                \
+            v = v * f;                                                                    \
+            if (d->fix_at >= j && d->fix_at < j + (NL)) v[d->fix_at - j] = (T)d->fix_value; \
+            fl_stream_##SUFFIX(dst + j, v);                                               \
+        }                                                                                 \
+    }                                                                                     \
+    FL_INLINE void fl_drain_edges_##SUFFIX(const fl_drain* d, ptrdiff_t start,             \
+                                           ptrdiff_t stop, ptrdiff_t n) {                 \
+        const T* src = (const T*)d->src;                                                  \
+        T* dst = (T*)d->dst;                                                              \
+        for (int part = 0; part < 2; part++) {                                            \
+            for (ptrdiff_t j = part ? stop : 0; j < (part ? n : start); j++)              \
+                dst[j] = j == d->fix_at ? (T)d->fix_value                                \
+                                        : fl_drain_one_##SUFFIX(src[j], d->factor);       \
+        }                                                                                 \
+    }                                                                                     \
+    FL_INLINE void fl_drain_##SUFFIX(const fl_drain* d, ptrdiff_t n) {                     \
+        const ptrdiff_t start = fl_drain_start_##SUFFIX(d, n);                            \
+        const ptrdiff_t m = (n - start) / (NL) * (NL);                                    \
+        fl_drain_vectors_##SUFFIX(d, start, m);                                           \
+        fl_drain_edges_##SUFFIX(d, start, start + m, n);                                  \
+    }
+FL_DEFINE_DRAIN(f32, float, fl_vf, FL_NF)
+FL_DEFINE_DRAIN(f64, double, fl_vd, FL_ND)
+
 /* Four vectors of float exponentials from x[0:n] (n < 4 lanes: padded): stored in out
  * unless it is NULL, the terms at the shift counted in ones; returns the others' sum lane
  * by lane, in float. */
@@ -657,10 +757,13 @@ FL_INLINE void fl_exp_dot_f32(fl_vf v, float sub, float s, float* out, int m, fl
 }
 
 /* fl_exp_sum_f32's exponentials without a self dot, with the subtraction kind (a literal
- * at each call: one copy of the loop each). */
+ * at each call: one copy of the loop each), and the previous row's chunk drained (drain
+ * unless NULL: a group of it after each group of exponentials, the rest at the end). */
 FL_INLINE void fl_exp_rest_f32(const float* x, ptrdiff_t n, float sub, float s, float* out,
-                               fl_vd* acc, fl_vi* ones, int kind) {
+                               fl_vd* acc, fl_vi* ones, int kind, const fl_drain* drain) {
     const size_t ahead = n >= FL_AHEAD ? FL_AHEAD * sizeof(float) : FL_AHEAD_BYTES;
+    const ptrdiff_t start = drain ? fl_drain_start_f32(drain, n) : 0;
+    ptrdiff_t drained = start;
     ptrdiff_t i = 0;
     /* Whole groups (no tail checks), two at a time: their sums are added in float before
      * they are widened (8 terms a lane in a tree of 3 roundings), which halves the
@@ -672,6 +775,10 @@ FL_INLINE void fl_exp_rest_f32(const float* x, ptrdiff_t n, float sub, float s, 
         const fl_vf second = fl_exp_group_f32(x + i + 4 * FL_NF, 4 * FL_NF, sub, s,
                                               out ? out + i + 4 * FL_NF : NULL, ones, kind);
         fl_add_widened(acc, first + second);
+        if (drain && drained + 8 * FL_NF <= n) {
+            fl_drain_vectors_f32(drain, drained, 8 * FL_NF);
+            drained += 8 * FL_NF;
+        }
     }
     if (i + 4 * FL_NF <= n) {
         fl_add_widened(acc, fl_exp_group_f32(x + i, 4 * FL_NF, sub, s, out ? out + i : NULL,
@@ -681,15 +788,25 @@ FL_INLINE void fl_exp_rest_f32(const float* x, ptrdiff_t n, float sub, float s, 
     if (i < n)
         fl_add_widened(acc, fl_exp_group_f32(x + i, n - i, sub, s, out ? out + i : NULL,
                                              ones, kind));
+    if (drain) {
+        const ptrdiff_t m = (n - drained) / FL_NF * FL_NF;
+        fl_drain_vectors_f32(drain, drained, m);
+        fl_drain_edges_f32(drain, start, drained + m, n);
+    }
 }
 
 /* sum of exp((x - sub) s) over x[0:n] but for the terms at sub (counted in ones_out), the
  * terms stored in out unless it is NULL; with self_dot, also sum exp(...) (sub - x).
- * lowest: the least x (-inf where unknown), which may allow a cheaper subtraction. */
+ * lowest: the least x (-inf where unknown), which may allow a cheaper subtraction.
+ * drain (NULL: none): a chunk of n of the previous row, drained meanwhile (fl_drain). */
 FL_INLINE double fl_exp_sum_f32(const float* x, ptrdiff_t n, double sub, double s,
                                 float* out, double* self_dot, double* ones_out,
-                                double lowest) {
-    if (n <= FL_SHORT_ROW) return FL_SHORT_EXP_SUM(x, n, sub, s, out, self_dot, ones_out);
+                                double lowest, const fl_drain* drain) {
+    if (n <= FL_SHORT_ROW) {
+        const double sum = FL_SHORT_EXP_SUM(x, n, sub, s, out, self_dot, ones_out);
+        if (drain) fl_drain_f32(drain, n);
+        return sum;
+    }
     /* sub is a float (a max of floats), or 0 */
     const float sub_f = (float)sub, s_f = (float)s;
     fl_vd acc[2] = {{0}};
@@ -702,16 +819,17 @@ FL_INLINE double fl_exp_sum_f32(const float* x, ptrdiff_t n, double sub, double 
                            m, acc, dot, &ones);
         }
         *self_dot = fl_hsum(dot[0] + dot[1]);
+        if (drain) fl_drain_f32(drain, n);
     } else {
         /* Short rows (their least element unknown) keep TwoSum: one copy of the loop
          * in the batches of short rows, not three. */
         const int kind = n < FL_LOWEST_MIN_ROW ? FL_SHIFT_ANY : fl_shift_kind(sub_f, lowest);
         if (kind == FL_SHIFT_SUB_WIDER)
-            fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_SUB_WIDER);
+            fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_SUB_WIDER, drain);
         else if (kind == FL_SHIFT_X_WIDER)
-            fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_X_WIDER);
+            fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_X_WIDER, drain);
         else
-            fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_ANY);
+            fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_ANY, drain);
     }
     *ones_out = fl_hsum_i32(ones);
     return fl_hsum(acc[0] + acc[1]);
@@ -733,33 +851,50 @@ FL_INLINE void fl_exp_group_f64(const double* x, ptrdiff_t n, double sub, double
     }
 }
 
-/* fl_exp_sum_f64's loop, with its self dot's accumulators or NULL. */
+/* fl_exp_sum_f64's loop, with its self dot's accumulators or NULL, and a chunk drained
+ * as in fl_exp_rest_f32 (drain unless NULL). */
 FL_INLINE void fl_exp_rest_f64(const double* x, ptrdiff_t n, double sub, double s,
-                               double* out, fl_vd* acc, fl_vl* ones, fl_vd* dot) {
+                               double* out, fl_vd* acc, fl_vl* ones, fl_vd* dot,
+                               const fl_drain* drain) {
     const size_t ahead = n >= FL_AHEAD ? FL_AHEAD * sizeof(double) : FL_AHEAD_BYTES;
+    const ptrdiff_t start = drain ? fl_drain_start_f64(drain, n) : 0;
+    ptrdiff_t drained = start;
     ptrdiff_t i = 0;
     for (; i + 4 * FL_ND <= n; i += 4 * FL_ND) {      /* whole groups: no tail checks */
         fl_prefetch(x + i, 4 * FL_WIDTH, ahead);
         fl_exp_group_f64(x + i, 4 * FL_ND, sub, s, out ? out + i : NULL, acc, ones, dot);
+        if (drain && drained + 4 * FL_ND <= n) {
+            fl_drain_vectors_f64(drain, drained, 4 * FL_ND);
+            drained += 4 * FL_ND;
+        }
     }
     if (i < n) fl_exp_group_f64(x + i, n - i, sub, s, out ? out + i : NULL, acc, ones, dot);
+    if (drain) {
+        const ptrdiff_t m = (n - drained) / FL_ND * FL_ND;
+        fl_drain_vectors_f64(drain, drained, m);
+        fl_drain_edges_f64(drain, start, drained + m, n);
+    }
 }
 
 /* fl_exp_sum_f32 in double lanes; lowest is not used (no rounding error term here). */
 FL_INLINE double fl_exp_sum_f64(const double* x, ptrdiff_t n, double sub, double s,
                                 double* out, double* self_dot, double* ones_out,
-                                double lowest) {
+                                double lowest, const fl_drain* drain) {
     (void)lowest;
-    if (n <= FL_SHORT_ROW) return FL_SHORT_EXP_SUM(x, n, sub, s, out, self_dot, ones_out);
+    if (n <= FL_SHORT_ROW) {
+        const double sum = FL_SHORT_EXP_SUM(x, n, sub, s, out, self_dot, ones_out);
+        if (drain) fl_drain_f64(drain, n);
+        return sum;
+    }
     fl_vd acc[4] = {{0}}, dot[4] = {{0}};
     fl_vl ones = {0};
     /* A literal NULL for the loop without a self dot: with the pointer known only at run
      * time, the loop kept dot on the stack and spilled its registers there. */
     if (self_dot) {
-        fl_exp_rest_f64(x, n, sub, s, out, acc, &ones, dot);
+        fl_exp_rest_f64(x, n, sub, s, out, acc, &ones, dot, drain);
         *self_dot = fl_hsum((dot[0] + dot[1]) + (dot[2] + dot[3]));
     } else {
-        fl_exp_rest_f64(x, n, sub, s, out, acc, &ones, NULL);
+        fl_exp_rest_f64(x, n, sub, s, out, acc, &ones, NULL, drain);
     }
     *ones_out = fl_hsum_i64(ones);
     return fl_hsum((acc[0] + acc[1]) + (acc[2] + acc[3]));

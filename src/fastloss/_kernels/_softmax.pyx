@@ -141,7 +141,8 @@ def log_softmax_rows(
         batched_rows(x, &out[0, 0], LOG_SOFTMAX, n_threads)
         return
     for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
-        st = row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL)
+        st = row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL,
+                       NULL)
         # (x - max) - log(sum) rather than x - lse: x - max is exact for nearby values.
         sub_shift_row(&x[i, 0], n_cols, st.max, stats_log_sum(st), &out[i, 0])
 
@@ -172,7 +173,8 @@ def logsumexp_rows(
         return
     for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
         out[i] = <floating> stats_lse(
-            row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL), 1.0
+            row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL,
+                      NULL), 1.0
         )
 
 
@@ -272,7 +274,7 @@ def entropy_from_logits_rows(
                 memcpy(mine + shifts_len, row, n_cols * sizeof(floating))
                 row = <const floating*> (mine + shifts_len)
             st = row_stats(row, n_cols, &grad_out[i, 0] if with_grad else NULL,
-                           mine, <floating*> NULL, &spec)
+                           mine, <floating*> NULL, &spec, NULL)
             h = softmax_entropy(st)
             if with_grad:
                 scale_entropy_grad(&grad_out[i, 0], row, n_cols, mine, st,
