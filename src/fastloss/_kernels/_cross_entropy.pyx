@@ -95,12 +95,13 @@ ctypedef struct CESpec:
 ctypedef struct RowStream:
     # Streamed rows (streamed_rows_loop), per thread: two rows of exponentials in scratch,
     # used alternately (n_classes items and 64 bytes each, to align them as the gradient
-    # rows), their chunk shifts, and the row whose second pass waits for the next row's
-    # first pass.
+    # rows), their chunk shifts, the row whose second pass waits for the next row's first
+    # pass, and the thread's last row loss (a shared variable would be a race).
     char* buffers[2]
     double* shifts[2]
     int next
     RowDrain waiting
+    double loss
 
 
 cdef inline void ce_row(
@@ -531,6 +532,7 @@ cdef int rows_loop(
     cdef double* scratch
     if (not blocks and not batched and grad != NULL
             and <const void*> grad != <const void*> logits
+            and <size_t> grad % sizeof(floating) == 0      # streaming stores: aligned
             and spec.kind == TARGET_CLASSES and not spec.row.coefs.active
             and n_rows * n_classes * <Py_ssize_t> sizeof(floating) >= stream_min_bytes):
         return streamed_rows_loop(logits, n_rows, n_classes, target, loss_out, grad,
@@ -634,7 +636,7 @@ cdef int streamed_rows_loop(
     cdef Py_ssize_t per_thread = 2 * row_bytes + (2 * shifts_len + 8) * sizeof(double)
     cdef char* scratch = <char*> malloc(per_thread * n_threads + 64)
     cdef Py_ssize_t t, part, first, last, i, stop
-    cdef double total, loss
+    cdef double total
     cdef RowStream* stream
     cdef RowStream* streams = <RowStream*> malloc(sizeof(RowStream) * n_threads)
     if scratch == NULL or streams == NULL:
@@ -657,10 +659,10 @@ cdef int streamed_rows_loop(
                 stop = (part + 1) * span if (part + 1) * span < n_rows else n_rows
                 for i in range(part * span, stop):
                     ce_row(logits + i * n_classes, n_classes, target[i], NULL, i, spec,
-                           &loss if summed else loss_out + i, grad + i * n_classes,
+                           &stream.loss if summed else loss_out + i, grad + i * n_classes,
                            lse_out + i if lse_out != NULL else NULL, NULL, stream)
                     if summed:
-                        total = total + loss
+                        total = total + stream.loss
                 if summed:
                     loss_out[part] = total
             if stream.waiting.exp != NULL:
