@@ -123,53 +123,39 @@ FL_INLINE fl_vd fl_select_d(fl_vl m, fl_vd a, fl_vd b) {
     return (fl_vd)((m & (fl_vl)a) | (~m & (fl_vl)b));
 }
 
-/* Lane-wise max(a, b) that is b where either is NaN (x86's max instruction does that). */
-FL_INLINE fl_vf fl_vmax_f(fl_vf a, fl_vf b) {
+/* The instruction set's intrinsics: FL_MM(max_ps) is _mm512_max_ps with AVX-512,
+ * _mm256_max_ps with AVX, _mm_max_ps with SSE2; FL_MMV(d) is __m512d, __m256d or __m128d
+ * (FL_MMV() the float vector). Undefined without SSE2: generic code instead. */
 #if defined(__AVX512F__)
-    return (fl_vf)_mm512_max_ps((__m512)a, (__m512)b);
+#define FL_MM(OP) _mm512_##OP
+#define FL_MMV(D) __m512##D
 #elif defined(__AVX__)
-    return (fl_vf)_mm256_max_ps((__m256)a, (__m256)b);
+#define FL_MM(OP) _mm256_##OP
+#define FL_MMV(D) __m256##D
 #elif defined(__SSE2__)
-    return (fl_vf)_mm_max_ps((__m128)a, (__m128)b);
-#else
-    return fl_select_f(a > b, a, b);
+#define FL_MM(OP) _mm_##OP
+#define FL_MMV(D) __m128##D
 #endif
-}
-FL_INLINE fl_vd fl_vmax_d(fl_vd a, fl_vd b) {
-#if defined(__AVX512F__)
-    return (fl_vd)_mm512_max_pd((__m512d)a, (__m512d)b);
-#elif defined(__AVX__)
-    return (fl_vd)_mm256_max_pd((__m256d)a, (__m256d)b);
-#elif defined(__SSE2__)
-    return (fl_vd)_mm_max_pd((__m128d)a, (__m128d)b);
-#else
-    return fl_select_d(a > b, a, b);
-#endif
-}
 
-/* Lane-wise min(a, b) that is b where either is NaN, as fl_vmax_f and fl_vmax_d. */
-FL_INLINE fl_vf fl_vmin_f(fl_vf a, fl_vf b) {
-#if defined(__AVX512F__)
-    return (fl_vf)_mm512_min_ps((__m512)a, (__m512)b);
-#elif defined(__AVX__)
-    return (fl_vf)_mm256_min_ps((__m256)a, (__m256)b);
-#elif defined(__SSE2__)
-    return (fl_vf)_mm_min_ps((__m128)a, (__m128)b);
+/* Lane-wise max and min: fl_vmax_f(a, b), fl_vmin_f, fl_vmax_d, fl_vmin_d, which are b
+ * where either is NaN (x86's max and min instructions do that). NAME: max or min, SUF:
+ * f or d, VT the vector type, P: the intrinsics' ps or pd, D: their vector type's suffix
+ * (none or d), CMP: the comparison that picks a. */
+#ifdef FL_MM
+#define FL_DEFINE_MINMAX(NAME, SUF, VT, P, D, CMP)                                        \
+    FL_INLINE VT fl_v##NAME##_##SUF(VT a, VT b) {                                         \
+        return (VT)FL_MM(NAME##_##P)((FL_MMV(D))a, (FL_MMV(D))b);                         \
+    }
 #else
-    return fl_select_f(a < b, a, b);
+#define FL_DEFINE_MINMAX(NAME, SUF, VT, P, D, CMP)                                        \
+    FL_INLINE VT fl_v##NAME##_##SUF(VT a, VT b) {                                         \
+        return fl_select_##SUF(a CMP b, a, b);                                            \
+    }
 #endif
-}
-FL_INLINE fl_vd fl_vmin_d(fl_vd a, fl_vd b) {
-#if defined(__AVX512F__)
-    return (fl_vd)_mm512_min_pd((__m512d)a, (__m512d)b);
-#elif defined(__AVX__)
-    return (fl_vd)_mm256_min_pd((__m256d)a, (__m256d)b);
-#elif defined(__SSE2__)
-    return (fl_vd)_mm_min_pd((__m128d)a, (__m128d)b);
-#else
-    return fl_select_d(a < b, a, b);
-#endif
-}
+FL_DEFINE_MINMAX(max, f, fl_vf, ps, , >)
+FL_DEFINE_MINMAX(max, d, fl_vd, pd, d, >)
+FL_DEFINE_MINMAX(min, f, fl_vf, ps, , <)
+FL_DEFINE_MINMAX(min, d, fl_vd, pd, d, <)
 
 /* float lanes in double: the low and high halves of a float vector, exactly. */
 FL_INLINE fl_vd fl_widen_lo(fl_vf v) {
@@ -632,29 +618,17 @@ FL_DEFINE_MAX(f64, double, fl_vd, FL_ND, fl_vmax_d, fl_vmin_d)
 
 /* ---- streamed rows: the previous row's second pass (fl_drain) ---- */
 
-/* A streaming store of a vector to an address aligned to FL_WIDTH bytes. */
-FL_INLINE void fl_stream_f32(float* p, fl_vf v) {
-#if defined(__AVX512F__)
-    _mm512_stream_ps(p, (__m512)v);
-#elif defined(__AVX__)
-    _mm256_stream_ps(p, (__m256)v);
-#elif defined(__SSE2__)
-    _mm_stream_ps(p, (__m128)v);
+/* fl_stream_f32(p, v), fl_stream_f64: a streaming store of a vector to an address
+ * aligned to FL_WIDTH bytes (an ordinary store without SSE2). */
+#ifdef FL_MM
+#define FL_DEFINE_STREAM(SUFFIX, T, VT, P, D)                                             \
+    FL_INLINE void fl_stream_##SUFFIX(T* p, VT v) { FL_MM(stream_##P)(p, (FL_MMV(D))v); }
 #else
-    memcpy(p, &v, sizeof v);
+#define FL_DEFINE_STREAM(SUFFIX, T, VT, P, D)                                             \
+    FL_INLINE void fl_stream_##SUFFIX(T* p, VT v) { memcpy(p, &v, sizeof v); }
 #endif
-}
-FL_INLINE void fl_stream_f64(double* p, fl_vd v) {
-#if defined(__AVX512F__)
-    _mm512_stream_pd(p, (__m512d)v);
-#elif defined(__AVX__)
-    _mm256_stream_pd(p, (__m256d)v);
-#elif defined(__SSE2__)
-    _mm_stream_pd(p, (__m128d)v);
-#else
-    memcpy(p, &v, sizeof v);
-#endif
-}
+FL_DEFINE_STREAM(f32, float, fl_vf, ps, )
+FL_DEFINE_STREAM(f64, double, fl_vd, pd, d)
 
 /* Orders a thread's streaming stores before what follows (the end of its rows). */
 FL_INLINE void fl_stream_fence(void) {
