@@ -16,10 +16,12 @@
  *
  * float rows are computed in float, with two safeguards that keep them within a few ulps
  * of the float64 result:
- * - the argument x - shift is carried as an unevaluated float sum d + lo (TwoSum), so it is
- *   exact: rounding it would cost |x - shift| / 2 ulps of the result;
+ * - the argument x - shift is carried as an unevaluated float sum d + lo (TwoSum, or
+ *   Fast2Sum where the row's range allows: fl_shift_kind), so it is exact: rounding it
+ *   would cost |x - shift| / 2 ulps of the result;
  * - the sum of a row's exponentials leaves out the terms at the shift (x = shift, exactly
- *   1) and counts them, sums the others in float only four at a time, then in double.
+ *   1) and counts them, sums the others in float only eight at a time (a tree of three
+ *   roundings), then in double.
  *   A 1 in a float sum would round away the small terms, and with them the relative
  *   accuracy of a small loss log(1 + sum of the others).
  *
