@@ -212,7 +212,7 @@ cdef inline RowStats row_stats(
     double* shift_out,      # OUT (NULL iff exp_out is NULL): one shift per chunk
     const floating* t,      # IN (may be NULL): target row, for the coefficients
     const RowSpec* spec,    # IN (NULL: s = 1, no coefficients, no self dot)
-    const RowDrain* prev,   # IN/OUT (may be NULL): a row whose second pass is done meanwhile
+    const RowDrain* prev,   # IN (may be NULL): a row whose second pass is done meanwhile
 ) noexcept nogil:
     """The row's max and sums (see RowStats), optionally storing the exponentials, and
     (prev) another row of n drained to its gradient chunk by chunk, inside the loops that

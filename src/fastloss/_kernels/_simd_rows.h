@@ -33,14 +33,14 @@
 
 #include <stddef.h>
 
-/* Streamed rows (rows_loop in _cross_entropy.pyx, for gradients larger than the caches):
+/* Streamed rows (streamed_rows_loop in _cross_entropy.pyx: gradients beyond the caches):
  * a row's second pass runs inside the next row's first. For each group of exponentials
  * the first pass computes, a group of the previous row's (kept in per-thread scratch) is
  * rescaled and sent to its gradient by streaming (non-temporal) stores, so that memory
  * takes the gradient while the core computes exp, and the gradient's lines are never read
  * for ownership. One chunk of the previous row: */
 typedef struct {
-    const void* src;    /* its exponentials (NULL: nothing to drain), aligned as dst */
+    const void* src;    /* its exponentials, aligned as dst modulo 64 bytes */
     void* dst;          /* its gradient */
     double factor;      /* their factor (scale_stored_exp's: the same products) */
     ptrdiff_t fix_at;   /* an index whose gradient is fix_value instead, or -1 */
