@@ -99,10 +99,11 @@ typedef float fl_vh __attribute__((vector_size(FL_WIDTH / 2)));
 #define FL_AHEAD_BYTES 8192
 
 /* Prefetch the cache lines `ahead` bytes past those of [x, x + bytes) for reading, and of
- * out (unless NULL) for writing. The float rows do not prefetch their output: it cost 3-4%
- * of a row of 32000 float32 (C harness, 1 thread). The double rows do: without it,
- * entropy_from_logits and cross-entropy at 4096 x 1000 float64 took 4-10% longer, and
- * 1024 x 32000 3-5% (A/B, 1 thread). */
+ * out (unless NULL) for writing. The float rows prefetch their output only in rows of one
+ * chunk: in rows of 32000 float32 it cost 3-4% (C harness), in rows of 1000 to 2000 it
+ * saves 2-3% (A/B). The double rows always do: without it, entropy_from_logits and
+ * cross-entropy at 4096 x 1000 float64 took 4-10% longer, and 1024 x 32000 3-5% (A/B;
+ * all at 1 thread). */
 FL_INLINE void fl_prefetch(const void* x, void* out, size_t bytes, size_t ahead) {
     for (size_t b = 0; b < bytes; b += 64) {
         __builtin_prefetch((const char*)x + ahead + b, 0, 3);
@@ -750,7 +751,7 @@ FL_INLINE void fl_exp_rest_f32(const float* x, ptrdiff_t n, float sub, float s, 
      * they are widened (8 terms a lane in a tree of 3 roundings), which halves the
      * conversions, 3% of the pass. */
     for (; i + 8 * FL_NF <= n; i += 8 * FL_NF) {
-        fl_prefetch(x + i, NULL, 8 * FL_WIDTH, ahead);
+        fl_prefetch(x + i, n < FL_AHEAD && out ? out + i : NULL, 8 * FL_WIDTH, ahead);
         const fl_vf first = fl_exp_group_f32(x + i, 4 * FL_NF, sub, s, out ? out + i : NULL,
                                              ones, kind);
         const fl_vf second = fl_exp_group_f32(x + i + 4 * FL_NF, 4 * FL_NF, sub, s,
