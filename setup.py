@@ -145,7 +145,13 @@ def _kernel_flags(ext_name, family, compiler):
 
 
 class BuildExt(build_ext):
-    """build_ext that probes OpenMP once and records the flags in the extensions."""
+    """build_ext that probes OpenMP once, records the flags in the extensions, and
+    compiles them in parallel (one job per CPU unless --parallel says otherwise)."""
+
+    def finalize_options(self):
+        super().finalize_options()
+        if self.parallel is None:
+            self.parallel = os.cpu_count() or 1
 
     def build_extensions(self):
         ctype = self.compiler.compiler_type

@@ -237,6 +237,45 @@ def test_few_classes_reduce_the_same_for_any_thread_count(rng, dtype, build, n_c
     _within_bar(grad, ref_grad, dtype, f"{build} grad", absolute=True)
 
 
+def _few_class_rows(rng, n, n_classes, dtype):
+    """n rows with the blocks' edge cases: a target alone at the max (the others -inf:
+    its gradient is a zero whose sign the formula fixes), a tie, a dominant 1e4, and
+    ignored rows."""
+    x = rng.standard_normal((n, n_classes)) * 4.0
+    target = rng.integers(0, n_classes, n)
+    x[0] = -np.inf
+    x[0, target[0]] = 0.0
+    x[2::11] = 1.5
+    x[3::13, 0] = 1e4
+    target[1::7] = -100
+    return x.astype(dtype), target
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 10])
+def test_few_classes_without_options_give_the_bits_of_unit_weights(rng, dtype, build,
+                                                                   n_classes):
+    """Without options the block kernels drop the options' terms at compile time (at
+    C = 2 they also take four blocks a call and sum its losses themselves): the same bits
+    as class and sample weights of 1, which keep them, for the row losses, the reduced
+    loss and the gradient, over rows that fill a call's blocks partly or not at all."""
+    for n in (1, 5, 16, 17, 40, 64, 65, 131, 3001):
+        x, target = _few_class_rows(rng, n, n_classes, dtype)
+        ones = {"weight": np.ones(n_classes), "sample_weight": np.ones(n)}
+        for reduction in ("none", "mean", "sum"):
+            plain = fastloss.cross_entropy(x, target, reduction=reduction,
+                                           return_grad=True)
+            weighted = fastloss.cross_entropy(x, target, reduction=reduction,
+                                              return_grad=True, **ones)
+            for got, want, what in zip(plain, weighted, ("loss", "gradient"), strict=True):
+                assert np.asarray(got).tobytes() == np.asarray(want).tobytes(), (
+                    f"{build} {what}, {reduction}, {n} rows")
+        loss, grad = fastloss.cross_entropy(x, target, reduction="none", return_grad=True)
+        ref_loss, ref_grad = reference.cross_entropy(x.astype(np.float64), target,
+                                                     reduction="none", return_grad=True)
+        _within_bar(loss, ref_loss, dtype, f"{build} loss, {n} rows")
+        _within_bar(grad, ref_grad, dtype, f"{build} grad, {n} rows", absolute=True)
+
+
 @pytest.mark.parametrize("n_classes", [17, 100, 2048])
 @pytest.mark.parametrize("options", ["plain", "all"])
 def test_batched_rows_match_the_row_kernel(rng, dtype, build, n_classes, options):

@@ -23,6 +23,7 @@ from fastloss._kernels._rows cimport (
     COEF_EXP,
     COEF_LINEAR,
     FL_SMALL_C,
+    FL_SMALL_CE_BLOCKS,
     FL_SOFT_LOG_PROBS,
     FL_SOFT_LOGITS,
     FL_SOFT_PROBS,
@@ -380,16 +381,16 @@ cdef CESpec make_spec(
 cdef inline void small_ce_block(
     const floating* x, Py_ssize_t rows, const Py_ssize_t* y, Py_ssize_t row0,
     const void* plan, const fl_small_plan_f64* plan_wide, const fl_small_ce_spec* spec,
-    double* loss_out, double* lse_out, floating* grad,
+    double* loss_out, double* loss_sum, double* lse_out, floating* grad,
 ) noexcept nogil:
     """small_ce on a block of rows; a float block's logsumexp in double, before its
     gradient may overwrite it, so that it is the same bits as logsumexp's."""
     if floating is float:
         if lse_out != NULL:
             fl_small_logsumexp_wide_f32(x, rows, plan_wide, lse_out)
-        small_ce(x, rows, y, row0, plan, spec, loss_out, NULL, grad)
+        small_ce(x, rows, y, row0, plan, spec, loss_out, loss_sum, NULL, grad)
     else:
-        small_ce(x, rows, y, row0, plan, spec, loss_out, lse_out, grad)
+        small_ce(x, rows, y, row0, plan, spec, loss_out, loss_sum, lse_out, grad)
 
 
 cdef bint small_spec(const CESpec* spec, Py_ssize_t n_classes, Py_ssize_t n_rows,
@@ -510,9 +511,10 @@ cdef int rows_loop(
     is 0. Each thread takes whole spans of rows."""
     cdef Py_ssize_t lanes = small_block_rows(<floating*> NULL)
     cdef bint summed = rows_per_sum > 0
-    # Each thread takes whole spans: 16 rows (a block or a batch) for rows of one chunk,
-    # else single rows.
-    cdef Py_ssize_t span = rows_per_sum if summed else (16 if n_classes <= ROW_CHUNK else 1)
+    # Rows per call of the block kernels: several blocks for class targets (which sum
+    # their losses themselves).
+    cdef Py_ssize_t call_rows = lanes * (FL_SMALL_CE_BLOCKS(n_classes) if soft == NULL else 1)
+    cdef double call_sum
     cdef Py_ssize_t shifts_len = chunk_shift_stride(n_row_chunks(n_classes))
     cdef Py_ssize_t part, start, stop, i, rows, k
     cdef double total
@@ -526,6 +528,10 @@ cdef int rows_loop(
     )
     # Rows of one chunk that the blocks do not serve go in batches.
     cdef bint batched = not blocks and n_classes <= ROW_CHUNK
+    # Each thread takes whole spans: a call of the block kernels, or 16 rows (a batch) for
+    # rows of one chunk, else single rows.
+    cdef Py_ssize_t span = (rows_per_sum if summed else call_rows if blocks
+                            else 16 if n_classes <= ROW_CHUNK else 1)
     # Per thread: the chunk shifts of a row, a block's or batch's row losses (16 at most)
     # and a batch's work space.
     cdef Py_ssize_t per_thread = shifts_len + 16 + 10 * ROW_BATCH
@@ -549,22 +555,26 @@ cdef int rows_loop(
             if blocks:
                 i = start
                 while i < stop:
-                    rows = stop - i if stop - i < lanes else lanes
+                    rows = stop - i if stop - i < call_rows else call_rows
                     if soft != NULL:
                         small_soft_ce(logits + i * n_classes, soft + i * n_classes, rows, i,
                                       plan_wide, &small, losses if summed else loss_out + i,
                                       lse_out + i if lse_out != NULL else NULL,
                                       grad + i * n_classes if grad != NULL else NULL)
+                        if summed:
+                            for k in range(rows):
+                                total = total + losses[k]
                     else:
+                        call_sum = 0.0       # assigned here: private to the thread
                         small_ce_block(logits + i * n_classes, rows,
                                        <const Py_ssize_t*> target + i, i, plan, plan_wide,
-                                       &small, losses if summed else loss_out + i,
+                                       &small, NULL if summed else loss_out + i,
+                                       &call_sum if summed else NULL,
                                        lse_out + i if lse_out != NULL else NULL,
                                        grad + i * n_classes if grad != NULL else NULL)
-                    if summed:
-                        for k in range(rows):
-                            total = total + losses[k]
-                    i = i + lanes
+                        if summed:
+                            total = total + call_sum
+                    i = i + call_rows
             elif batched:
                 i = start
                 while i < stop:
@@ -898,7 +908,7 @@ cdef int tiles_loop(
                         small_ce_block(rows + b * n_classes,
                                        lanes - b if lanes - b < block_rows else block_rows,
                                        <const Py_ssize_t*> &target[row], row, plan,
-                                       plan_wide, &small, &loss_out[row],
+                                       plan_wide, &small, &loss_out[row], NULL,
                                        lse_ptr + row if lse_ptr != NULL else NULL,
                                        rows + b * n_classes if spec.with_grad else NULL)
                     b = b + block_rows

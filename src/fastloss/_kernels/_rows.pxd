@@ -547,6 +547,7 @@ cdef extern from "_simd_small.h" nogil:
         bint with_entropy
         double x_scale
         double loss_factor
+    int FL_SMALL_CE_BLOCKS(int c)     # blocks per call of fl_small_ce_* at C = c
     const fl_small_plan_f32* fl_small_plan_f32_get(int c)
     const fl_small_plan_f64* fl_small_plan_f64_get(int c)
     void fl_small_softmax_f32(const float* x, Py_ssize_t rows, const fl_small_plan_f32* p,
@@ -565,12 +566,12 @@ cdef extern from "_simd_small.h" nogil:
                                        const fl_small_plan_f64* p, float* out)
     void fl_small_ce_f32(const float* x, Py_ssize_t rows, const Py_ssize_t* y,
                          Py_ssize_t row0, const fl_small_plan_f32* p,
-                         const fl_small_ce_spec* spec, double* loss_out, double* lse_out,
-                         float* grad)
+                         const fl_small_ce_spec* spec, double* loss_out, double* loss_sum,
+                         double* lse_out, float* grad)
     void fl_small_ce_f64(const double* x, Py_ssize_t rows, const Py_ssize_t* y,
                          Py_ssize_t row0, const fl_small_plan_f64* p,
-                         const fl_small_ce_spec* spec, double* loss_out, double* lse_out,
-                         double* grad)
+                         const fl_small_ce_spec* spec, double* loss_out, double* loss_sum,
+                         double* lse_out, double* grad)
     void fl_small_soft_ce_f32(const float* x, const float* q, Py_ssize_t rows,
                               Py_ssize_t row0, const fl_small_plan_f64* p,
                               const fl_small_ce_spec* spec, double* loss_out,
@@ -624,15 +625,17 @@ cdef inline void small_softmax(
 
 cdef inline void small_ce(
     const floating* x, Py_ssize_t rows, const Py_ssize_t* y, Py_ssize_t row0,
-    const void* plan, const fl_small_ce_spec* spec, double* loss_out, double* lse_out,
-    floating* grad,
+    const void* plan, const fl_small_ce_spec* spec, double* loss_out, double* loss_sum,
+    double* lse_out, floating* grad,
 ) noexcept nogil:
+    """Cross-entropy with class targets of rows <= FL_SMALL_CE_BLOCKS(C) blocks of rows:
+    row losses into loss_out and their sum into loss_sum, each unless NULL."""
     if floating is float:
         fl_small_ce_f32(x, rows, y, row0, <const fl_small_plan_f32*> plan, spec, loss_out,
-                        lse_out, grad)
+                        loss_sum, lse_out, grad)
     else:
         fl_small_ce_f64(x, rows, y, row0, <const fl_small_plan_f64*> plan, spec, loss_out,
-                        lse_out, grad)
+                        loss_sum, lse_out, grad)
 
 
 cdef inline void small_soft_ce(
