@@ -416,12 +416,13 @@ def test_batched_softmax_family_is_row_by_row(rng, dtype, build, n_classes):
 
 
 @pytest.mark.parametrize("n_classes", [1, 2, 10, 13, 16])
-@pytest.mark.parametrize("options", ["plain", "all"])
+@pytest.mark.parametrize("options", ["plain", "smoothing", "all"])
 def test_few_classes_probability_targets(rng, dtype, build, n_classes, options):
-    """Probability targets over few classes (the double-lane blocks): within the bar of
-    the reference with every option, zero probabilities against masked logits counting
-    0, a row count that leaves a partial block, and one loss bits for any thread count
-    and with or without the gradient."""
+    """Probability targets over few classes (the blocks: in float lanes for float rows
+    without weights or z_loss, else in double lanes): within the bar of the reference
+    with every option, zero probabilities against masked logits counting 0, a row count
+    that leaves a partial block, and one loss bits for any thread count and with or
+    without the gradient."""
     n = 1001
     x = _logits(rng, (n, n_classes), dtype)
     t = rng.random((n, n_classes))
@@ -430,8 +431,11 @@ def test_few_classes_probability_targets(rng, dtype, build, n_classes, options):
         t[::5, 3 % n_classes] = 0.0
     t = (t / t.sum(axis=1, keepdims=True)).astype(dtype)
     kw: dict = {}
-    if options == "all":
+    if options == "smoothing":
         x[np.isinf(x)] = -30.0           # smoothing puts mass on every class
+        kw = dict(label_smoothing=0.1)
+    if options == "all":
+        x[np.isinf(x)] = -30.0
         sample_weight = rng.random(n)
         sample_weight[::9] = 0.0
         kw = dict(weight=rng.random(n_classes) + 0.5, label_smoothing=0.1, z_loss=1e-3,

@@ -558,7 +558,8 @@ cdef int rows_loop(
                     rows = stop - i if stop - i < call_rows else call_rows
                     if soft != NULL:
                         small_soft_ce(logits + i * n_classes, soft + i * n_classes, rows, i,
-                                      plan_wide, &small, losses if summed else loss_out + i,
+                                      plan, plan_wide, &small,
+                                      losses if summed else loss_out + i,
                                       lse_out + i if lse_out != NULL else NULL,
                                       grad + i * n_classes if grad != NULL else NULL)
                         if summed:
@@ -901,7 +902,7 @@ cdef int tiles_loop(
                     if soft:
                         small_soft_ce(rows + b * n_classes, trows + b * n_classes,
                                       lanes - b if lanes - b < block_rows else block_rows,
-                                      row, plan_wide, &small, &loss_out[row],
+                                      row, plan, plan_wide, &small, &loss_out[row],
                                       lse_ptr + row if lse_ptr != NULL else NULL,
                                       rows + b * n_classes if spec.with_grad else NULL)
                     else:

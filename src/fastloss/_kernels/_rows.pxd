@@ -573,9 +573,9 @@ cdef extern from "_simd_small.h" nogil:
                          const fl_small_ce_spec* spec, double* loss_out, double* loss_sum,
                          double* lse_out, double* grad)
     void fl_small_soft_ce_f32(const float* x, const float* q, Py_ssize_t rows,
-                              Py_ssize_t row0, const fl_small_plan_f64* p,
-                              const fl_small_ce_spec* spec, double* loss_out,
-                              double* lse_out, float* grad)
+                              Py_ssize_t row0, const fl_small_plan_f32* pf,
+                              const fl_small_plan_f64* p, const fl_small_ce_spec* spec,
+                              double* loss_out, double* lse_out, float* grad)
     void fl_small_soft_ce_f64(const double* x, const double* q, Py_ssize_t rows,
                               Py_ssize_t row0, const fl_small_plan_f64* p,
                               const fl_small_ce_spec* spec, double* loss_out,
@@ -640,12 +640,14 @@ cdef inline void small_ce(
 
 cdef inline void small_soft_ce(
     const floating* x, const floating* q, Py_ssize_t rows, Py_ssize_t row0,
-    const fl_small_plan_f64* plan_wide, const fl_small_ce_spec* spec, double* loss_out,
-    double* lse_out, floating* grad,
+    const void* plan, const fl_small_plan_f64* plan_wide, const fl_small_ce_spec* spec,
+    double* loss_out, double* lse_out, floating* grad,
 ) noexcept nogil:
-    """Cross-entropy against the probability rows q of a block (in double lanes)."""
+    """Cross-entropy against the probability rows q of a block (in double lanes, or float
+    lanes for float rows where fl_small_soft_in_float allows; plan: the dtype's)."""
     if floating is float:
-        fl_small_soft_ce_f32(x, q, rows, row0, plan_wide, spec, loss_out, lse_out, grad)
+        fl_small_soft_ce_f32(x, q, rows, row0, <const fl_small_plan_f32*> plan, plan_wide,
+                             spec, loss_out, lse_out, grad)
     else:
         fl_small_soft_ce_f64(x, q, rows, row0, plan_wide, spec, loss_out, lse_out, grad)
 

@@ -16,7 +16,9 @@
  * loss's relative accuracy; double rows in double.
  *
  * Probability targets and probability teachers (fl_small_soft_ce_*) are computed in
- * double lanes for both storage types, as the row kernel forms their coefficient sums.
+ * double lanes for both storage types, as the row kernel forms their coefficient sums;
+ * float rows of probability targets without weights or z_loss in float lanes, their
+ * coefficient sums in double (fl_small_soft_ce_c_f32).
  *
  * Padding: the rows past the end of the array in the last block are -inf (their results
  * are never stored).
@@ -94,8 +96,8 @@ FL_SMALL_UNREACHABLE(fl_small_ce_f64, const double* x, ptrdiff_t r, const ptrdif
                      ptrdiff_t r0, const fl_small_plan_f64* p, const fl_small_ce_spec* s,
                      double* l, double* ls, double* e, double* g)
 FL_SMALL_UNREACHABLE(fl_small_soft_ce_f32, const float* x, const float* q, ptrdiff_t r,
-                     ptrdiff_t r0, const fl_small_plan_f64* p, const fl_small_ce_spec* s,
-                     double* l, double* e, float* g)
+                     ptrdiff_t r0, const fl_small_plan_f32* pf, const fl_small_plan_f64* p,
+                     const fl_small_ce_spec* s, double* l, double* e, float* g)
 FL_SMALL_UNREACHABLE(fl_small_soft_ce_f64, const double* x, const double* q, ptrdiff_t r,
                      ptrdiff_t r0, const fl_small_plan_f64* p, const fl_small_ce_spec* s,
                      double* l, double* e, double* g)
@@ -699,13 +701,76 @@ static inline void fl_small_soft_ce_f64(
                       loss_out, lse_out, grad);
 }
 
-/* The same for float rows (any number): widened to double FL_ND rows at a time, the
- * gradient rounded back to float. */
+/* The same for float rows and probability targets without weights or z_loss (smoothing
+ * allowed), in float lanes: FL_NF rows a block, the exponentials, their sum and its log
+ * as fl_small_stats_f32 forms them (the class-target kernel's); the coefficients a_j and
+ * their sums A and sum_j a_j (m - x_j) in double, over the block's halves widened. Float
+ * rows of probability targets took twice as long in double lanes. */
+FL_INLINE void fl_small_soft_ce_c_f32(
+    const float* x, const float* q, ptrdiff_t rows, const int c,
+    const fl_small_plan_f32* p, const fl_small_ce_spec* spec, double* loss_out,
+    float* grad) {
+    if (c < 1 || c > FL_SMALL_C) __builtin_unreachable();    /* for the unrolled loops */
+    const fl_vf zero = {0};
+    const fl_vd zero_d = {0};
+    fl_vf t[FL_SMALL_C], a[FL_SMALL_C], x_minus[FL_SMALL_C], m, rest;
+    fl_small_load_f32(x, rows, c, p, t);
+    fl_small_load_f32(q, rows, c, p, a);
+    FL_UNROLL for (int j = 0; j < c; j++) x_minus[j] = t[j];
+    const fl_vf log_sum = fl_small_stats_f32(t, c, grad != NULL, &m, &rest);
+    /* per half of the block (rows [0, FL_ND) and the rest), in double */
+    const fl_vd m_half[2] = {fl_widen_lo(m), fl_widen_hi(m)};
+    fl_vd coef_sum[2] = {zero_d, zero_d}, coef_dot[2] = {zero_d, zero_d};
+    FL_UNROLL for (int j = 0; j < c; j++) {
+        const fl_vd q_half[2] = {fl_widen_lo(a[j]), fl_widen_hi(a[j])};
+        const fl_vd x_half[2] = {fl_widen_lo(x_minus[j]), fl_widen_hi(x_minus[j])};
+        fl_vd a_half[2];
+        for (int h = 0; h < 2; h++) {   /* a zero a_j adds 0, even at x = -inf */
+            a_half[h] = q_half[h] * spec->hard_scale + spec->smoothing;
+            coef_sum[h] += a_half[h];
+            coef_dot[h] += fl_select_d(a_half[h] != zero_d,
+                                       a_half[h] * (m_half[h] - x_half[h]), zero_d);
+        }
+        a[j] = fl_narrow(a_half[0], a_half[1]);            /* for the gradient */
+    }
+    const fl_vd log_sum_half[2] = {fl_widen_lo(log_sum), fl_widen_hi(log_sum)};
+    for (int h = 0; h < 2 && h * FL_ND < rows; h++)     /* the rows' losses */
+        fl_small_put_f64(loss_out + h * FL_ND, coef_dot[h] + coef_sum[h] * log_sum_half[h],
+                         rows - h * FL_ND < FL_ND ? rows - h * FL_ND : FL_ND);
+    if (!grad) return;
+    /* grad_j = 1 / D (A p_j - a_j) */
+    const fl_vf scale = zero + (float)spec->grad_scale;
+    const fl_vf slope = fl_narrow(coef_sum[0], coef_sum[1]);
+    const fl_vf inv_sum = 1 / (rest + 1);
+    FL_UNROLL for (int j = 0; j < c; j++) t[j] = scale * (slope * (t[j] * inv_sum) - a[j]);
+    fl_small_store_f32(t, rows, c, p, grad);
+}
+
+/* Whether fl_small_soft_ce_c_f32 serves the spec. */
+FL_INLINE int fl_small_soft_in_float(const fl_small_ce_spec* spec) {
+    return spec->teacher_kind == FL_SOFT_PROBS && !spec->with_entropy &&
+           !spec->class_weight && !spec->sample_weight && spec->z_loss == 0.0 &&
+           spec->x_scale == 1.0 && spec->loss_factor == 1.0 &&
+           fabs(spec->grad_scale) < 1e30;
+}
+
+/* The entry for float rows (any number): blocks in float lanes where the spec allows
+ * (fl_small_soft_in_float; logsumexp in double, as fl_small_logsumexp_wide_f32 gives it),
+ * else widened to double FL_ND rows at a time, the gradient rounded back to float. */
 FL_INLINE void fl_small_soft_ce_f32(
     const float* x, const float* q, ptrdiff_t rows, ptrdiff_t row0,
-    const fl_small_plan_f64* p, const fl_small_ce_spec* spec, double* loss_out,
-    double* lse_out, float* grad) {
+    const fl_small_plan_f32* pf, const fl_small_plan_f64* p, const fl_small_ce_spec* spec,
+    double* loss_out, double* lse_out, float* grad) {
     const int c = p->n_classes;
+    if (fl_small_soft_in_float(spec)) {
+        for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_NF) {
+            const ptrdiff_t n = rows - r0 < FL_NF ? rows - r0 : FL_NF;
+            if (lse_out) fl_small_logsumexp_wide_f32(x + r0 * c, n, p, lse_out + r0);
+            FL_SMALL_DISPATCH(c, fl_small_soft_ce_c_f32, x + r0 * c, q + r0 * c, n, C_, pf,
+                              spec, loss_out + r0, grad ? grad + r0 * c : NULL);
+        }
+        return;
+    }
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_ND) {
         const ptrdiff_t n = rows - r0 < FL_ND ? rows - r0 : FL_ND;
         double wide_x[FL_ND * FL_SMALL_C], wide_q[FL_ND * FL_SMALL_C], wide_g[FL_ND * FL_SMALL_C];
