@@ -580,7 +580,7 @@ cdef extern from "_simd_small.h" nogil:
                               Py_ssize_t row0, const fl_small_plan_f64* p,
                               const fl_small_ce_spec* spec, double* loss_out,
                               double* lse_out, double* grad)
-    void fl_small_entropy_f32(const float* x, Py_ssize_t rows, const fl_small_plan_f64* p,
+    void fl_small_entropy_f32(const float* x, Py_ssize_t rows, const fl_small_plan_f32* p,
                               double unit, double grad_scale, double* out, float* grad)
     void fl_small_entropy_f64(const double* x, Py_ssize_t rows,
                               const fl_small_plan_f64* p, double unit, double grad_scale,
@@ -653,12 +653,15 @@ cdef inline void small_soft_ce(
 
 
 cdef inline void small_entropy(
-    const floating* x, Py_ssize_t rows, const fl_small_plan_f64* plan_wide, double unit,
-    double grad_scale, double* out, floating* grad,
+    const floating* x, Py_ssize_t rows, const void* plan, double unit, double grad_scale,
+    double* out, floating* grad,
 ) noexcept nogil:
-    """The entropy of softmax of a block's rows, times unit, and grad_scale dH/dx (in
-    double lanes)."""
+    """The entropy of softmax of a block's rows (small_block_rows), times unit, and
+    grad_scale dH/dx (float rows in float lanes, their sums in double; plan: the
+    dtype's)."""
     if floating is float:
-        fl_small_entropy_f32(x, rows, plan_wide, unit, grad_scale, out, grad)
+        fl_small_entropy_f32(x, rows, <const fl_small_plan_f32*> plan, unit, grad_scale,
+                             out, grad)
     else:
-        fl_small_entropy_f64(x, rows, plan_wide, unit, grad_scale, out, grad)
+        fl_small_entropy_f64(x, rows, <const fl_small_plan_f64*> plan, unit, grad_scale,
+                             out, grad)

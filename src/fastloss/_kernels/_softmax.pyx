@@ -221,19 +221,20 @@ def entropy_from_logits_rows(
     cdef double h
     cdef RowStats st
     cdef RowSpec spec
-    cdef const fl_small_plan_f64* plan
+    cdef Py_ssize_t lanes = small_block_rows(<floating*> NULL)
+    cdef const void* plan
     spec.x_scale = 1.0
     spec.self_dot = True
     spec.coefs.active = False
     if n_rows == 0:
         return
     if 0 < n_cols <= FL_SMALL_C:
-        # In double lanes for both dtypes, FL_ND rows a block.
-        plan = <const fl_small_plan_f64*> small_plan(n_cols, <double*> NULL)
-        for block in prange((n_rows + FL_ND - 1) // FL_ND, nogil=True, schedule="static",
+        # A block of the dtype's lanes (float rows in float lanes, their sums in double).
+        plan = small_plan(n_cols, <floating*> NULL)
+        for block in prange((n_rows + lanes - 1) // lanes, nogil=True, schedule="static",
                             num_threads=n_threads):
-            i = block * FL_ND
-            rows = n_rows - i if n_rows - i < FL_ND else FL_ND
+            i = block * lanes
+            rows = n_rows - i if n_rows - i < lanes else lanes
             small_entropy(&x[i, 0], rows, plan, unit, grad_scale * unit, &out[i],
                           &grad_out[i, 0] if with_grad else NULL)
         return
