@@ -620,6 +620,28 @@ FL_INLINE void fl_small_logsumexp_narrow_f32(const float* x, ptrdiff_t rows,
     }
 }
 
+/* Terms of the double-lane formulas below, for their double and float kernels. */
+/* a_j (m - x_j), or 0 where a_j is (even at x_j = -inf): a term of sum_j a_j (m - x_j) */
+FL_INLINE fl_vd fl_small_dot_term(fl_vd a, fl_vd m, fl_vd x) {
+    const fl_vd zero = {0};
+    return fl_select_d(a != zero, a * (m - x), zero);
+}
+/* A probability target's coefficient a_j = (1 - eps) q_j + eps / C (before its weight). */
+FL_INLINE fl_vd fl_small_soft_coef(fl_vd q, const fl_small_ce_spec* spec) {
+    return q * spec->hard_scale + spec->smoothing;
+}
+/* The soft targets' gradient scale (slope p_j - a_j), p_j = e_j inv_sum. */
+FL_INLINE fl_vd fl_small_soft_grad(fl_vd scale, fl_vd slope, fl_vd e, fl_vd inv_sum,
+                                   fl_vd a) {
+    return scale * (slope * (e * inv_sum) - a);
+}
+/* The entropy's gradient factor p_j ((m - x_j) + log S - H), 0 where p_j is. */
+FL_INLINE fl_vd fl_small_entropy_grad(fl_vd factor, fl_vd e, fl_vd m, fl_vd x,
+                                      fl_vd offset) {
+    const fl_vd zero = {0};
+    return fl_select_d(e != zero, factor * e * ((m - x) + offset), zero);
+}
+
 /* Cross-entropy against probability rows q (soft targets; with_entropy: KL(a || softmax),
  * distillation at temperature 1), in double lanes for both storage types: the same
  * quantities as _cross_entropy.pyx's ce_row with coefficients a_j, whose sums the row
@@ -659,7 +681,7 @@ FL_INLINE void fl_small_soft_ce_c_f64(
     FL_UNROLL for (int j = 0; j < c; j++) {
         x_minus[j] = t[j];
         if (spec->teacher_kind == FL_SOFT_PROBS)
-            a[j] = a[j] * spec->hard_scale + spec->smoothing;
+            a[j] = fl_small_soft_coef(a[j], spec);
         if (spec->class_weight) a[j] = a[j] * spec->class_weight[j];
     }
     fl_vd x_max = zero;
@@ -675,7 +697,7 @@ FL_INLINE void fl_small_soft_ce_c_f64(
     FL_UNROLL for (int j = 0; j < c; j++) {      /* a zero a_j adds 0, even at x = -inf */
         const fl_vl nonzero = a[j] != zero;
         coef_sum += a[j];
-        coef_dot += fl_select_d(nonzero, a[j] * (m - x_minus[j]), zero);
+        coef_dot += fl_small_dot_term(a[j], m, x_minus[j]);
         if (spec->with_entropy)
             entropy += fl_select_d(nonzero, a[j] * (spec->teacher_kind == FL_SOFT_PROBS
                                                     ? fl_log_d(a[j]) : log_a[j]), zero);
@@ -691,7 +713,8 @@ FL_INLINE void fl_small_soft_ce_c_f64(
     const fl_vd slope = coef_sum + (2.0 * spec->z_loss / spec->loss_factor) * lse;
     const fl_vd inv_sum = 1 / (rest + 1);
     FL_UNROLL for (int j = 0; j < c; j++)
-        t[j] = fl_select_d(active, scale * (slope * (t[j] * inv_sum) - a[j]), zero);
+        t[j] = fl_select_d(active, fl_small_soft_grad(scale, slope, t[j], inv_sum, a[j]),
+                           zero);
     fl_small_store_f64(t, rows, c, p, grad);
 }
 
@@ -725,11 +748,10 @@ FL_INLINE void fl_small_soft_ce_c_f32(
     FL_UNROLL for (int j = 0; j < c; j++) {
         const fl_vd q_half[2] = {fl_widen_lo(probs[j]), fl_widen_hi(probs[j])};
         const fl_vd x_half[2] = {fl_widen_lo(x_minus[j]), fl_widen_hi(x_minus[j])};
-        for (int h = 0; h < 2; h++) {   /* a zero a_j adds 0, even at x = -inf */
-            const fl_vd a_half = q_half[h] * spec->hard_scale + spec->smoothing;
+        for (int h = 0; h < 2; h++) {
+            const fl_vd a_half = fl_small_soft_coef(q_half[h], spec);
             coef_sum[h] += a_half;
-            coef_dot[h] += fl_select_d(a_half != zero_d, a_half * (m_half[h] - x_half[h]),
-                                       zero_d);
+            coef_dot[h] += fl_small_dot_term(a_half, m_half[h], x_half[h]);
         }
     }
     const fl_vd log_sum_half[2] = {fl_widen_lo(log_sum), fl_widen_hi(log_sum)};
@@ -745,8 +767,8 @@ FL_INLINE void fl_small_soft_ce_c_f32(
         const fl_vd q_half[2] = {fl_widen_lo(probs[j]), fl_widen_hi(probs[j])};
         fl_vd g[2];
         for (int h = 0; h < 2; h++)
-            g[h] = spec->grad_scale * (coef_sum[h] * (e_half[h] * inv_sum[h]) -
-                                       (q_half[h] * spec->hard_scale + spec->smoothing));
+            g[h] = fl_small_soft_grad(zero_d + spec->grad_scale, coef_sum[h], e_half[h],
+                                      inv_sum[h], fl_small_soft_coef(q_half[h], spec));
         t[j] = fl_narrow(g[0], g[1]);
     }
     fl_small_store_f32(t, rows, c, p, grad);
@@ -803,14 +825,14 @@ FL_INLINE void fl_small_entropy_c_f64(const double* x, ptrdiff_t rows, const int
     const fl_vd log_sum = fl_small_stats_f64(t, c, 1, &m, &rest);
     fl_vd dot = zero;                   /* a -inf score's e_j = 0 adds 0 */
     FL_UNROLL for (int j = 0; j < c; j++)
-        dot += fl_select_d(t[j] != zero, t[j] * (m - x_minus[j]), zero);
+        dot += fl_small_dot_term(t[j], m, x_minus[j]);
     const fl_vd inv_sum = 1 / (rest + 1);
     const fl_vd h = log_sum + dot * inv_sum;
     fl_small_put_f64(out, h * unit, rows);
     if (!grad) return;
     const fl_vd offset = log_sum - h, factor = grad_scale * inv_sum;
     FL_UNROLL for (int j = 0; j < c; j++)
-        t[j] = fl_select_d(t[j] != zero, factor * t[j] * ((m - x_minus[j]) + offset), zero);
+        t[j] = fl_small_entropy_grad(factor, t[j], m, x_minus[j], offset);
     fl_small_store_f64(t, rows, c, p, grad);
 }
 
@@ -843,8 +865,7 @@ FL_INLINE void fl_small_entropy_c_f32(const float* x, ptrdiff_t rows, const int 
         const fl_vd e_half[2] = {fl_widen_lo(t[j]), fl_widen_hi(t[j])};
         const fl_vd x_half[2] = {fl_widen_lo(x_minus[j]), fl_widen_hi(x_minus[j])};
         for (int h = 0; h < 2; h++)
-            dot[h] += fl_select_d(e_half[h] != zero, e_half[h] * (m_half[h] - x_half[h]),
-                                  zero);
+            dot[h] += fl_small_dot_term(e_half[h], m_half[h], x_half[h]);
     }
     fl_vd entropy[2];
     for (int h = 0; h < 2; h++) {
@@ -861,8 +882,7 @@ FL_INLINE void fl_small_entropy_c_f32(const float* x, ptrdiff_t rows, const int 
         for (int h = 0; h < 2; h++) {
             const fl_vd offset = log_sum_half[h] - entropy[h];
             const fl_vd factor = grad_scale * inv_sum[h];
-            g[h] = fl_select_d(e_half[h] != zero,
-                               factor * e_half[h] * ((m_half[h] - x_half[h]) + offset), zero);
+            g[h] = fl_small_entropy_grad(factor, e_half[h], m_half[h], x_half[h], offset);
         }
         t[j] = fl_narrow(g[0], g[1]);
     }
