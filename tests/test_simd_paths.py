@@ -418,11 +418,11 @@ def test_batched_softmax_family_is_row_by_row(rng, dtype, build, n_classes):
 @pytest.mark.parametrize("n_classes", [1, 2, 10, 13, 16])
 @pytest.mark.parametrize("options", ["plain", "smoothing", "all"])
 def test_few_classes_probability_targets(rng, dtype, build, n_classes, options):
-    """Probability targets over few classes (the blocks: in float lanes for float rows
-    without weights or z_loss, else in double lanes): within the bar of the reference
-    with every option, zero probabilities against masked logits counting 0, a row count
-    that leaves a partial block, and one loss bits for any thread count and with or
-    without the gradient."""
+    """Probability targets over few classes (the blocks: in float lanes for float rows,
+    in double lanes for double ones): within the bar of the reference with every option,
+    zero probabilities against masked logits counting 0, a row count that leaves a
+    partial block, and one loss bits for any thread count and with or without the
+    gradient."""
     n = 1001
     x = _logits(rng, (n, n_classes), dtype)
     t = rng.random((n, n_classes))

@@ -17,9 +17,9 @@
  *
  * Probability targets and probability teachers (fl_small_soft_ce_*) are computed in
  * double lanes for both storage types, as the row kernel forms their coefficient sums;
- * float rows of probability targets without weights or z_loss in float lanes, their
- * coefficient sums and gradient in double (fl_small_soft_ce_c_f32). The entropy of float
- * rows (fl_small_entropy_c_f32) likewise.
+ * float rows of probability targets (not a teacher's: distillation) in float lanes, their
+ * coefficient sums, loss and gradient in double (fl_small_soft_ce_c_f32). The entropy of
+ * float rows (fl_small_entropy_c_f32) likewise.
  *
  * Padding: the rows past the end of the array in the last block are -inf (their results
  * are never stored).
@@ -726,49 +726,78 @@ static inline void fl_small_soft_ce_f64(
                       loss_out, lse_out, grad);
 }
 
-/* The same for float rows and probability targets without weights or z_loss (smoothing
- * allowed), in float lanes: FL_NF rows a block, the exponentials, their sum and its log
- * as fl_small_stats_f32 forms them (the class-target kernel's); the coefficients a_j,
- * their sums A and sum_j a_j (m - x_j) and the gradient in double, over the block's
- * halves widened. In double lanes they took 1.3 (C = 10) to 2.2 (C = 2) times as long. */
+/* The same for float rows and probability targets (teachers' probabilities without their
+ * entropy, no temperature: cross_entropy), in float lanes: FL_NF rows a block, the
+ * exponentials, their sum and its log as fl_small_stats_f32 forms them (the class-target
+ * kernel's); the coefficients a_j, their sums A and sum_j a_j (m - x_j), the loss and the
+ * gradient in double over the block's halves widened (the gradient's terms may nearly
+ * cancel: its error is then a few ulps of the exponential, as the row kernel's). In
+ * double lanes these took 1.3 (C = 10) to 2.2 (C = 2) times as long. */
 FL_INLINE void fl_small_soft_ce_c_f32(
-    const float* x, const float* q, ptrdiff_t rows, const int c,
+    const float* x, const float* q, ptrdiff_t rows, const int c, ptrdiff_t row0,
     const fl_small_plan_f32* p, const fl_small_ce_spec* spec, double* loss_out,
     float* grad) {
     if (c < 1 || c > FL_SMALL_C) __builtin_unreachable();    /* for the unrolled loops */
-    const fl_vd zero_d = {0};
+    const fl_vd zero = {0};
     fl_vf t[FL_SMALL_C], probs[FL_SMALL_C], x_minus[FL_SMALL_C], m, rest;
     fl_small_load_f32(x, rows, c, p, t);
     fl_small_load_f32(q, rows, c, p, probs);
     FL_UNROLL for (int j = 0; j < c; j++) x_minus[j] = t[j];
     const fl_vf log_sum = fl_small_stats_f32(t, c, grad != NULL, &m, &rest);
-    /* per half of the block (rows [0, FL_ND) and the rest), in double */
+    /* per half h of the block (rows [0, FL_ND) and the rest), in double */
     const fl_vd m_half[2] = {fl_widen_lo(m), fl_widen_hi(m)};
-    fl_vd coef_sum[2] = {zero_d, zero_d}, coef_dot[2] = {zero_d, zero_d};
+    const fl_vd log_sum_half[2] = {fl_widen_lo(log_sum), fl_widen_hi(log_sum)};
+    ptrdiff_t n[2];                     /* the half's rows */
+    fl_vd weight[2], coef_sum[2] = {zero, zero}, coef_dot[2] = {zero, zero};
+    fl_vl active[2];
+    for (int h = 0; h < 2; h++) {
+        const ptrdiff_t left = rows - h * FL_ND;
+        n[h] = left < 0 ? 0 : left > FL_ND ? FL_ND : left;
+        /* fl_small_get_f64 gives 0 past the end: those rows are inactive */
+        weight[h] = spec->sample_weight
+                        ? fl_small_get_f64(spec->sample_weight + row0 + h * FL_ND, n[h])
+                        : zero + 1.0;
+        fl_vl past = {0};
+        for (int k = 0; k < FL_ND; k++) past[k] = k >= n[h] ? -1 : 0;
+        active[h] = (weight[h] != zero) & ~past;
+    }
     FL_UNROLL for (int j = 0; j < c; j++) {
         const fl_vd q_half[2] = {fl_widen_lo(probs[j]), fl_widen_hi(probs[j])};
         const fl_vd x_half[2] = {fl_widen_lo(x_minus[j]), fl_widen_hi(x_minus[j])};
         for (int h = 0; h < 2; h++) {
-            const fl_vd a_half = fl_small_soft_coef(q_half[h], spec);
-            coef_sum[h] += a_half;
-            coef_dot[h] += fl_small_dot_term(a_half, m_half[h], x_half[h]);
+            fl_vd a = fl_small_soft_coef(q_half[h], spec);
+            if (spec->class_weight) a = a * spec->class_weight[j];
+            coef_sum[h] += a;
+            coef_dot[h] += fl_small_dot_term(a, m_half[h], x_half[h]);
         }
     }
-    const fl_vd log_sum_half[2] = {fl_widen_lo(log_sum), fl_widen_hi(log_sum)};
-    for (int h = 0; h < 2 && h * FL_ND < rows; h++)     /* the rows' losses */
-        fl_small_put_f64(loss_out + h * FL_ND, coef_dot[h] + coef_sum[h] * log_sum_half[h],
-                         rows - h * FL_ND < FL_ND ? rows - h * FL_ND : FL_ND);
+    fl_vd lse[2];
+    for (int h = 0; h < 2; h++) {       /* the rows' losses */
+        lse[h] = m_half[h] + log_sum_half[h];
+        fl_vd loss = coef_dot[h] + coef_sum[h] * log_sum_half[h];
+        if (spec->z_loss != 0.0) loss = loss + spec->z_loss * lse[h] * lse[h];
+        if (n[h]) fl_small_put_f64(loss_out + h * FL_ND,
+                                   fl_select_d(active[h], weight[h] * loss, zero), n[h]);
+    }
     if (!grad) return;
-    /* grad_j = 1 / D (A p_j - a_j), in double like the row kernel's (its terms may nearly
-     * cancel: the error is then a few ulps of the stored exponential, not of the terms) */
-    const fl_vd inv_sum[2] = {1 / (fl_widen_lo(rest) + 1), 1 / (fl_widen_hi(rest) + 1)};
+    /* grad_j = w / D ((A + 2 z lse) p_j - a_j) */
+    fl_vd scale[2], slope[2], inv_sum[2] = {1 / (fl_widen_lo(rest) + 1),
+                                            1 / (fl_widen_hi(rest) + 1)};
+    for (int h = 0; h < 2; h++) {
+        scale[h] = weight[h] * spec->grad_scale;
+        slope[h] = coef_sum[h] + (2.0 * spec->z_loss) * lse[h];
+    }
     FL_UNROLL for (int j = 0; j < c; j++) {
         const fl_vd e_half[2] = {fl_widen_lo(t[j]), fl_widen_hi(t[j])};
         const fl_vd q_half[2] = {fl_widen_lo(probs[j]), fl_widen_hi(probs[j])};
         fl_vd g[2];
-        for (int h = 0; h < 2; h++)
-            g[h] = fl_small_soft_grad(zero_d + spec->grad_scale, coef_sum[h], e_half[h],
-                                      inv_sum[h], fl_small_soft_coef(q_half[h], spec));
+        for (int h = 0; h < 2; h++) {
+            fl_vd a = fl_small_soft_coef(q_half[h], spec);
+            if (spec->class_weight) a = a * spec->class_weight[j];
+            const fl_vd g_h =
+                fl_small_soft_grad(scale[h], slope[h], e_half[h], inv_sum[h], a);
+            g[h] = fl_select_d(active[h], g_h, zero);
+        }
         t[j] = fl_narrow(g[0], g[1]);
     }
     fl_small_store_f32(t, rows, c, p, grad);
@@ -777,9 +806,7 @@ FL_INLINE void fl_small_soft_ce_c_f32(
 /* Whether fl_small_soft_ce_c_f32 serves the spec. */
 FL_INLINE int fl_small_soft_in_float(const fl_small_ce_spec* spec) {
     return spec->teacher_kind == FL_SOFT_PROBS && !spec->with_entropy &&
-           !spec->class_weight && !spec->sample_weight && spec->z_loss == 0.0 &&
-           spec->x_scale == 1.0 && spec->loss_factor == 1.0 &&
-           fabs(spec->grad_scale) < 1e30;
+           spec->x_scale == 1.0 && spec->loss_factor == 1.0;
 }
 
 /* The entry for float rows (any number): blocks in float lanes where the spec allows
@@ -794,8 +821,9 @@ FL_INLINE void fl_small_soft_ce_f32(
         for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_NF) {
             const ptrdiff_t n = rows - r0 < FL_NF ? rows - r0 : FL_NF;
             if (lse_out) fl_small_logsumexp_wide_f32(x + r0 * c, n, p, lse_out + r0);
-            FL_SMALL_DISPATCH(c, fl_small_soft_ce_c_f32, x + r0 * c, q + r0 * c, n, C_, pf,
-                              spec, loss_out + r0, grad ? grad + r0 * c : NULL);
+            FL_SMALL_DISPATCH(c, fl_small_soft_ce_c_f32, x + r0 * c, q + r0 * c, n, C_,
+                              row0 + r0, pf, spec, loss_out + r0,
+                              grad ? grad + r0 * c : NULL);
         }
         return;
     }
