@@ -640,12 +640,13 @@ FL_INLINE void fl_stream_fence(void) {
 #endif
 }
 
-/* e * factor as fl_scale_f32 and fl_scale_f64 form it: in float where the factor is a
- * float (lanes), else in double (fl_drain_lanes_* returns 0: element by element). */
-FL_INLINE int fl_drain_lanes_f32(double factor) { return fabs(factor) <= 3.0e38; }
-FL_INLINE int fl_drain_lanes_f64(double factor) { (void)factor; return 1; }
+/* e * factor as fl_scale_f32 and fl_scale_f64 form it (and the drains below): in float
+ * where the factor is a float (lanes), else in double (fl_factor_lanes_* returns 0:
+ * element by element). */
+FL_INLINE int fl_factor_lanes_f32(double factor) { return fabs(factor) <= 3.0e38; }
+FL_INLINE int fl_factor_lanes_f64(double factor) { (void)factor; return 1; }
 FL_INLINE float fl_drain_one_f32(float e, double factor) {
-    return fl_drain_lanes_f32(factor) ? e * (float)factor : (float)(e * factor);
+    return fl_factor_lanes_f32(factor) ? e * (float)factor : (float)(e * factor);
 }
 FL_INLINE double fl_drain_one_f64(double e, double factor) { return e * factor; }
 
@@ -655,7 +656,7 @@ FL_INLINE double fl_drain_one_f64(double e, double factor) { return e * factor; 
  * and [stop, n) stored as usual. fl_drain_*: a whole chunk of n. */
 #define FL_DEFINE_DRAIN(SUFFIX, T, VT, NL)                                                \
     FL_INLINE ptrdiff_t fl_drain_start_##SUFFIX(const fl_drain* d, ptrdiff_t n) {          \
-        if (!fl_drain_lanes_##SUFFIX(d->factor)) return n;                                \
+        if (!fl_factor_lanes_##SUFFIX(d->factor)) return n;                                \
         const size_t off = (uintptr_t)d->dst % FL_WIDTH;                                  \
         const ptrdiff_t head = off ? (ptrdiff_t)((FL_WIDTH - off) / sizeof(T)) : 0;       \
         return head < n ? head : n;                                                       \
@@ -886,7 +887,7 @@ FL_INLINE double fl_exp_sum_f64(const double* x, ptrdiff_t n, double sub, double
  * ulp); in double where it is not (a factor beyond float's range, from extreme weights). */
 FL_INLINE void fl_scale_f32(float* e, ptrdiff_t n, double factor) {
     ptrdiff_t i = 0;
-    if (fabs(factor) <= 3.0e38) {
+    if (fl_factor_lanes_f32(factor)) {
         const float f = (float)factor;
         for (; i + FL_NF <= n; i += FL_NF) {
             fl_vf v;

@@ -378,6 +378,16 @@ FL_INLINE VT fl_small_stats_##SUFFIX(VT* t, int c, int keep_exp, VT* shift, VT* 
     return log_sum;                                                                       \
 }                                                                                         \
                                                                                           \
+/* The block of `rows` rows at x into class vectors t, a copy of them (the scores) into   \
+ * scores, and their statistics as fl_small_stats_* forms them; returns log S. */         \
+FL_INLINE VT fl_small_load_stats_##SUFFIX(const T* x, ptrdiff_t rows, const int c,        \
+                                          const fl_small_plan_##SUFFIX* p, int keep_exp,  \
+                                          VT* t, VT* scores, VT* shift, VT* rest) {       \
+    fl_small_load_##SUFFIX(x, rows, c, p, t);                                             \
+    FL_UNROLL for (int j = 0; j < c; j++) scores[j] = t[j];                               \
+    return fl_small_stats_##SUFFIX(t, c, keep_exp, shift, rest);                          \
+}                                                                                         \
+                                                                                          \
 FL_INLINE void fl_small_softmax_c_##SUFFIX(const T* x, ptrdiff_t rows, const int c,       \
                                            const fl_small_plan_##SUFFIX* p, T* out) {     \
     VT t[FL_SMALL_C], m, rest;                                                            \
@@ -390,11 +400,9 @@ FL_INLINE void fl_small_softmax_c_##SUFFIX(const T* x, ptrdiff_t rows, const int
                                                                                           \
 FL_INLINE void fl_small_log_softmax_c_##SUFFIX(const T* x, ptrdiff_t rows, const int c,   \
                                                const fl_small_plan_##SUFFIX* p, T* out) { \
-    VT t[FL_SMALL_C], m, rest;                                                            \
-    fl_small_load_##SUFFIX(x, rows, c, p, t);                                             \
-    VT x_minus[FL_SMALL_C];                                                               \
-    FL_UNROLL for (int j = 0; j < c; j++) x_minus[j] = t[j];                                        \
-    const VT log_sum = fl_small_stats_##SUFFIX(t, c, 0, &m, &rest);                       \
+    VT t[FL_SMALL_C], x_minus[FL_SMALL_C], m, rest;                                       \
+    const VT log_sum =                                                                    \
+        fl_small_load_stats_##SUFFIX(x, rows, c, p, 0, t, x_minus, &m, &rest);            \
     FL_UNROLL for (int j = 0; j < c; j++) x_minus[j] = fl_sub_exact_##SUFFIX(x_minus[j], m, log_sum); \
     fl_small_store_##SUFFIX(x_minus, rows, c, p, out);                                    \
 }                                                                                         \
@@ -740,10 +748,9 @@ FL_INLINE void fl_small_soft_ce_c_f32(
     if (c < 1 || c > FL_SMALL_C) __builtin_unreachable();    /* for the unrolled loops */
     const fl_vd zero = {0};
     fl_vf t[FL_SMALL_C], probs[FL_SMALL_C], x_minus[FL_SMALL_C], m, rest;
-    fl_small_load_f32(x, rows, c, p, t);
+    const fl_vf log_sum =
+        fl_small_load_stats_f32(x, rows, c, p, grad != NULL, t, x_minus, &m, &rest);
     fl_small_load_f32(q, rows, c, p, probs);
-    FL_UNROLL for (int j = 0; j < c; j++) x_minus[j] = t[j];
-    const fl_vf log_sum = fl_small_stats_f32(t, c, grad != NULL, &m, &rest);
     /* per half h of the block (rows [0, FL_ND) and the rest), in double */
     const fl_vd m_half[2] = {fl_widen_lo(m), fl_widen_hi(m)};
     const fl_vd log_sum_half[2] = {fl_widen_lo(log_sum), fl_widen_hi(log_sum)};
@@ -848,9 +855,7 @@ FL_INLINE void fl_small_entropy_c_f64(const double* x, ptrdiff_t rows, const int
     if (c < 1 || c > FL_SMALL_C) __builtin_unreachable();    /* for the unrolled loops */
     const fl_vd zero = {0};
     fl_vd t[FL_SMALL_C], x_minus[FL_SMALL_C], m, rest;
-    fl_small_load_f64(x, rows, c, p, t);
-    FL_UNROLL for (int j = 0; j < c; j++) x_minus[j] = t[j];
-    const fl_vd log_sum = fl_small_stats_f64(t, c, 1, &m, &rest);
+    const fl_vd log_sum = fl_small_load_stats_f64(x, rows, c, p, 1, t, x_minus, &m, &rest);
     fl_vd dot = zero;                   /* a -inf score's e_j = 0 adds 0 */
     FL_UNROLL for (int j = 0; j < c; j++)
         dot += fl_small_dot_term(t[j], m, x_minus[j]);
@@ -881,9 +886,7 @@ FL_INLINE void fl_small_entropy_c_f32(const float* x, ptrdiff_t rows, const int 
     if (c < 1 || c > FL_SMALL_C) __builtin_unreachable();    /* for the unrolled loops */
     const fl_vd zero = {0};
     fl_vf t[FL_SMALL_C], x_minus[FL_SMALL_C], m, rest;
-    fl_small_load_f32(x, rows, c, p, t);
-    FL_UNROLL for (int j = 0; j < c; j++) x_minus[j] = t[j];
-    const fl_vf log_sum = fl_small_stats_f32(t, c, 1, &m, &rest);
+    const fl_vf log_sum = fl_small_load_stats_f32(x, rows, c, p, 1, t, x_minus, &m, &rest);
     /* per half of the block (rows [0, FL_ND) and the rest), in double */
     const fl_vd m_half[2] = {fl_widen_lo(m), fl_widen_hi(m)};
     const fl_vd log_sum_half[2] = {fl_widen_lo(log_sum), fl_widen_hi(log_sum)};
