@@ -130,6 +130,42 @@ def test_same_bits_for_any_thread_count(rng, dtype, name):
         np.testing.assert_array_equal(other, results[0])
 
 
+def _rows_near_cancellation(rng, n_rows, n_classes):
+    """float32 rows of few classes, every other one log-probabilities (a logsumexp near 0,
+    where max < 0 cancels log S), the others logits whose max is >= 0."""
+    x = (rng.standard_normal((n_rows, n_classes)) * 2.0).astype(np.float32)
+    x[:, 0] = np.abs(x[:, 0])
+    logp = rng.standard_normal((n_rows, n_classes)) * 2.0
+    logp -= np.log(np.exp(logp).sum(axis=1, keepdims=True))
+    x[::2] = logp[::2]
+    return x
+
+
+@pytest.mark.parametrize("n_classes", [2, 3, 7, 10, 16])
+def test_logsumexp_of_few_float_classes_near_0(rng, n_classes):
+    """Few float32 classes take their exponentials in float lanes only where the row's max
+    is >= 0; a logsumexp near 0 is then exact to the double-precision sum (atol)."""
+    x = _rows_near_cancellation(rng, 300, n_classes)
+    got = fastloss.logsumexp(x, axis=1)
+    expected = reference.logsumexp(x.astype(np.float64))
+    assert np.abs(expected[::2]).max() < 1e-5
+    assert_close(got, expected, np.float32, ulps=2.5, atol=1e-15, what="logsumexp")
+
+
+@pytest.mark.parametrize("n_classes", [3, 10, 16])
+def test_logsumexp_of_a_row_does_not_depend_on_its_block(rng, n_classes):
+    """Each row takes the float or the double lanes by its own max: the same bits at any
+    offset in the blocks, and from cross_entropy's return_lse."""
+    x = _rows_near_cancellation(rng, 77, n_classes)
+    whole = fastloss.logsumexp(x, axis=1)
+    target = rng.integers(0, n_classes, len(x))
+    for start in (1, 5, 8, 13):
+        np.testing.assert_array_equal(fastloss.logsumexp(x[start:], axis=1), whole[start:])
+        _, lse = fastloss.cross_entropy(x[start:], target[start:], reduction="none",
+                                        return_lse=True)
+        np.testing.assert_array_equal(lse, whole[start:])
+
+
 @pytest.mark.parametrize("name", FUNCTIONS)
 def test_other_float_dtypes(rng, name):
     x = make_logits(rng, (5, 8), np.float16)

@@ -42,6 +42,7 @@ from fastloss._kernels._rows cimport (
     fl_exp_n,
     fl_small_ce_spec,
     fl_small_logsumexp_wide_f32,
+    fl_small_plan_f32,
     fl_small_plan_f64,
     fl_stream_fence,
     n_row_chunks,
@@ -380,14 +381,14 @@ cdef CESpec make_spec(
 
 cdef inline void small_ce_block(
     const floating* x, Py_ssize_t rows, const Py_ssize_t* y, Py_ssize_t row0,
-    const void* plan, const fl_small_plan_f64* plan_wide, const fl_small_ce_spec* spec,
+    const void* plan, const fl_small_ce_spec* spec,
     double* loss_out, double* loss_sum, double* lse_out, floating* grad,
 ) noexcept nogil:
-    """small_ce on a block of rows; a float block's logsumexp in double, before its
-    gradient may overwrite it, so that it is the same bits as logsumexp's."""
+    """small_ce on a block of rows; a float block's logsumexp as logsumexp forms it
+    (fl_small_logsumexp_wide_f32: the same bits), before its gradient may overwrite it."""
     if floating is float:
         if lse_out != NULL:
-            fl_small_logsumexp_wide_f32(x, rows, plan_wide, lse_out)
+            fl_small_logsumexp_wide_f32(x, rows, <const fl_small_plan_f32*> plan, lse_out)
         small_ce(x, rows, y, row0, plan, spec, loss_out, loss_sum, NULL, grad)
     else:
         small_ce(x, rows, y, row0, plan, spec, loss_out, loss_sum, lse_out, grad)
@@ -568,8 +569,8 @@ cdef int rows_loop(
                     else:
                         call_sum = 0.0       # assigned here: private to the thread
                         small_ce_block(logits + i * n_classes, rows,
-                                       <const Py_ssize_t*> target + i, i, plan, plan_wide,
-                                       &small, NULL if summed else loss_out + i,
+                                       <const Py_ssize_t*> target + i, i, plan, &small,
+                                       NULL if summed else loss_out + i,
                                        &call_sum if summed else NULL,
                                        lse_out + i if lse_out != NULL else NULL,
                                        grad + i * n_classes if grad != NULL else NULL)
@@ -909,7 +910,7 @@ cdef int tiles_loop(
                         small_ce_block(rows + b * n_classes,
                                        lanes - b if lanes - b < block_rows else block_rows,
                                        <const Py_ssize_t*> &target[row], row, plan,
-                                       plan_wide, &small, &loss_out[row], NULL,
+                                       &small, &loss_out[row], NULL,
                                        lse_ptr + row if lse_ptr != NULL else NULL,
                                        rows + b * n_classes if spec.with_grad else NULL)
                     b = b + block_rows

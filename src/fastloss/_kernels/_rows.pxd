@@ -561,9 +561,9 @@ cdef extern from "_simd_small.h" nogil:
     void fl_small_logsumexp_f64(const double* x, Py_ssize_t rows,
                                 const fl_small_plan_f64* p, double* out)
     void fl_small_logsumexp_wide_f32(const float* x, Py_ssize_t rows,
-                                     const fl_small_plan_f64* p, double* out)
+                                     const fl_small_plan_f32* p, double* out)
     void fl_small_logsumexp_narrow_f32(const float* x, Py_ssize_t rows,
-                                       const fl_small_plan_f64* p, float* out)
+                                       const fl_small_plan_f32* p, float* out)
     void fl_small_ce_f32(const float* x, Py_ssize_t rows, const Py_ssize_t* y,
                          Py_ssize_t row0, const fl_small_plan_f32* p,
                          const fl_small_ce_spec* spec, double* loss_out, double* loss_sum,

@@ -87,9 +87,9 @@ FL_SMALL_UNREACHABLE(fl_small_log_softmax_f64, const double* x, ptrdiff_t r,
 FL_SMALL_UNREACHABLE(fl_small_logsumexp_f64, const double* x, ptrdiff_t r,
                      const fl_small_plan_f64* p, double* o)
 FL_SMALL_UNREACHABLE(fl_small_logsumexp_wide_f32, const float* x, ptrdiff_t r,
-                     const fl_small_plan_f64* p, double* o)
+                     const fl_small_plan_f32* p, double* o)
 FL_SMALL_UNREACHABLE(fl_small_logsumexp_narrow_f32, const float* x, ptrdiff_t r,
-                     const fl_small_plan_f64* p, float* o)
+                     const fl_small_plan_f32* p, float* o)
 FL_SMALL_UNREACHABLE(fl_small_ce_f32, const float* x, ptrdiff_t r, const ptrdiff_t* y,
                      ptrdiff_t r0, const fl_small_plan_f32* p, const fl_small_ce_spec* s,
                      double* l, double* ls, double* e, float* g)
@@ -603,27 +603,94 @@ FL_INLINE void fl_small_narrow(const double* wide, ptrdiff_t n, float* out) {
     for (ptrdiff_t i = 0; i < n; i++) out[i] = (float)wide[i];
 }
 
-/* logsumexp of float rows, computed in double (through the double plan) into out[0:rows]:
- * in float, the sum's relative error of 1e-7 would be an absolute one in a logsumexp near
- * 0. */
+/* logsumexp m + log S of a block of float rows (rows <= FL_NF) into out[0:rows] as
+ * double. Rows of max m >= 0: the exponentials in float lanes, their sum, its log and
+ * m + log S in double. fl_exp_neg_f is within 0.83 * 2^-23 relative (every float argument
+ * in [-87, 0], each build; 0.76 with a rounding-error term) and only the terms other than
+ * the max's 1s carry that error, so log S is within 2^-23 (S - 1) / S <= 2^-23 log S <=
+ * 2^-23 (m + log S): 2 float ulps of the result. Rows of m < 0, where m + log S may be
+ * near 0 (the float sum's relative error would be an absolute one in the result): in
+ * double lanes, as fl_small_logsumexp_c_f64 takes them (the same bits). Each row's value
+ * depends on that row alone, so cross_entropy's return_lse and logsumexp agree whatever
+ * the blocks. */
+FL_INLINE void fl_small_logsumexp_lanes_f32(const float* x, ptrdiff_t rows, const int c,
+                                            const fl_small_plan_f32* pf, double* out) {
+    const fl_vf zero = {0};
+    const fl_vd zero_d = {0};
+    fl_vf t[FL_SMALL_C];
+    fl_small_load_f32(x, rows, c, pf, t);
+    fl_vf m = zero - INFINITY;
+    FL_UNROLL for (int j = 0; j < c; j++) m = fl_vmax_f(t[j], m);
+    m = fl_select_f(m == zero - INFINITY, zero, m);
+    /* Rows whose max is negative take the double lanes; the float lanes serve the others
+     * (none: skipped). Two classes take the double lanes always: a quarter of random rows
+     * have m < 0, and with them the float lanes took 1.34x the time (1M x 2, 1 thread). */
+    const int all_double = c <= 2;
+    int in_float = 0;
+    for (int k = 0; k < rows && !all_double; k++) in_float |= !(m[k] < 0.0f);
+    fl_vd sum[4] = {{0}};
+    fl_vi ones = {0};
+    if (in_float) {
+        FL_UNROLL for (int j = 0; j < c; j++) {
+            fl_vi at_max;
+            const fl_vf e = fl_small_exp_f32(t[j], m, &at_max);
+            ones -= at_max;
+            const fl_vf e_rest = fl_select_f(at_max, zero, e);
+            sum[2 * (j & 1)] += fl_widen_lo(e_rest);
+            sum[2 * (j & 1) + 1] += fl_widen_hi(e_rest);
+        }
+    }
+    const fl_vf ones_less_1 = __builtin_convertvector(ones, fl_vf) - 1.0f;
+    for (int h = 0; h < 2 && h * FL_ND < rows; h++) {
+        const fl_vd m_d = h ? fl_widen_hi(m) : fl_widen_lo(m);
+        const fl_vl in_double = all_double ? (fl_vl)(zero_d == zero_d) : (fl_vl)(m_d < zero_d);
+        fl_vd lse = zero_d;
+        if (in_float) {
+            fl_vd rest = (h ? fl_widen_hi(ones_less_1) : fl_widen_lo(ones_less_1)) +
+                         (sum[h] + sum[2 + h]);
+            rest = fl_select_d(m_d == zero_d + INFINITY, zero_d + NAN, rest);
+            lse = m_d + fl_log1p_f64(rest);
+        }
+        int any_double = 0;
+        for (int k = 0; k < FL_ND && h * FL_ND + k < rows; k++) any_double |= in_double[k] != 0;
+        if (any_double) {
+            fl_vd rest0 = zero_d, rest1 = zero_d;
+            fl_vl ones_d = {0};
+            FL_UNROLL for (int j = 0; j < c; j++) {
+                fl_vl at_max;
+                const fl_vd e = fl_small_exp_f64(h ? fl_widen_hi(t[j]) : fl_widen_lo(t[j]),
+                                                 m_d, &at_max);
+                ones_d -= at_max;
+                const fl_vd e_rest = fl_select_d(at_max, zero_d, e);
+                if (j & 1) rest1 += e_rest;
+                else rest0 += e_rest;
+            }
+            fl_vd rest_d = (__builtin_convertvector(ones_d, fl_vd) - 1) + (rest0 + rest1);
+            rest_d = fl_select_d(m_d == zero_d + INFINITY, zero_d + NAN, rest_d);
+            lse = fl_select_d(in_double, m_d + fl_log1p_f64(rest_d), lse);
+        }
+        fl_small_put_f64(out + h * FL_ND, lse, rows - h * FL_ND);
+    }
+}
+
+/* logsumexp of float rows (any number) into out[0:rows] as double: blocks of FL_NF rows
+ * through fl_small_logsumexp_lanes_f32. */
 FL_INLINE void fl_small_logsumexp_wide_f32(const float* x, ptrdiff_t rows,
-                                           const fl_small_plan_f64* p, double* out) {
-    const int c = p->n_classes;
-    for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_ND) {
-        const ptrdiff_t n = rows - r0 < FL_ND ? rows - r0 : FL_ND;
-        double wide[FL_ND * FL_SMALL_C];
-        fl_small_widen(x + r0 * c, n * c, wide);
-        fl_small_logsumexp_f64(wide, n, p, out + r0);
+                                           const fl_small_plan_f32* pf, double* out) {
+    const int c = pf->n_classes;
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_NF) {
+        const ptrdiff_t n = rows - r0 < FL_NF ? rows - r0 : FL_NF;
+        FL_SMALL_DISPATCH(c, fl_small_logsumexp_lanes_f32, x + r0 * c, n, C_, pf, out + r0);
     }
 }
 
 /* The same, rounded to float into out[0:rows]. */
 FL_INLINE void fl_small_logsumexp_narrow_f32(const float* x, ptrdiff_t rows,
-                                             const fl_small_plan_f64* p, float* out) {
-    for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_ND) {
-        const ptrdiff_t n = rows - r0 < FL_ND ? rows - r0 : FL_ND;
-        double lse[FL_ND];
-        fl_small_logsumexp_wide_f32(x + r0 * p->n_classes, n, p, lse);
+                                             const fl_small_plan_f32* pf, float* out) {
+    for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_NF) {
+        const ptrdiff_t n = rows - r0 < FL_NF ? rows - r0 : FL_NF;
+        double lse[FL_NF];
+        fl_small_logsumexp_wide_f32(x + r0 * pf->n_classes, n, pf, lse);
         for (ptrdiff_t k = 0; k < n; k++) out[r0 + k] = (float)lse[k];
     }
 }
@@ -817,7 +884,7 @@ FL_INLINE int fl_small_soft_in_float(const fl_small_ce_spec* spec) {
 }
 
 /* The entry for float rows (any number): blocks in float lanes where the spec allows
- * (fl_small_soft_in_float; logsumexp in double, as fl_small_logsumexp_wide_f32 gives it),
+ * (fl_small_soft_in_float; logsumexp as fl_small_logsumexp_wide_f32 gives it),
  * else widened to double FL_ND rows at a time, the gradient rounded back to float. */
 FL_INLINE void fl_small_soft_ce_f32(
     const float* x, const float* q, ptrdiff_t rows, ptrdiff_t row0,
@@ -827,7 +894,7 @@ FL_INLINE void fl_small_soft_ce_f32(
     if (fl_small_soft_in_float(spec)) {
         for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_NF) {
             const ptrdiff_t n = rows - r0 < FL_NF ? rows - r0 : FL_NF;
-            if (lse_out) fl_small_logsumexp_wide_f32(x + r0 * c, n, p, lse_out + r0);
+            if (lse_out) fl_small_logsumexp_wide_f32(x + r0 * c, n, pf, lse_out + r0);
             FL_SMALL_DISPATCH(c, fl_small_soft_ce_c_f32, x + r0 * c, q + r0 * c, n, C_,
                               row0 + r0, pf, spec, loss_out + r0,
                               grad ? grad + r0 * c : NULL);

@@ -12,7 +12,6 @@ from libc.stdlib cimport free
 from libc.string cimport memcpy
 
 from fastloss._kernels._rows cimport (
-    FL_ND,
     FL_SMALL_C,
     ROW_BATCH,
     ROW_CHUNK,
@@ -24,6 +23,7 @@ from fastloss._kernels._rows cimport (
     chunk_stats,
     fl_small_logsumexp_f64,
     fl_small_logsumexp_narrow_f32,
+    fl_small_plan_f32,
     fl_small_plan_f64,
     n_row_chunks,
     row_stats,
@@ -153,18 +153,24 @@ def logsumexp_rows(
     int n_threads,
 ):
     cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i, block, rows
+    cdef Py_ssize_t lanes = small_block_rows(<floating*> NULL)
     cdef const fl_small_plan_f64* plan
+    cdef const fl_small_plan_f32* plan_f32
     if n_rows == 0:
         return
     if 0 < n_cols <= FL_SMALL_C:
-        # In double for both dtypes (see fl_small_logsumexp_wide_f32), FL_ND rows a block.
-        plan = <const fl_small_plan_f64*> small_plan(n_cols, <double*> NULL)
-        for block in prange((n_rows + FL_ND - 1) // FL_ND, nogil=True, schedule="static",
+        # float rows: their exponentials in float lanes, the rest in double (see
+        # fl_small_logsumexp_lanes_f32); double rows in double lanes.
+        if floating is float:
+            plan_f32 = <const fl_small_plan_f32*> small_plan(n_cols, <float*> NULL)
+        else:
+            plan = <const fl_small_plan_f64*> small_plan(n_cols, <double*> NULL)
+        for block in prange((n_rows + lanes - 1) // lanes, nogil=True, schedule="static",
                             num_threads=n_threads):
-            i = block * FL_ND
-            rows = n_rows - i if n_rows - i < FL_ND else FL_ND
+            i = block * lanes
+            rows = n_rows - i if n_rows - i < lanes else lanes
             if floating is float:
-                fl_small_logsumexp_narrow_f32(&x[i, 0], rows, plan, &out[i])
+                fl_small_logsumexp_narrow_f32(&x[i, 0], rows, plan_f32, &out[i])
             else:
                 fl_small_logsumexp_f64(&x[i, 0], rows, plan, &out[i])
         return
