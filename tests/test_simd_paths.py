@@ -74,6 +74,22 @@ def test_softmax_family_matches_reference(rng, dtype, build, shape):
                  what=f"{build} logsumexp")
 
 
+@pytest.mark.parametrize("n_classes", range(1, 17))
+def test_few_classes_softmax_family_for_every_count(rng, dtype, build, n_classes):
+    """softmax, log_softmax and logsumexp over each count of few classes (each has its own
+    compiled copy or the loops), in partial blocks, with masked classes and rows whose max
+    is negative (float32 logsumexp: the double lanes)."""
+    x = _logits(rng, (37, n_classes), dtype)
+    x[::3] -= np.asarray(12.0, dtype=dtype)
+    x64 = x.astype(np.float64)
+    assert_close(fastloss.softmax(x), reference.softmax(x64), dtype, atol=1e-12,
+                 what=f"{build} softmax")
+    assert_close(fastloss.log_softmax(x), reference.log_softmax(x64), dtype, atol=1e-12,
+                 what=f"{build} log_softmax")
+    assert_close(fastloss.logsumexp(x, axis=1), reference.logsumexp(x64), dtype,
+                 atol=1e-15, what=f"{build} logsumexp")
+
+
 @pytest.mark.parametrize("shape", [(6, 1000), (3, 4099)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_every_build_agrees_with_the_baseline(rng, dtype, build, shape, monkeypatch):
     """A few ulps apart (FMA), or a small absolute difference where a gradient entry

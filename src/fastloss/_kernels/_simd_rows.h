@@ -505,7 +505,8 @@ FL_INLINE void fl_store_tail_f64(double* out, fl_vd v, int m) {
         return v;                                                                         \
     }                                                                                     \
     FL_INLINE void fl_store_tail_##SUFFIX(T* out, VT v, int m) {                          \
-        for (int k = 0; k < m; k++) out[k] = v[k];                                        \
+        /* m < NL, which GCC cannot always see (a spurious -Warray-bounds) */             \
+        if (m > 0) memcpy(out, &v, (size_t)(m < (NL) ? m : (NL)) * sizeof(T));            \
     }
 FL_DEFINE_TAIL(f32, float, fl_vf, FL_NF)
 FL_DEFINE_TAIL(f64, double, fl_vd, FL_ND)
