@@ -675,21 +675,12 @@ FL_INLINE void fl_small_logsumexp_lanes_f32(const float* x, ptrdiff_t rows, cons
         }
         int any_double = 0;
         for (int k = 0; k < FL_ND && h * FL_ND + k < rows; k++) any_double |= in_double[k] != 0;
-        if (any_double) {
-            fl_vd rest0 = zero_d, rest1 = zero_d;
-            fl_vl ones_d = {0};
-            FL_UNROLL for (int j = 0; j < c; j++) {
-                fl_vl at_max;
-                const fl_vd e = fl_small_exp_f64(h ? fl_widen_hi(t[j]) : fl_widen_lo(t[j]),
-                                                 m_d, &at_max);
-                ones_d -= at_max;
-                const fl_vd e_rest = fl_select_d(at_max, zero_d, e);
-                if (j & 1) rest1 += e_rest;
-                else rest0 += e_rest;
-            }
-            fl_vd rest_d = (__builtin_convertvector(ones_d, fl_vd) - 1) + (rest0 + rest1);
-            rest_d = fl_select_d(m_d == zero_d + INFINITY, zero_d + NAN, rest_d);
-            lse = fl_select_d(in_double, m_d + fl_log1p_f64(rest_d), lse);
+        if (any_double) {               /* fl_small_logsumexp_c_f64 on the widened half */
+            fl_vd wide[FL_SMALL_C], shift_d, rest_d;
+            FL_UNROLL for (int j = 0; j < c; j++)
+                wide[j] = h ? fl_widen_hi(t[j]) : fl_widen_lo(t[j]);
+            const fl_vd log_sum_d = fl_small_stats_f64(wide, c, 0, &shift_d, &rest_d);
+            lse = fl_select_d(in_double, shift_d + log_sum_d, lse);
         }
         fl_small_put_f64(out + h * FL_ND, lse, rows - h * FL_ND);
     }
