@@ -431,6 +431,34 @@ def test_batched_softmax_family_is_row_by_row(rng, dtype, build, n_classes):
     _within_bar(grad, ref_grad, dtype, f"{build} entropy grad", absolute=True)
 
 
+@pytest.mark.parametrize("n_classes", [100, 5000])
+def test_entropy_gradient_at_the_edges_of_float_lanes(rng, dtype, build, n_classes):
+    """entropy_from_logits' second pass runs in float lanes for float rows only where
+    the chunk's factor, the row's max and its offset keep every term in range
+    (fl_entropy_grad_f32), else in double lanes: rows on either side of each limit meet
+    the bar. A chunk far below the max (a factor under 2^-126), a max of 3e38 with a
+    chunk at -3e38 (max - x overflows float: in float lanes 0 * inf would be NaN),
+    logits beyond 2^100, a nearly uniform row (offset + (max - x) cancels) and a
+    confident one."""
+    c = n_classes
+    x = rng.standard_normal((6, c))
+    x[0, c // 2:] -= 95.0                # a factor near e^-95, below float's normal range
+    x[1, 0] = 3e38
+    x[1, c // 2:] = -3e38
+    x[2] = 1e31 + x[2] * 1e25
+    x[3] *= 0.01
+    x[4, 3] += 25.0
+    x[5, c // 2:] -= 60.0                # a factor near e^-60: float lanes
+    x = x.astype(dtype)
+    h, grad = fastloss.entropy_from_logits(x, reduction="none", return_grad=True)
+    ref_h, ref_grad = reference.entropy_from_logits(x.astype(np.float64), reduction="none",
+                                                    return_grad=True)
+    assert np.isfinite(grad).all()
+    _within_bar(h, ref_h, dtype, f"{build} entropy")
+    _within_bar(grad, ref_grad, dtype, f"{build} entropy grad", absolute=True)
+    assert (grad[1] == 0).all() and h[1] == 0
+
+
 @pytest.mark.parametrize("n_classes", [1, 2, 10, 13, 16])
 @pytest.mark.parametrize("options", ["plain", "smoothing", "all"])
 def test_few_classes_probability_targets(rng, dtype, build, n_classes, options):
