@@ -459,6 +459,60 @@ def test_entropy_gradient_at_the_edges_of_float_lanes(rng, dtype, build, n_class
     assert (grad[1] == 0).all() and h[1] == 0
 
 
+@pytest.mark.parametrize("n_classes", [100, 5000])
+def test_probability_targets_at_the_edges_of_float_lanes(rng, dtype, build, n_classes):
+    """Probability targets and label smoothing over float rows sum their coefficients in
+    float lanes (fl_coef_sums_f32) unless a term or a sum overflows float, and then in
+    double; class weights join them when each is 0 or within [2^-100, 2^64], the weight
+    multiplied into max - x before the tiny probabilities. Rows on either side meet the
+    bar: a loss of 6e37 from a class at -3e38 below a max of 3e38 (in float, inf), losses
+    made of probabilities of 1e-40 (weighted 0.01, they would lose their digits below
+    float's normal range), and weights beyond 2^64 or below 2^-100."""
+    c = n_classes
+    x = rng.standard_normal((7, c))
+    p = rng.uniform(0.0, 1.0, (7, c))
+    p /= p.sum(axis=1, keepdims=True)
+    x[0, :2] = 3e38, -3e38
+    p[0] = 0.0
+    p[0, :2] = 0.9, 0.1
+    x[1] = -1e6                          # every sum below 2^-100: in double
+    x[1, 0] = 0.0
+    p[1] = 1e-40
+    p[1, 0] = 0.0
+    x[4] = -1e12                         # terms below float's range, sums above 2^-100
+    x[4, 0] = 0.0
+    p[4] = 1e-40
+    p[4, 0] = 1.0
+    x[5] = -1234.5                       # a dot of 5e-38 from terms below float's range
+    x[5, 0] = 0.0
+    p[5] = 5e-38 / ((c - 1) * 12.345)
+    p[5, 0] = 1.0
+    x[6] = -1e20                         # a loss of w_1 5e19 (5e-25 where w_1 is 1e-44)
+    x[6, 2] = 0.0
+    p[6] = 0.0
+    p[6, 1:3] = 0.5
+    x, p = x.astype(dtype), p.astype(dtype)
+    weights = {"none": None, "small": np.full(c, 0.01), "beyond": rng.uniform(0.5, 2.0, c)}
+    weights["beyond"][::7] = 1e25
+    weights["beyond"][1::7] = 1e-44      # in float, 7 units of its least subnormal
+    for name, weight in weights.items():
+        for smoothing in (0.0, 0.1):
+            kwargs = dict(weight=weight, label_smoothing=smoothing, reduction="none")
+            loss, grad = fastloss.cross_entropy(x, p, return_grad=True, **kwargs)
+            ref_loss, ref_grad = reference.cross_entropy(
+                x.astype(np.float64), p.astype(np.float64), return_grad=True, **kwargs)
+            what = f"{build} {name} weights, smoothing {smoothing}"
+            # beyond float's range (1e25 weights), inf; else finite, within the bar
+            over = np.abs(ref_loss) > np.finfo(dtype).max
+            assert np.isinf(loss[over]).all() and np.isfinite(loss[~over]).all(), what
+            _within_bar(loss[~over], ref_loss[~over], dtype, f"{what} loss")
+            # the bar's absolute error, relative to the largest weight beyond 1 (the
+            # gradient's terms, which cancel, are of its size)
+            scale = 1.0 if weight is None else max(1.0, weight.max())
+            _within_bar(grad / scale, ref_grad / scale, dtype, f"{what} grad",
+                        absolute=True)
+
+
 @pytest.mark.parametrize("n_classes", [1, 2, 10, 13, 16])
 @pytest.mark.parametrize("options", ["plain", "smoothing", "all"])
 def test_few_classes_probability_targets(rng, dtype, build, n_classes, options):

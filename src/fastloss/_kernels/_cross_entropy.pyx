@@ -355,6 +355,7 @@ cdef CESpec make_spec(
     """The per-call constants; NULL weights mean "no weights"."""
     cdef CESpec spec
     cdef bint distill = kind >= KL_PROBS
+    cdef Py_ssize_t j
     spec.class_weight = class_weight
     spec.sample_weight = sample_weight
     spec.kind = kind
@@ -370,6 +371,11 @@ cdef CESpec make_spec(
     spec.row.coefs.t_shift = 0.0
     spec.row.coefs.active = kind != TARGET_CLASSES or label_smoothing != 0.0
     spec.row.coefs.with_entropy = distill
+    spec.row.coefs.weights_fit_float = True
+    if class_weight != NULL:
+        for j in range(n_classes):
+            if class_weight[j] != 0.0 and not 2.0 ** -100 <= class_weight[j] <= 2.0 ** 64:
+                spec.row.coefs.weights_fit_float = False
     spec.z_loss = z_loss
     spec.loss_factor = loss_factor
     spec.grad_scale = grad_scale

@@ -55,6 +55,7 @@ cdef extern from "_simd_rows.h" nogil:
         double t_shift
         int exp_kind
         int with_entropy
+        int weights_fit_float
     void fl_coef_sums_f32(const float* x, const float* t, Py_ssize_t start, Py_ssize_t stop,
                           double shift, const fl_coef_spec* c, double* sum, double* dot,
                           double* entropy)
@@ -108,6 +109,7 @@ ctypedef struct CoefSpec:
     CoefKind kind
     bint active
     bint with_entropy
+    bint weights_fit_float  # each class weight 0 or within [2^-100, 2^64] (float lanes)
 
 
 ctypedef struct RowSpec:
@@ -176,6 +178,7 @@ cdef inline fl_coef_spec c_coefs(const CoefSpec* spec) noexcept nogil:
     c.t_shift = spec.t_shift
     c.exp_kind = spec.kind == COEF_EXP
     c.with_entropy = spec.with_entropy
+    c.weights_fit_float = spec.weights_fit_float
     return c
 
 

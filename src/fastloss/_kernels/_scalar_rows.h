@@ -19,6 +19,7 @@ typedef struct {
     double alpha, beta, t_max, t_scale, t_shift;
     int exp_kind;
     int with_entropy;
+    int weights_fit_float;      /* not used here (no float lanes) */
 } fl_coef_spec;
 
 FL_INLINE double fl_log1p_1(double z) { return log1p(z); }

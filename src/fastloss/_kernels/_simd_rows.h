@@ -752,11 +752,15 @@ FL_INLINE void fl_exp_rest_f32(const float* x, ptrdiff_t n, float sub, float s, 
             drained += 8 * FL_NF;
         }
     }
-    for (int last = 0; last < 2 && i < n; last++, i += 4 * FL_NF) {
-        /* a whole group, then what remains (at most 4 vectors, padded) */
-        fl_add_widened(acc, fl_exp_group_f32(x + i, n - i < 4 * FL_NF ? n - i : 4 * FL_NF,
-                                             sub, s, out ? out + i : NULL, ones, kind,
-                                             dot ? &dot_first : NULL));
+    if (i + 4 * FL_NF <= n) {
+        fl_add_widened(acc, fl_exp_group_f32(x + i, 4 * FL_NF, sub, s, out ? out + i : NULL,
+                                             ones, kind, dot ? &dot_first : NULL));
+        if (dot) fl_add_widened(dot, dot_first);
+        i += 4 * FL_NF;
+    }
+    if (i < n) {
+        fl_add_widened(acc, fl_exp_group_f32(x + i, n - i, sub, s, out ? out + i : NULL,
+                                             ones, kind, dot ? &dot_first : NULL));
         if (dot) fl_add_widened(dot, dot_first);
     }
     if (drain) {
@@ -786,14 +790,10 @@ FL_INLINE double fl_exp_sum_f32(const float* x, ptrdiff_t n, double sub, double 
      * batches of short rows, not three. */
     const int kind = n < FL_LOWEST_MIN_ROW ? FL_SHIFT_ANY : fl_shift_kind(sub_f, lowest);
     if (self_dot) {
-        /* the sum of e (x - sub) s, negated and unscaled */
+        /* the sum of e (x - sub) s, negated and unscaled; TwoSum only (one copy of the
+         * loop: the cheaper subtractions measured the same at 4096 x 1000) */
         fl_vd dot[2] = {{0}};
-        if (kind == FL_SHIFT_SUB_WIDER)
-            fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_SUB_WIDER, drain, dot);
-        else if (kind == FL_SHIFT_X_WIDER)
-            fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_X_WIDER, drain, dot);
-        else
-            fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_ANY, drain, dot);
+        fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_ANY, drain, dot);
         *self_dot = -fl_hsum(dot[0] + dot[1]) / s;
     } else if (kind == FL_SHIFT_SUB_WIDER) {
         fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_SUB_WIDER, drain, NULL);
@@ -928,12 +928,14 @@ FL_INLINE void fl_sub_shift_f64(const double* x, ptrdiff_t n, double a, double b
  * target row t (NULL: none) and class weights w (NULL: 1): a_j = (alpha t_j + beta) w_j,
  * or a_j = exp((t_j - t_max) t_scale - t_shift) w_j for teacher log-probabilities or
  * logits (t_j - t_max exact for nearby values: 1e4 logits lose nothing). They are
- * computed in double lanes for both storage types (FL_ND elements at a time). */
+ * computed in double lanes (FL_ND elements at a time), the linear ones of float rows in
+ * float lanes (fl_coef_in_float). */
 typedef struct {
     const double* class_weight;
     double alpha, beta, t_max, t_scale, t_shift;
     int exp_kind;                   /* a_j = exp((t_j - t_max) t_scale - t_shift) w_j */
     int with_entropy;               /* also sum_j a_j log a_j */
+    int weights_fit_float;          /* each w_j 0 or within [2^-100, 2^64] */
 } fl_coef_spec;
 
 /* m (<= FL_ND) values from p as double lanes, 0 in the others. */
@@ -1030,9 +1032,10 @@ FL_INLINE void fl_coef_terms_##SUFFIX(const T* x, const T* t, ptrdiff_t j, ptrdi
 /* Over j in [start, stop): sum_j a_j, sum_j a_j (shift - x_j) and (with_entropy)        \
  * sum_j a_j log a_j; a zero a_j adds 0, even against x_j = -inf. Four interleaved       \
  * accumulators, added in an order set by the positions alone. */                       \
-FL_INLINE void fl_coef_sums_##SUFFIX(const T* x, const T* t, ptrdiff_t start,             \
-                                     ptrdiff_t stop, double shift, const fl_coef_spec* c, \
-                                     double* sum, double* dot, double* entropy) {         \
+FL_INLINE void fl_coef_sums_wide_##SUFFIX(const T* x, const T* t, ptrdiff_t start,        \
+                                          ptrdiff_t stop, double shift,                   \
+                                          const fl_coef_spec* c, double* sum,             \
+                                          double* dot, double* entropy) {                 \
     fl_vd s[4] = {{0}}, d[4] = {{0}}, h[4] = {{0}};                                       \
     ptrdiff_t j = start;                                                                  \
     for (; j + 4 * FL_ND <= stop; j += 4 * FL_ND)       /* whole vectors: no masks */     \
@@ -1053,9 +1056,9 @@ FL_INLINE void fl_coef_scale_lanes_##SUFFIX(T* e, const T* t, ptrdiff_t j, ptrdi
     const fl_vd a = fl_coef_lanes_##SUFFIX(t, j, m, c, NULL);                             \
     fl_store_d_##SUFFIX(e + j, fl_load_d_##SUFFIX(e + j, m) * factor - coef_scale * a, m); \
 }                                                                                         \
-FL_INLINE void fl_coef_scale_##SUFFIX(T* e, const T* t, ptrdiff_t start, ptrdiff_t stop,  \
-                                      double factor, double coef_scale,                   \
-                                      const fl_coef_spec* c) {                            \
+FL_INLINE void fl_coef_scale_wide_##SUFFIX(T* e, const T* t, ptrdiff_t start,            \
+                                           ptrdiff_t stop, double factor,                 \
+                                           double coef_scale, const fl_coef_spec* c) {    \
     ptrdiff_t j = start;                                                                  \
     for (; j + FL_ND <= stop; j += FL_ND)                                                 \
         fl_coef_scale_lanes_##SUFFIX(e, t, j, FL_ND, factor, coef_scale, c);              \
@@ -1081,6 +1084,149 @@ FL_INLINE void fl_entropy_grad_wide_##SUFFIX(T* e, const T* x, ptrdiff_t n, doub
 
 FL_DEFINE_COEFS(f32, float)
 FL_DEFINE_COEFS(f64, double)
+
+FL_INLINE void fl_coef_sums_f64(const double* x, const double* t, ptrdiff_t start,
+                                ptrdiff_t stop, double shift, const fl_coef_spec* c,
+                                double* sum, double* dot, double* entropy) {
+    fl_coef_sums_wide_f64(x, t, start, stop, shift, c, sum, dot, entropy);
+}
+FL_INLINE void fl_coef_scale_f64(double* e, const double* t, ptrdiff_t start, ptrdiff_t stop,
+                                 double factor, double coef_scale, const fl_coef_spec* c) {
+    fl_coef_scale_wide_f64(e, t, start, stop, factor, coef_scale, c);
+}
+
+/* Float rows' linear coefficients (a_j = (beta + alpha t_j) w_j: probability targets,
+ * label smoothing, class weights rounded to float where each is 0 or within [2^-100,
+ * 2^64], which keeps their relative precision) without their entropy go in float
+ * lanes, twice as many as double ones and with fewer conversions. Their terms all have
+ * one sign (a_j >= 0, shift >= x_j), so nothing cancels in the sums; KL's entropy, which
+ * cancels against them, stays in double, as do teachers given as logits. */
+FL_INLINE int fl_coef_in_float(const fl_coef_spec* c) {
+    return !c->exp_kind && !c->with_entropy && (!c->class_weight || c->weights_fit_float);
+}
+
+/* a_j = b_j w_j of m (<= FL_NF) float lanes from j as b_j = beta + alpha t_j (0 past
+ * them) and w_j into *w_out (1 without weights): a product with a weight may underflow
+ * where b_j is tiny, so the callers multiply w_j into a normal factor first. */
+FL_INLINE fl_vf fl_coef_lanes_f(const float* t, const double* w, ptrdiff_t j, int m,
+                                float alpha, float beta, fl_vf* w_out) {
+    const fl_vf zero = {0};
+    fl_vf b = zero + beta;
+    if (t) {
+        fl_vf tv;
+        if (m == FL_NF) memcpy(&tv, t + j, sizeof tv);
+        else tv = fl_load_tail_f32(t + j, m);
+        b = tv * alpha + beta;
+    }
+    *w_out = zero + 1.0f;
+    if (w) {
+        const fl_vd zero_d = {0};
+        const int m_hi = m > FL_ND ? m - FL_ND : 0;
+        *w_out = fl_narrow(fl_load_d_f64(w + j, m < FL_ND ? m : FL_ND),
+                           m_hi ? fl_load_d_f64(w + j + FL_ND, m_hi) : zero_d);
+    }
+    if (m < FL_NF) {
+        fl_vi valid;
+        for (int k = 0; k < FL_NF; k++) valid[k] = k < m ? -1 : 0;
+        b = fl_select_f(valid, b, zero);
+    }
+    return b;
+}
+
+/* Four vectors of coefficients from j, of which n (<= 4 FL_NF) elements remain, and
+ * their terms a_j (shift - x_j): summed in float (a tree of two roundings), then into the
+ * double accumulators s and d. */
+FL_INLINE void fl_coef_group_f(const float* x, const float* t, const double* w, ptrdiff_t j,
+                               ptrdiff_t n, float shift, float alpha, float beta, fl_vd* s,
+                               fl_vd* d) {
+    const fl_vf zero = {0};
+    fl_vf a[4], term[4];
+    for (int q = 0; q < 4; q++) {
+        const ptrdiff_t left = n - q * FL_NF;
+        const int m = left >= FL_NF ? FL_NF : left > 0 ? (int)left : 0;
+        fl_vf wv;
+        const fl_vf b = fl_coef_lanes_f(t, w, j + q * FL_NF, m, alpha, beta, &wv);
+        const fl_vf xv = fl_group_load_f32(x + j, n, q);
+        a[q] = w ? b * wv : b;
+        term[q] = fl_select_f(a[q] != zero, b * (w ? wv * (shift - xv) : shift - xv), zero);
+    }
+    fl_add_widened(s, (a[0] + a[1]) + (a[2] + a[3]));
+    fl_add_widened(d, (term[0] + term[1]) + (term[2] + term[3]));
+}
+
+/* fl_coef_sums_f32 in float lanes, whole groups then the rest. Returns 0 where a term or
+ * a sum overflowed float (shift - x_j beyond its range, or a sum of such terms), or a
+ * sum is nonzero but below 2^-100, where terms below float's normal range (their
+ * absolute error 2^-150) could count: the caller then sums in double. */
+FL_INLINE int fl_coef_sums_loop_f32(const float* x, const float* t, const double* w,
+                                    ptrdiff_t start, ptrdiff_t stop, float shift,
+                                    float alpha, float beta, double* sum, double* dot) {
+    fl_vd s[2] = {{0}}, d[2] = {{0}};
+    ptrdiff_t j = start;
+    for (; j + 4 * FL_NF <= stop; j += 4 * FL_NF)
+        fl_coef_group_f(x, t, w, j, 4 * FL_NF, shift, alpha, beta, s, d);
+    if (j < stop) fl_coef_group_f(x, t, w, j, stop - j, shift, alpha, beta, s, d);
+    *sum = fl_hsum(s[0] + s[1]);
+    *dot = fl_hsum(d[0] + d[1]);
+    return (*sum == 0.0 || (*sum >= 0x1p-100 && *sum < 3.0e38)) &&
+           (*dot == 0.0 || (*dot >= 0x1p-100 && *dot < 3.0e38));
+}
+
+/* The loop with t and w each a constant NULL where absent: one copy for each case. */
+FL_INLINE int fl_coef_sums_lanes_f32(const float* x, const float* t, const double* w,
+                                     ptrdiff_t start, ptrdiff_t stop, float shift,
+                                     float alpha, float beta, double* sum, double* dot) {
+    if (t && w) return fl_coef_sums_loop_f32(x, t, w, start, stop, shift, alpha, beta, sum, dot);
+    if (t) return fl_coef_sums_loop_f32(x, t, NULL, start, stop, shift, alpha, beta, sum, dot);
+    if (w) return fl_coef_sums_loop_f32(x, NULL, w, start, stop, shift, alpha, beta, sum, dot);
+    return fl_coef_sums_loop_f32(x, NULL, NULL, start, stop, shift, alpha, beta, sum, dot);
+}
+
+FL_INLINE void fl_coef_sums_f32(const float* x, const float* t, ptrdiff_t start,
+                                ptrdiff_t stop, double shift, const fl_coef_spec* c,
+                                double* sum, double* dot, double* entropy) {
+    if (fl_coef_in_float(c) &&
+        fl_coef_sums_lanes_f32(x, t, c->class_weight, start, stop, (float)shift,
+                               (float)c->alpha, (float)c->beta, sum, dot)) {
+        *entropy = 0.0;
+        return;
+    }
+    fl_coef_sums_wide_f32(x, t, start, stop, shift, c, sum, dot, entropy);
+}
+
+/* e_j <- e_j f - cs a_j over [start, stop) in float lanes, whole vectors then the rest;
+ * t and w as in fl_coef_sums_loop_f32. */
+FL_INLINE void fl_coef_scale_loop_f32(float* e, const float* t, const double* w,
+                                      ptrdiff_t start, ptrdiff_t stop, float f, float cs,
+                                      float alpha, float beta) {
+    for (ptrdiff_t j = start; j < stop; j += FL_NF) {
+        const int m = stop - j < FL_NF ? (int)(stop - j) : FL_NF;
+        fl_vf wv;
+        const fl_vf b = fl_coef_lanes_f(t, w, j, m, alpha, beta, &wv);
+        const fl_vf g = fl_group_load_f32(e + j, m, 0) * f - (cs * wv) * b;
+        fl_group_store_f32(e + j, m, 0, g);
+    }
+}
+
+/* fl_coef_scale_f32 in float lanes where the factor is a normal float below 2^100 (a
+ * chunk far below the row's max, whose factor is tiny, stays in double) and coef_scale
+ * within [2^-60, 2^60] (times a_j <= 2^64: within float's range); one more rounding
+ * than in double, of coef_scale a_j. */
+FL_INLINE void fl_coef_scale_f32(float* e, const float* t, ptrdiff_t start, ptrdiff_t stop,
+                                 double factor, double coef_scale, const fl_coef_spec* c) {
+    if (!(fl_coef_in_float(c) && factor >= 0x1p-126 && factor <= 0x1p100 &&
+          fabs(coef_scale) >= 0x1p-60 && fabs(coef_scale) <= 0x1p60)) {
+        fl_coef_scale_wide_f32(e, t, start, stop, factor, coef_scale, c);
+        return;
+    }
+    const float f = (float)factor, cs = (float)coef_scale;
+    const float alpha = (float)c->alpha, beta = (float)c->beta;
+    const double* w = c->class_weight;
+    if (t && w) fl_coef_scale_loop_f32(e, t, w, start, stop, f, cs, alpha, beta);
+    else if (t) fl_coef_scale_loop_f32(e, t, NULL, start, stop, f, cs, alpha, beta);
+    else if (w) fl_coef_scale_loop_f32(e, NULL, w, start, stop, f, cs, alpha, beta);
+    else fl_coef_scale_loop_f32(e, NULL, NULL, start, stop, f, cs, alpha, beta);
+}
 
 FL_INLINE void fl_entropy_grad_f64(double* e, const double* x, ptrdiff_t n, double factor,
                                    double max, double offset) {
