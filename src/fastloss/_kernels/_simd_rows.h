@@ -1090,8 +1090,9 @@ FL_INLINE void fl_coef_sums_f64(const double* x, const double* t, ptrdiff_t star
                                 double* sum, double* dot, double* entropy) {
     fl_coef_sums_wide_f64(x, t, start, stop, shift, c, sum, dot, entropy);
 }
-FL_INLINE void fl_coef_scale_f64(double* e, const double* t, ptrdiff_t start, ptrdiff_t stop,
-                                 double factor, double coef_scale, const fl_coef_spec* c) {
+FL_INLINE void fl_coef_scale_f64(double* e, const double* t, ptrdiff_t start,
+                                 ptrdiff_t stop, double factor, double coef_scale,
+                                 const fl_coef_spec* c) {
     fl_coef_scale_wide_f64(e, t, start, stop, factor, coef_scale, c);
 }
 
@@ -1147,8 +1148,8 @@ FL_INLINE void fl_coef_group_f(const float* x, const float* t, const double* w, 
         fl_vf wv;
         const fl_vf b = fl_coef_lanes_f(t, w, j + q * FL_NF, m, alpha, beta, &wv);
         const fl_vf xv = fl_group_load_f32(x + j, n, q);
-        a[q] = w ? b * wv : b;
-        term[q] = fl_select_f(a[q] != zero, b * (w ? wv * (shift - xv) : shift - xv), zero);
+        a[q] = b * wv;                  /* without weights wv is 1: no multiply */
+        term[q] = fl_select_f(a[q] != zero, b * (wv * (shift - xv)), zero);
     }
     fl_add_widened(s, (a[0] + a[1]) + (a[2] + a[3]));
     fl_add_widened(d, (term[0] + term[1]) + (term[2] + term[3]));
@@ -1176,10 +1177,13 @@ FL_INLINE int fl_coef_sums_loop_f32(const float* x, const float* t, const double
 FL_INLINE int fl_coef_sums_lanes_f32(const float* x, const float* t, const double* w,
                                      ptrdiff_t start, ptrdiff_t stop, float shift,
                                      float alpha, float beta, double* sum, double* dot) {
-    if (t && w) return fl_coef_sums_loop_f32(x, t, w, start, stop, shift, alpha, beta, sum, dot);
-    if (t) return fl_coef_sums_loop_f32(x, t, NULL, start, stop, shift, alpha, beta, sum, dot);
-    if (w) return fl_coef_sums_loop_f32(x, NULL, w, start, stop, shift, alpha, beta, sum, dot);
-    return fl_coef_sums_loop_f32(x, NULL, NULL, start, stop, shift, alpha, beta, sum, dot);
+#define FL_COEF_SUMS_LOOP(T_, W_) \
+    fl_coef_sums_loop_f32(x, T_, W_, start, stop, shift, alpha, beta, sum, dot)
+    if (t && w) return FL_COEF_SUMS_LOOP(t, w);
+    if (t) return FL_COEF_SUMS_LOOP(t, NULL);
+    if (w) return FL_COEF_SUMS_LOOP(NULL, w);
+    return FL_COEF_SUMS_LOOP(NULL, NULL);
+#undef FL_COEF_SUMS_LOOP
 }
 
 FL_INLINE void fl_coef_sums_f32(const float* x, const float* t, ptrdiff_t start,
@@ -1254,17 +1258,9 @@ FL_INLINE void fl_entropy_grad_f32(float* e, const float* x, ptrdiff_t n, double
     const float f = (float)factor, top = (float)max, off = (float)offset;
     for (ptrdiff_t j = 0; j < n; j += FL_NF) {
         const int m = n - j < FL_NF ? (int)(n - j) : FL_NF;
-        fl_vf v, xv;
-        if (m == FL_NF) {
-            memcpy(&v, e + j, sizeof v);
-            memcpy(&xv, x + j, sizeof xv);
-        } else {
-            v = fl_load_tail_f32(e + j, m);
-            xv = fl_load_tail_f32(x + j, m);
-        }
-        const fl_vf g = fl_select_f(v != zero, (v * f) * (off + (top - xv)), zero);
-        if (m == FL_NF) memcpy(e + j, &g, sizeof g);
-        else fl_store_tail_f32(e + j, g, m);
+        const fl_vf v = fl_group_load_f32(e + j, m, 0), xv = fl_group_load_f32(x + j, m, 0);
+        fl_group_store_f32(e + j, m, 0,
+                           fl_select_f(v != zero, (v * f) * (off + (top - xv)), zero));
     }
 }
 
