@@ -959,6 +959,12 @@ FL_INLINE fl_vd fl_load_d_f64(const double* p, ptrdiff_t m) {
     for (int k = 0; k < m; k++) v[k] = p[k];
     return v;
 }
+/* m (<= FL_NF) doubles from p (weights) rounded to float lanes, 0 in the others. */
+FL_INLINE fl_vf fl_load_f_f64(const double* p, ptrdiff_t m) {
+    const fl_vd zero = {0};
+    return fl_narrow(fl_load_d_f64(p, m),
+                     m > FL_ND ? fl_load_d_f64(p + FL_ND, m - FL_ND) : zero);
+}
 /* The first m (<= FL_ND) double lanes into p, rounded to the storage type. */
 FL_INLINE void fl_store_d_f32(float* p, fl_vd v, ptrdiff_t m) {
     const fl_vh h = __builtin_convertvector(v, fl_vh);
@@ -1119,13 +1125,7 @@ FL_INLINE fl_vf fl_coef_lanes_f(const float* t, const double* w, ptrdiff_t j, in
         else tv = fl_load_tail_f32(t + j, m);
         b = tv * alpha + beta;
     }
-    *w_out = zero + 1.0f;
-    if (w) {
-        const fl_vd zero_d = {0};
-        const int m_hi = m > FL_ND ? m - FL_ND : 0;
-        *w_out = fl_narrow(fl_load_d_f64(w + j, m < FL_ND ? m : FL_ND),
-                           m_hi ? fl_load_d_f64(w + j + FL_ND, m_hi) : zero_d);
-    }
+    *w_out = w ? fl_load_f_f64(w + j, m) : zero + 1.0f;
     if (m < FL_NF) {
         fl_vi valid;
         for (int k = 0; k < FL_NF; k++) valid[k] = k < m ? -1 : 0;
@@ -1198,6 +1198,12 @@ FL_INLINE void fl_coef_sums_f32(const float* x, const float* t, ptrdiff_t start,
     fl_coef_sums_wide_f32(x, t, start, stop, shift, c, sum, dot, entropy);
 }
 
+/* Whether a chunk's factor may be rounded to float for float lanes: a normal float (it
+ * keeps its 24 bits; a chunk far below the row's max has a tiny one) below 2^100. */
+FL_INLINE int fl_factor_fits_float(double factor) {
+    return factor >= 0x1p-126 && factor <= 0x1p100;
+}
+
 /* e_j <- e_j f - cs a_j over [start, stop) in float lanes, whole vectors then the rest;
  * t and w as in fl_coef_sums_loop_f32. */
 FL_INLINE void fl_coef_scale_loop_f32(float* e, const float* t, const double* w,
@@ -1218,7 +1224,7 @@ FL_INLINE void fl_coef_scale_loop_f32(float* e, const float* t, const double* w,
  * than in double, of coef_scale a_j. */
 FL_INLINE void fl_coef_scale_f32(float* e, const float* t, ptrdiff_t start, ptrdiff_t stop,
                                  double factor, double coef_scale, const fl_coef_spec* c) {
-    if (!(fl_coef_in_float(c) && factor >= 0x1p-126 && factor <= 0x1p100 &&
+    if (!(fl_coef_in_float(c) && fl_factor_fits_float(factor) &&
           fabs(coef_scale) >= 0x1p-60 && fabs(coef_scale) <= 0x1p60)) {
         fl_coef_scale_wide_f32(e, t, start, stop, factor, coef_scale, c);
         return;
@@ -1250,7 +1256,7 @@ FL_INLINE void fl_entropy_grad_f64(double* e, const double* x, ptrdiff_t n, doub
  * 1.9 in double lanes (1.5e-7 absolute; C = 17 to 40000, scales 0.01 to 1e4). */
 FL_INLINE void fl_entropy_grad_f32(float* e, const float* x, ptrdiff_t n, double factor,
                                    double max, double offset) {
-    if (!(factor >= 0x1p-126 && factor <= 0x1p100 && fabs(offset) <= 0x1p100)) {
+    if (!(fl_factor_fits_float(factor) && fabs(offset) <= 0x1p100)) {
         fl_entropy_grad_wide_f32(e, x, n, factor, max, offset);
         return;
     }

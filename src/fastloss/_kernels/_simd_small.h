@@ -207,9 +207,7 @@ FL_INLINE fl_vd fl_small_get_f64(const double* w, ptrdiff_t rows) {
     return fl_load_d_f64(w, rows);
 }
 FL_INLINE fl_vf fl_small_get_f32(const double* w, ptrdiff_t rows) {
-    const fl_vd zero = {0};
-    return fl_narrow(fl_load_d_f64(w, rows),
-                     rows > FL_ND ? fl_load_d_f64(w + FL_ND, rows - FL_ND) : zero);
+    return fl_load_f_f64(w, rows);
 }
 
 /* Loops over the classes unrolled, so that the class vectors stay in registers. */
@@ -221,11 +219,12 @@ FL_INLINE fl_vf fl_small_get_f32(const double* w, ptrdiff_t rows) {
 
 /* FN(args) with the class count C_ among args: a constant for the counts in the cases
  * (each its own compiled copy), else the count c as it is. */
+#define FL_SMALL_CASE(C, FN, ...)                                                         \
+    case C: { const int C_ = C; FN(__VA_ARGS__); break; }
 #define FL_SMALL_DISPATCH(c, FN, ...)                                                     \
     do {                                                                                  \
         switch (c) {                                                                      \
-        case 2: { const int C_ = 2; FN(__VA_ARGS__); break; }                             \
-        case 10: { const int C_ = 10; FN(__VA_ARGS__); break; }                           \
+        FL_SMALL_CASE(2, FN, __VA_ARGS__); FL_SMALL_CASE(10, FN, __VA_ARGS__);            \
         default: { const int C_ = (c); FN(__VA_ARGS__); break; }                          \
         }                                                                                 \
     } while (0)
@@ -237,16 +236,14 @@ FL_INLINE fl_vf fl_small_get_f32(const double* w, ptrdiff_t rows) {
 #define FL_SMALL_DISPATCH_ALL(c, FN, ...)                                                 \
     do {                                                                                  \
         switch (c) {                                                                      \
-        FL_SMALL_ALL_CASE(2, FN, __VA_ARGS__); FL_SMALL_ALL_CASE(3, FN, __VA_ARGS__);     \
-        FL_SMALL_ALL_CASE(4, FN, __VA_ARGS__); FL_SMALL_ALL_CASE(5, FN, __VA_ARGS__);     \
-        FL_SMALL_ALL_CASE(6, FN, __VA_ARGS__); FL_SMALL_ALL_CASE(7, FN, __VA_ARGS__);     \
-        FL_SMALL_ALL_CASE(8, FN, __VA_ARGS__); FL_SMALL_ALL_CASE(9, FN, __VA_ARGS__);     \
-        FL_SMALL_ALL_CASE(10, FN, __VA_ARGS__); FL_SMALL_ALL_CASE(11, FN, __VA_ARGS__);   \
+        FL_SMALL_CASE(2, FN, __VA_ARGS__); FL_SMALL_CASE(3, FN, __VA_ARGS__);             \
+        FL_SMALL_CASE(4, FN, __VA_ARGS__); FL_SMALL_CASE(5, FN, __VA_ARGS__);             \
+        FL_SMALL_CASE(6, FN, __VA_ARGS__); FL_SMALL_CASE(7, FN, __VA_ARGS__);             \
+        FL_SMALL_CASE(8, FN, __VA_ARGS__); FL_SMALL_CASE(9, FN, __VA_ARGS__);             \
+        FL_SMALL_CASE(10, FN, __VA_ARGS__); FL_SMALL_CASE(11, FN, __VA_ARGS__);           \
         default: { const int C_ = (c); FN(__VA_ARGS__); break; }                          \
         }                                                                                 \
     } while (0)
-#define FL_SMALL_ALL_CASE(C, FN, ...)                                                     \
-    case C: { const int C_ = C; FN(__VA_ARGS__); break; }
 
 /* fl_small_ce_*'s call of FN at C classes and NK blocks, constants (fl_small_ce_c_*'s
  * arguments). */
