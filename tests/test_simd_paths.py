@@ -467,7 +467,9 @@ def test_probability_targets_at_the_edges_of_float_lanes(rng, dtype, build, n_cl
     multiplied into max - x before the tiny probabilities. Rows on either side meet the
     bar: a loss of 6e37 from a class at -3e38 below a max of 3e38 (in float, inf), losses
     made of probabilities of 1e-40 (weighted 0.01, they would lose their digits below
-    float's normal range), and weights beyond 2^64 or below 2^-100."""
+    float's normal range), and weights beyond 2^64 or below 2^-100. Distillation from
+    these rows as teacher probabilities forms its gradient the same way (its sums stay in
+    double: the teacher's entropy cancels against them)."""
     c = n_classes
     x = rng.standard_normal((7, c))
     p = rng.uniform(0.0, 1.0, (7, c))
@@ -511,6 +513,66 @@ def test_probability_targets_at_the_edges_of_float_lanes(rng, dtype, build, n_cl
             scale = 1.0 if weight is None else max(1.0, weight.max())
             _within_bar(grad / scale, ref_grad / scale, dtype, f"{what} grad",
                         absolute=True)
+    for temperature in (1.0, 2.0):
+        kwargs = dict(temperature=temperature, reduction="none")
+        loss, grad = fastloss.kl_div_with_logits(x, p, return_grad=True, **kwargs)
+        ref_loss, ref_grad = reference.kl_div_with_logits(
+            x.astype(np.float64), p.astype(np.float64), return_grad=True, **kwargs)
+        what = f"{build} distillation, T={temperature}"
+        over = np.abs(ref_loss) > np.finfo(dtype).max
+        assert np.isinf(loss[over]).all() and np.isfinite(loss[~over]).all(), what
+        # the loss is a difference of sums of the size of the cross-entropy: the bar
+        # relative to that (the loss of probabilities of 1e-40 is tiny, not its terms)
+        ref_ce = reference.cross_entropy(x.astype(np.float64) / temperature,
+                                         p.astype(np.float64), reduction="none")
+        size = np.maximum(np.abs(ref_loss), temperature**2 * np.abs(ref_ce))
+        err = np.abs(loss.astype(np.float64) - ref_loss)[~over]
+        assert (err <= BAR[np.dtype(dtype)][0] * size[~over]).all(), f"{what} loss"
+        _within_bar(grad, ref_grad, dtype, f"{what} grad", absolute=True)
+
+
+@pytest.mark.parametrize("n_classes", [100, 5000])
+@pytest.mark.parametrize("teacher_kind", ["logits", "log_probs"])
+def test_teacher_exponentials_at_the_edges_of_float_lanes(rng, dtype, build, n_classes,
+                                                         teacher_kind):
+    """A teacher's logits or log-probabilities give the gradient's coefficients by a float
+    exponential over float rows (fl_coef_scale_exp_f32), except for vectors with an
+    argument above 64 and temperatures beyond [2^-100, 2^100]. Rows on either side meet
+    the bar: log-probabilities of 100 whose gradient is finite only with a double
+    exponential, masked teacher entries, a row of them, a NaN logit, a dominant class, and
+    temperatures of 1e-3, 2 and 1e6."""
+    c = n_classes
+    x = rng.standard_normal((6, c)) * 3.0
+    t = rng.standard_normal((6, c)) * 3.0
+    if teacher_kind == "log_probs":
+        t -= np.log(np.exp(t).sum(axis=1, keepdims=True))
+        t[0, 5] = 100.0                  # exp beyond float's range: in double lanes
+    t[1, ::3] = -np.inf                  # masked teacher classes
+    t[2] = -np.inf                       # a teacher row of nothing: NaN, in either lanes
+    if teacher_kind == "logits":
+        t[3, 7] = np.nan                 # (log-probabilities may not be NaN)
+    t[4] = -1e4                          # a dominant teacher class
+    t[4, 0] = 1e4 if teacher_kind == "logits" else 0.0
+    x[5, 0] = 1e4                        # and student class
+    x, t = x.astype(dtype), t.astype(dtype)
+    for temperature in (1e-3, 2.0, 1e6):
+        # unscaled, the gradient's factor is 1 / (T N C): at T = 1e6, e^100 times it is
+        # within float's range
+        kwargs = dict(teacher_kind=teacher_kind, temperature=temperature,
+                      scale_by_temperature=False, reduction="mean")
+        _, grad = fastloss.kl_div_with_logits(x, t, return_grad=True, **kwargs)
+        with np.errstate(over="ignore", invalid="ignore"):   # e^100, masked rows
+            _, ref_grad = reference.kl_div_with_logits(
+                x.astype(np.float64), t.astype(np.float64), return_grad=True, **kwargs)
+            ref_grad = ref_grad.astype(dtype).astype(np.float64)   # float's range, too
+        what = f"{build} {teacher_kind}, T={temperature:g}"
+        finite = np.isfinite(ref_grad)
+        assert (np.isnan(grad) == np.isnan(ref_grad)).all(), what
+        assert (grad[~finite] == ref_grad[~finite])[~np.isnan(ref_grad[~finite])].all(), what
+        # the bar relative to the largest finite term, e^100 s in row 0 of log-probs
+        size = max(1.0, np.abs(ref_grad[finite]).max())
+        _within_bar(grad[finite] / size, ref_grad[finite] / size, dtype, f"{what} grad",
+                    absolute=True)
 
 
 @pytest.mark.parametrize("n_classes", [1, 2, 10, 13, 16])

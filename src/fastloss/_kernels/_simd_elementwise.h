@@ -63,35 +63,6 @@ typedef struct {
 
 typedef uint32_t fl_vuf __attribute__((vector_size(FL_WIDTH)));
 
-/* Whether any lane of a mask (all ones or all zeros per lane) is set. */
-FL_INLINE int fl_any_l(fl_vl m) {
-#if defined(__AVX512F__)
-    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
-#elif defined(__AVX__)
-    return _mm256_movemask_pd((__m256d)m) != 0;
-#elif defined(__SSE2__)
-    return _mm_movemask_pd((__m128d)m) != 0;
-#else
-    int any = 0;
-    for (int k = 0; k < FL_ND; k++) any |= m[k] != 0;
-    return any;
-#endif
-}
-
-FL_INLINE int fl_any_i(fl_vi m) {
-#if defined(__AVX512F__)
-    return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0;
-#elif defined(__AVX__)
-    return _mm256_movemask_ps((__m256)m) != 0;
-#elif defined(__SSE2__)
-    return _mm_movemask_ps((__m128)m) != 0;
-#else
-    int any = 0;
-    for (int k = 0; k < FL_NF; k++) any |= m[k] != 0;
-    return any;
-#endif
-}
-
 /* ---- double maths ---- */
 
 #define FL_EW_PROB_EPS 9.999999960041972e-13        /* PyTorch's 1e-12f, BCE's floor */

@@ -126,6 +126,35 @@ FL_INLINE fl_vd fl_select_d(fl_vl m, fl_vd a, fl_vd b) {
     return (fl_vd)((m & (fl_vl)a) | (~m & (fl_vl)b));
 }
 
+/* Whether any lane of a mask (all ones or all zeros per lane) is set. */
+FL_INLINE int fl_any_l(fl_vl m) {
+#if defined(__AVX512F__)
+    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
+#elif defined(__AVX__)
+    return _mm256_movemask_pd((__m256d)m) != 0;
+#elif defined(__SSE2__)
+    return _mm_movemask_pd((__m128d)m) != 0;
+#else
+    int any = 0;
+    for (int k = 0; k < FL_ND; k++) any |= m[k] != 0;
+    return any;
+#endif
+}
+
+FL_INLINE int fl_any_i(fl_vi m) {
+#if defined(__AVX512F__)
+    return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0;
+#elif defined(__AVX__)
+    return _mm256_movemask_ps((__m256)m) != 0;
+#elif defined(__SSE2__)
+    return _mm_movemask_ps((__m128)m) != 0;
+#else
+    int any = 0;
+    for (int k = 0; k < FL_NF; k++) any |= m[k] != 0;
+    return any;
+#endif
+}
+
 /* The instruction set's intrinsics: FL_MM(max_ps) is _mm512_max_ps with AVX-512,
  * _mm256_max_ps with AVX, _mm_max_ps with SSE2; FL_MMV(d) is __m512d, __m256d or __m128d
  * (FL_MMV() the float vector). Undefined without SSE2: generic code instead. */
@@ -1103,13 +1132,19 @@ FL_INLINE void fl_coef_scale_f64(double* e, const double* t, ptrdiff_t start,
 }
 
 /* Float rows' linear coefficients (a_j = (beta + alpha t_j) w_j: probability targets,
- * label smoothing, class weights rounded to float where each is 0 or within [2^-100,
- * 2^64], which keeps their relative precision) without their entropy go in float
- * lanes, twice as many as double ones and with fewer conversions. Their terms all have
- * one sign (a_j >= 0, shift >= x_j), so nothing cancels in the sums; KL's entropy, which
- * cancels against them, stays in double, as do teachers given as logits. */
+ * label smoothing, teacher probabilities, class weights rounded to float where each is 0
+ * or within [2^-100, 2^64], which keeps their relative precision) go in float lanes,
+ * twice as many as double ones and with fewer conversions; teachers given as logits or
+ * log-probabilities stay in double. */
 FL_INLINE int fl_coef_in_float(const fl_coef_spec* c) {
-    return !c->exp_kind && !c->with_entropy && (!c->class_weight || c->weights_fit_float);
+    return !c->exp_kind && (!c->class_weight || c->weights_fit_float);
+}
+
+/* Their sums too, but for KL's (with_entropy): their terms all have one sign (a_j >= 0,
+ * shift >= x_j), so nothing cancels in them, but KL's entropy cancels against them and
+ * stays in double with them. (Its gradient, q - a, has no such sum: float lanes.) */
+FL_INLINE int fl_coef_sums_in_float(const fl_coef_spec* c) {
+    return fl_coef_in_float(c) && !c->with_entropy;
 }
 
 /* a_j = b_j w_j of m (<= FL_NF) float lanes from j as b_j = beta + alpha t_j (0 past
@@ -1189,7 +1224,7 @@ FL_INLINE int fl_coef_sums_lanes_f32(const float* x, const float* t, const doubl
 FL_INLINE void fl_coef_sums_f32(const float* x, const float* t, ptrdiff_t start,
                                 ptrdiff_t stop, double shift, const fl_coef_spec* c,
                                 double* sum, double* dot, double* entropy) {
-    if (fl_coef_in_float(c) &&
+    if (fl_coef_sums_in_float(c) &&
         fl_coef_sums_lanes_f32(x, t, c->class_weight, start, stop, (float)shift,
                                (float)c->alpha, (float)c->beta, sum, dot)) {
         *entropy = 0.0;
@@ -1218,14 +1253,51 @@ FL_INLINE void fl_coef_scale_loop_f32(float* e, const float* t, const double* w,
     }
 }
 
+/* e_j <- e_j factor - coef_scale a_j over [start, stop) for a teacher given as logits or
+ * log-probabilities, a_j = exp((t_j - t_max) t_scale - t_shift), in float lanes (the
+ * caller's conditions on the factor and the scale as below). The argument rounds a few
+ * times in float, each within 2^-24 of |arg| + t_shift, and a |arg| <= 1/e: a_j is within
+ * a few 2^-24 of 1, absolute, and the gradient within a few 2^-24 of its terms, as with
+ * probability targets (measured: 1.5e-7 at most, against 1.3e-7 in double lanes). t_scale
+ * (1 / T) must be a float within [2^-100, 2^100]; distillation's coef_scale (T or 1 / T
+ * over the reduction's denominator) keeps it there already. The loss's sums stay in
+ * double: the teacher's entropy cancels against them. A vector with an argument above 64
+ * (log-probabilities above 1, which are not: a float exponential would overflow where the
+ * double one does not) goes in double lanes. */
+FL_INLINE void fl_coef_scale_exp_f32(float* e, const float* t, ptrdiff_t start,
+                                     ptrdiff_t stop, double factor, double coef_scale,
+                                     const fl_coef_spec* c) {
+    const fl_vf zero = {0};
+    const float f = (float)factor, cs = (float)coef_scale;
+    const float t_max = (float)c->t_max, t_scale = (float)c->t_scale;
+    const float t_shift = (float)c->t_shift;
+    for (ptrdiff_t j = start; j < stop; j += FL_NF) {
+        const int m = stop - j < FL_NF ? (int)(stop - j) : FL_NF;
+        /* the padding lanes' -inf gives a = 0 */
+        const fl_vf arg = (fl_group_load_f32(t + j, m, 0) - t_max) * t_scale - t_shift;
+        if (__builtin_expect(fl_any_i(arg > zero + 64.0f), 0)) {
+            fl_coef_scale_wide_f32(e, t, j, j + m, factor, coef_scale, c);
+            continue;
+        }
+        const fl_vf g = fl_group_load_f32(e + j, m, 0) * f - cs * fl_exp_neg_f(arg, zero);
+        fl_group_store_f32(e + j, m, 0, g);
+    }
+}
+
 /* fl_coef_scale_f32 in float lanes where the factor is a normal float below 2^100 (a
  * chunk far below the row's max, whose factor is tiny, stays in double) and coef_scale
  * within [2^-60, 2^60] (times a_j <= 2^64: within float's range); one more rounding
  * than in double, of coef_scale a_j. */
 FL_INLINE void fl_coef_scale_f32(float* e, const float* t, ptrdiff_t start, ptrdiff_t stop,
                                  double factor, double coef_scale, const fl_coef_spec* c) {
-    if (!(fl_coef_in_float(c) && fl_factor_fits_float(factor) &&
-          fabs(coef_scale) >= 0x1p-60 && fabs(coef_scale) <= 0x1p60)) {
+    const int lanes = fl_factor_fits_float(factor) && fabs(coef_scale) >= 0x1p-60 &&
+                      fabs(coef_scale) <= 0x1p60;
+    if (lanes && c->exp_kind && !c->class_weight && c->t_scale >= 0x1p-100 &&
+        c->t_scale <= 0x1p100) {
+        fl_coef_scale_exp_f32(e, t, start, stop, factor, coef_scale, c);
+        return;
+    }
+    if (!(lanes && fl_coef_in_float(c))) {
         fl_coef_scale_wide_f32(e, t, start, stop, factor, coef_scale, c);
         return;
     }
