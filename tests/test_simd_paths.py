@@ -459,6 +459,21 @@ def test_entropy_gradient_at_the_edges_of_float_lanes(rng, dtype, build, n_class
     assert (grad[1] == 0).all() and h[1] == 0
 
 
+def _beside_reference(name, x, t, dtype, what, **kwargs):
+    """fastloss's and the reference's row losses and gradients of kernel `name` on x and
+    target rows t, reduction "none"; the losses beyond float's range must be inf (where
+    the reference's exceed it: 1e25 weights) and the others finite. Returns them and the
+    mask of those beyond."""
+    loss, grad = getattr(fastloss, name)(x, t, return_grad=True, reduction="none",
+                                         **kwargs)
+    ref_loss, ref_grad = getattr(reference, name)(
+        x.astype(np.float64), t.astype(np.float64), return_grad=True, reduction="none",
+        **kwargs)
+    over = np.abs(ref_loss) > np.finfo(dtype).max
+    assert np.isinf(loss[over]).all() and np.isfinite(loss[~over]).all(), what
+    return loss, grad, ref_loss, ref_grad, over
+
+
 @pytest.mark.parametrize("n_classes", [100, 5000])
 def test_probability_targets_at_the_edges_of_float_lanes(rng, dtype, build, n_classes):
     """Probability targets and label smoothing over float rows sum their coefficients in
@@ -499,14 +514,9 @@ def test_probability_targets_at_the_edges_of_float_lanes(rng, dtype, build, n_cl
     weights["beyond"][1::7] = 1e-44      # in float, 7 units of its least subnormal
     for name, weight in weights.items():
         for smoothing in (0.0, 0.1):
-            kwargs = dict(weight=weight, label_smoothing=smoothing, reduction="none")
-            loss, grad = fastloss.cross_entropy(x, p, return_grad=True, **kwargs)
-            ref_loss, ref_grad = reference.cross_entropy(
-                x.astype(np.float64), p.astype(np.float64), return_grad=True, **kwargs)
             what = f"{build} {name} weights, smoothing {smoothing}"
-            # beyond float's range (1e25 weights), inf; else finite, within the bar
-            over = np.abs(ref_loss) > np.finfo(dtype).max
-            assert np.isinf(loss[over]).all() and np.isfinite(loss[~over]).all(), what
+            loss, grad, ref_loss, ref_grad, over = _beside_reference(
+                "cross_entropy", x, p, dtype, what, weight=weight, label_smoothing=smoothing)
             _within_bar(loss[~over], ref_loss[~over], dtype, f"{what} loss")
             # the bar's absolute error, relative to the largest weight beyond 1 (the
             # gradient's terms, which cancel, are of its size)
@@ -514,13 +524,9 @@ def test_probability_targets_at_the_edges_of_float_lanes(rng, dtype, build, n_cl
             _within_bar(grad / scale, ref_grad / scale, dtype, f"{what} grad",
                         absolute=True)
     for temperature in (1.0, 2.0):
-        kwargs = dict(temperature=temperature, reduction="none")
-        loss, grad = fastloss.kl_div_with_logits(x, p, return_grad=True, **kwargs)
-        ref_loss, ref_grad = reference.kl_div_with_logits(
-            x.astype(np.float64), p.astype(np.float64), return_grad=True, **kwargs)
         what = f"{build} distillation, T={temperature}"
-        over = np.abs(ref_loss) > np.finfo(dtype).max
-        assert np.isinf(loss[over]).all() and np.isfinite(loss[~over]).all(), what
+        loss, grad, ref_loss, ref_grad, over = _beside_reference(
+            "kl_div_with_logits", x, p, dtype, what, temperature=temperature)
         # the loss is a difference of sums of the size of the cross-entropy: the bar
         # relative to that (the loss of probabilities of 1e-40 is tiny, not its terms)
         ref_ce = reference.cross_entropy(x.astype(np.float64) / temperature,
@@ -537,8 +543,8 @@ def test_teacher_exponentials_at_the_edges_of_float_lanes(rng, dtype, build, n_c
                                                          teacher_kind):
     """A teacher's logits or log-probabilities give the gradient's coefficients by a float
     exponential over float rows (fl_coef_scale_exp_f32), except for vectors with an
-    argument above 64 and temperatures beyond [2^-100, 2^100]. Rows on either side meet
-    the bar: log-probabilities of 100 whose gradient is finite only with a double
+    argument above 64, which go in double lanes. Rows on either side meet the bar:
+    log-probabilities of 100 whose gradient is finite only with a double
     exponential, masked teacher entries, a row of them, a NaN logit, a dominant class, and
     temperatures of 1e-3, 2 and 1e6."""
     c = n_classes
