@@ -545,8 +545,8 @@ def test_teacher_exponentials_at_the_edges_of_float_lanes(rng, dtype, build, n_c
     exponential over float rows (fl_coef_scale_exp_f32), except for vectors with an
     argument above 64, which go in double lanes. Rows on either side meet the bar:
     log-probabilities of 100 whose gradient is finite only with a double
-    exponential, masked teacher entries, a row of them, a NaN logit, a dominant class, and
-    temperatures of 1e-3, 2 and 1e6."""
+    exponential, and of 5, masked teacher entries, a row of them, a NaN logit, a dominant
+    class, and temperatures of 1e-3, 2 and 1e6."""
     c = n_classes
     x = rng.standard_normal((6, c)) * 3.0
     t = rng.standard_normal((6, c)) * 3.0
@@ -555,8 +555,9 @@ def test_teacher_exponentials_at_the_edges_of_float_lanes(rng, dtype, build, n_c
         t[0, 5] = 100.0                  # exp beyond float's range: in double lanes
     t[1, ::3] = -np.inf                  # masked teacher classes
     t[2] = -np.inf                       # a teacher row of nothing: NaN, in either lanes
-    if teacher_kind == "logits":
-        t[3, 7] = np.nan                 # (log-probabilities may not be NaN)
+    # a NaN logit (log-probabilities may not be NaN), or a log-probability of 5: above
+    # 1, in float lanes all the same
+    t[3, 7] = np.nan if teacher_kind == "logits" else 5.0
     t[4] = -1e4                          # a dominant teacher class
     t[4, 0] = 1e4 if teacher_kind == "logits" else 0.0
     x[5, 0] = 1e4                        # and student class

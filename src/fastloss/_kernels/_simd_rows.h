@@ -359,7 +359,7 @@ FL_INLINE fl_vd fl_exp_neg_d(fl_vd x) {
 
 /* exp(d + lo) of float lanes, for d <= 0 (or NaN) and |lo| <= ulp(d) (or NaN where d is
  * -inf): d is clamped where the result underflows, and lo, where d is not, joins the
- * reduced argument. */
+ * reduced argument. (Up to d = 64 as well: fl_coef_scale_exp_f32's log-probabilities.) */
 FL_INLINE fl_vf fl_exp_neg_f(fl_vf d, fl_vf lo) {
     const fl_vf zero = {0};
     const float round = 12582912.0f;                         /* 1.5 * 2^23 */
