@@ -283,6 +283,22 @@ def test_calibration_keeps_a_slow_first_call_as_round_0():
     assert fast.inner == min(10_000, math.ceil(_bench.MIN_SAMPLE_S / fast.estimate))
 
 
+def test_threaded_samples_start_warm():
+    """A peer on 2 threads gets untimed calls for WARM_S before each timed sample (the
+    OpenMP team and the second core awake); a single-threaded peer gets none."""
+    calls: list[tuple[int, float]] = []     # (the round, as samples taken so far; time)
+    two = _bench._Entry("fastloss", 2, lambda: calls.append((len(two.samples),
+                                                             time.perf_counter())), inner=1)
+    one_calls: list[int] = []
+    one = _bench._Entry("fastloss", 1, lambda: one_calls.append(1), inner=1)
+    _bench._time_rounds([one, two], 3, None)
+    assert len(one_calls) == 3 and sorted(two.samples) == [0, 1, 2]
+    for r in range(3):
+        times = [t for k, t in calls if k == r]
+        assert len(times) >= 2                       # warm calls, then the timed one
+        assert times[-1] - times[0] >= 0.9 * _bench.WARM_S
+
+
 def test_torch_peers_run():
     torch = pytest.importorskip("torch")
     for kernel in _bench.KERNELS:

@@ -547,6 +547,13 @@ SLOW_CALL_S = 0.1
 #: A timed sample is at least this long: calls shorter than it are repeated within the
 #: sample (32x10 takes microseconds; the timer and loop then cost nothing in comparison).
 MIN_SAMPLE_S = 1e-3
+#: Before each timed sample of a peer on more than one thread, untimed calls for at least
+#: this long. Otherwise each such sample starts after the other peers' single-threaded
+#: work, with the OpenMP team asleep and the second core idle, which on a 2-core VM made
+#: the first calls of fastloss 4096 x 1000 on 2 threads up to 1.8x slower than steady
+#: state, taking about four calls (3 ms) to recover. Training and evaluation loops call
+#: the kernels back to back; PyTorch's threaded peer is warmed the same way.
+WARM_S = 4e-3
 
 
 @dataclass
@@ -613,6 +620,8 @@ def _time_rounds(entries: list[_Entry], rounds: int, torch: ModuleType | None) -
                     continue
                 _set_torch_threads(entry, torch)
                 fn, inner = entry.fn, entry.inner
+                if entry.threads is not None and entry.threads > 1:
+                    _warm_up(fn)
                 t0 = time.perf_counter()
                 for _ in range(inner):
                     fn()
@@ -620,6 +629,14 @@ def _time_rounds(entries: list[_Entry], rounds: int, torch: ModuleType | None) -
     finally:
         if enabled:
             gc.enable()
+
+
+def _warm_up(fn: Callback) -> None:
+    """Call fn, untimed, for at least WARM_S."""
+    stop = time.perf_counter() + WARM_S
+    fn()
+    while time.perf_counter() < stop:
+        fn()
 
 
 def _median_ratio(peer: _Entry, base: _Entry) -> float:
