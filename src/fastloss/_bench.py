@@ -607,8 +607,9 @@ def _plan(entries: list[_Entry], mode: str, rounds: int | None) -> int:
 
 
 def _time_rounds(entries: list[_Entry], rounds: int, torch: ModuleType | None) -> None:
-    """Each round runs every entry (that is due) once, starting one further each round;
-    the garbage collector is off so that its pauses land in no sample."""
+    """Each round runs every entry (that is due) once, starting one further each round,
+    a threaded one after WARM_S of untimed calls; the garbage collector is off so that
+    its pauses land in no sample."""
     enabled = gc.isenabled()
     gc.collect()
     gc.disable()
