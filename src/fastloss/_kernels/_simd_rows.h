@@ -127,20 +127,6 @@ FL_INLINE fl_vd fl_select_d(fl_vl m, fl_vd a, fl_vd b) {
 }
 
 /* Whether any lane of a mask (all ones or all zeros per lane) is set. */
-FL_INLINE int fl_any_l(fl_vl m) {
-#if defined(__AVX512F__)
-    return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
-#elif defined(__AVX__)
-    return _mm256_movemask_pd((__m256d)m) != 0;
-#elif defined(__SSE2__)
-    return _mm_movemask_pd((__m128d)m) != 0;
-#else
-    int any = 0;
-    for (int k = 0; k < FL_ND; k++) any |= m[k] != 0;
-    return any;
-#endif
-}
-
 FL_INLINE int fl_any_i(fl_vi m) {
 #if defined(__AVX512F__)
     return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0;
@@ -154,6 +140,9 @@ FL_INLINE int fl_any_i(fl_vi m) {
     return any;
 #endif
 }
+
+/* The same for 64-bit lanes: a set lane is two set 32-bit ones. */
+FL_INLINE int fl_any_l(fl_vl m) { return fl_any_i((fl_vi)m); }
 
 /* The instruction set's intrinsics: FL_MM(max_ps) is _mm512_max_ps with AVX-512,
  * _mm256_max_ps with AVX, _mm_max_ps with SSE2; FL_MMV(d) is __m512d, __m256d or __m128d
