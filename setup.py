@@ -3,6 +3,9 @@
 The OpenMP probe compiles and runs a tiny program. When it fails the kernels are built
 serial and a warning is printed; ``FASTLOSS_REQUIRE_OPENMP=1`` turns that into an error.
 ``FASTLOSS_DEBUG=1`` builds with bounds checks and without optimisation.
+``FASTLOSS_SANITIZE=1`` builds with AddressSanitizer and UndefinedBehaviorSanitizer (gcc or
+clang; every report aborts), for CI's sanitizer run: Python must then preload the
+sanitizer runtime (``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``).
 """
 
 import os
@@ -25,8 +28,13 @@ KERNELS = ["_openmp_helpers", "_softmax", "_cross_entropy", "_elementwise"]
 # Extra flags of some kernels, by compiler family. Their SIMD loops compute both sides of
 # a choice and select (the compiler may do so only if it need not preserve floating-point
 # traps: -fno-trapping-math keeps IEEE results, infinities and NaN alike).
+# -ffp-contract=off: no product and sum is fused but those the kernels fuse explicitly
+# (fl_fma_f/d in _simd_rows.h), so an expression has the same bits on every path that
+# evaluates it, at any optimisation level (GCC's default for GNU C fuses wherever it
+# likes, differently in two inlined copies of one formula). MSVC does not fuse under
+# /fp:precise, its default.
 # -Wno-psabi: 64-byte vector arguments of inlined helpers are not an ABI matter.
-ROW_CFLAGS = {"unix": ["-fno-trapping-math", "-Wno-psabi"], "msvc": []}
+ROW_CFLAGS = {"unix": ["-fno-trapping-math", "-ffp-contract=off", "-Wno-psabi"], "msvc": []}
 EXTRA_CFLAGS = {
     "_elementwise": ROW_CFLAGS,
     "_softmax": ROW_CFLAGS,
@@ -48,6 +56,9 @@ SIMD_VARIANTS = {
     "_cross_entropy": ROW_VARIANTS,
 }
 SIMD_PLATFORM = platform.machine().lower() in ("x86_64", "amd64")
+
+# FASTLOSS_SANITIZE=1: compiled and linked with these (gcc or clang).
+SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
 
 OPENMP_PROBE = textwrap.dedent(
     """
@@ -165,6 +176,10 @@ class BuildExt(build_ext):
             # compile time (AVX-512 cross-entropy module: 46 -> 32 s), and release wheels
             # are stripped of it anyway.
             base = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno", "-g0"]
+            if _env_flag("FASTLOSS_SANITIZE"):
+                # -O1 and line tables (-g1) keep the reports' lines; every report aborts.
+                base = ["-O1", "-g1", "-fno-math-errno", "-fno-omit-frame-pointer",
+                        *SANITIZE]
         omp_compile, omp_link = _openmp_flags(ctype)
         if _env_flag("FASTLOSS_DISABLE_OPENMP"):
             have_omp, reason = False, "FASTLOSS_DISABLE_OPENMP is set"
@@ -191,7 +206,8 @@ class BuildExt(build_ext):
                 continue
             kept.append(ext)
             ext.extra_compile_args = cflags + extra + ext.extra_compile_args
-            ext.extra_link_args = omp_link + ext.extra_link_args
+            ext.extra_link_args = (omp_link + ext.extra_link_args
+                                   + (SANITIZE if _env_flag("FASTLOSS_SANITIZE") else []))
             # What `python -m fastloss info` reports as the build flags.
             ext.define_macros.append(("FASTLOSS_CFLAGS", '"' + " ".join(cflags) + '"'))
         self.extensions = kept

@@ -90,18 +90,19 @@ FL_INLINE fl_vd fl_ew_log1p_d(fl_vd u, fl_vd inv) {
  * closer than e = -1). Within 1.0 ulp with FMA, 1.4 without (checked for every float e);
  * log1p(0) = 0, NaN gives NaN. */
 FL_INLINE fl_vf fl_ew_log1p_unit_f(fl_vf e) {
-    const fl_vf s = 2.0f * e - 1.0f;
-    fl_vf h = s * 1.989932116e-06f - 6.360114185e-06f;
-    h = h * s + 1.554648952e-05f;
-    h = h * s - 5.267939923e-05f;
-    h = h * s + 1.852294808e-04f;
-    h = h * s - 6.428624620e-04f;
-    h = h * s + 2.288162941e-03f;
-    h = h * s - 8.460951038e-03f;
-    h = h * s + 3.315244615e-02f;
-    h = h * s - 1.442635506e-01f;
-    h = h * s - 1.890697777e-01f;
-    return e * h + e;
+    const fl_vf zero = {0};
+    const fl_vf s = fl_mla_f(zero + 2.0f, e, -1.0f);
+    fl_vf h = fl_mla_f(zero + 1.989932116e-06f, s, -6.360114185e-06f);
+    h = fl_mla_f(h, s, 1.554648952e-05f);
+    h = fl_mla_f(h, s, -5.267939923e-05f);
+    h = fl_mla_f(h, s, 1.852294808e-04f);
+    h = fl_mla_f(h, s, -6.428624620e-04f);
+    h = fl_mla_f(h, s, 2.288162941e-03f);
+    h = fl_mla_f(h, s, -8.460951038e-03f);
+    h = fl_mla_f(h, s, 3.315244615e-02f);
+    h = fl_mla_f(h, s, -1.442635506e-01f);
+    h = fl_mla_f(h, s, -1.890697777e-01f);
+    return fl_fma_f(e, h, e);
 }
 
 /* log(p) for p in [0, 1] (or NaN): -inf at 0, subnormals scaled by 2^24 first. */
@@ -112,7 +113,7 @@ FL_INLINE fl_vf fl_ew_log_unit_f(fl_vf p) {
     fl_vf f, k;
     fl_vf r = fl_logf_parts(u, &f, &k);
     k = k - fl_select_f(tiny, zero + 24.0f, zero);
-    r = (f + (r + k * -2.12194440e-4f)) + k * 0.693359375f;
+    r = fl_fma_f(k, zero + 0.693359375f, f + fl_fma_f(k, zero - 2.12194440e-4f, r));
     r = fl_select_f(p == zero, zero - INFINITY, r);
     return fl_select_f(p == p, r, p);                 /* NaN stays NaN */
 }
@@ -127,9 +128,9 @@ FL_INLINE fl_vf fl_ew_log1m_unit_f(fl_vf p) {
     const fl_vf err = (zero - p) - (u - 1.0f);       /* exact */
     fl_vf f, k;
     fl_vf r = fl_logf_parts(fl_select_f(u == zero, zero + 1.0f, u), &f, &k);
-    r = r + k * -2.12194440e-4f;
-    r = r + err * (1.0f + a * (1.0f + a));
-    r = (f + r) + k * 0.693359375f;
+    r = fl_fma_f(k, zero - 2.12194440e-4f, r);
+    r = fl_fma_f(err, fl_fma_f(a, 1.0f + a, zero + 1.0f), r);
+    r = fl_fma_f(k, zero + 0.693359375f, f + r);
     return fl_select_f(u == zero, zero - INFINITY, r);   /* NaN p: NaN through err */
 }
 
@@ -146,9 +147,9 @@ FL_INLINE fl_vf fl_ew_log_either_f(fl_vf p, fl_vi m) {
     fl_vf f, k;
     fl_vf r = fl_logf_parts(fl_select_f(tiny, u * 16777216.0f, u), &f, &k);
     k = k - fl_select_f(tiny & m, zero + 24.0f, zero);
-    r = r + k * -2.12194440e-4f;
-    r = r + err * (1.0f + a * (1.0f + a));
-    r = (f + r) + k * 0.693359375f;
+    r = fl_fma_f(k, zero - 2.12194440e-4f, r);
+    r = fl_fma_f(err, fl_fma_f(a, 1.0f + a, zero + 1.0f), r);
+    r = fl_fma_f(k, zero + 0.693359375f, f + r);
     r = fl_select_f(u == zero, zero - INFINITY, r);
     return fl_select_f(p == p, r, p);                 /* NaN stays NaN */
 }
@@ -184,13 +185,13 @@ FL_INLINE void fl_ew_logits_tail(fl_vd x, fl_vd t, fl_vd v, int has_pw, fl_vd e,
     const fl_vd one_t = 1.0 - t;
     fl_vd coef_q = q, coef_soft = soft, pt = t;
     if (has_pw) {
-        const fl_vd coef = 1.0 + (v - 1.0) * t;
+        const fl_vd coef = fl_fma_d(v - 1.0, t, zero + 1.0);
         coef_q = coef * q;
         coef_soft = coef * soft;
         pt = v * t;
     }
     const fl_vl positive = x >= zero;
-    *term = fl_select_d(positive, one_t, zero - pt) * x + coef_soft;
+    *term = fl_fma_d(fl_select_d(positive, one_t, zero - pt), x, coef_soft);
     *deriv = fl_select_d(positive, one_t - coef_q, coef_q - pt);
     *coef_q_out = coef_q;
 }
@@ -217,14 +218,14 @@ FL_INLINE void fl_ew_logits_plain_b(fl_vf x, fl_vf t, const fl_vf* stage, fl_vf*
     const fl_vf q = stage[1];
     const fl_vi positive = (fl_vi)x >= (fl_vi){0};       /* sign bit clear (x = -0: q - t) */
     const fl_vf r = 1.0f - t;
-    *term = fl_select_f(positive, r, zero - t) * x + stage[2];
+    *term = fl_fma_f(fl_select_f(positive, r, zero - t), x, stage[2]);
     const fl_vf d = fl_select_f(positive, r - q, q - t);
     *deriv = d;
     const fl_vi soft = (t != zero) & (t != zero + 1.0f);
     if (!fl_any_i(soft)) return;                         /* hard labels: no cancellation */
     const fl_vf abs_d = (fl_vf)((fl_vuf)d & 0x7fffffffu);
     const fl_vf r_err = fl_select_f(positive & ((1.0f - r) != t), r, zero);
-    const fl_vi need = soft & (abs_d * 3.4f < q * 3.8f + r_err);
+    const fl_vi need = soft & (abs_d * 3.4f < fl_fma_f(q, zero + 3.8f, r_err));
     if (__builtin_expect(fl_any_i(need), 0)) {
         fl_vd dd[2];
         for (int h = 0; h < 2; h++) {
@@ -242,17 +243,18 @@ FL_INLINE void fl_ew_logits_plain_b(fl_vf x, fl_vf t, const fl_vf* stage, fl_vf*
 FL_INLINE void fl_ew_logits_b(fl_vf xf, fl_vf yf, fl_vf vf, int has_pw, int smooth,
                               double alpha, double beta, const fl_vf* stage, fl_vd* term,
                               fl_vd* deriv) {
+    const fl_vd zero = {0};
     fl_vl need[2];
     fl_vd x[2], t[2], v[2] = {{0}};
     for (int h = 0; h < 2; h++) {
         x[h] = h ? fl_widen_hi(xf) : fl_widen_lo(xf);
         t[h] = h ? fl_widen_hi(yf) : fl_widen_lo(yf);
-        if (smooth) t[h] = alpha * t[h] + beta;
+        if (smooth) t[h] = fl_fma_d(zero + alpha, t[h], zero + beta);
         if (has_pw) v[h] = h ? fl_widen_hi(vf) : fl_widen_lo(vf);
         const fl_vd ed = h ? fl_widen_hi(stage[0]) : fl_widen_lo(stage[0]);
         const fl_vd q0 = h ? fl_widen_hi(stage[1]) : fl_widen_lo(stage[1]);
         const fl_vd inv0 = 1.0 - q0;
-        const fl_vd inv1 = inv0 * (2.0 - (1.0 + ed) * inv0);      /* Newton: 1 / (1 + e) */
+        const fl_vd inv1 = inv0 * fl_fma_d(zero - (1.0 + ed), inv0, zero + 2.0); /* Newton */
         fl_vd coef_q;
         fl_ew_logits_tail(x[h], t[h], v[h], has_pw, ed, inv1,
                           h ? fl_widen_hi(stage[2]) : fl_widen_lo(stage[2]), &term[h],
@@ -283,7 +285,8 @@ FL_INLINE void fl_ew_logits_a64(fl_vd x, fl_vd* stage) {
 FL_INLINE void fl_ew_logits_b64(fl_vd x, fl_vd t, fl_vd v, int has_pw, int smooth,
                                 double alpha, double beta, const fl_vd* stage, fl_vd* term,
                                 fl_vd* deriv) {
-    if (smooth) t = alpha * t + beta;
+    const fl_vd zero = {0};
+    if (smooth) t = fl_fma_d(zero + alpha, t, zero + beta);
     fl_vd coef_q;
     fl_ew_logits_tail(x, t, v, has_pw, stage[0], stage[1], stage[2], term, deriv, &coef_q);
 }
@@ -295,7 +298,7 @@ FL_INLINE void fl_ew_bce_deriv(fl_vd p, fl_vd y, fl_vd log_p, fl_vd log_q, fl_vd
     const fl_vd zero = {0};
     const fl_vd den = p * (1.0 - p);
     *deriv = (p - y) / fl_select_d(den < zero + FL_EW_PROB_EPS, zero + FL_EW_PROB_EPS, den);
-    *term = (y - 1.0) * log_q - y * log_p;
+    *term = fl_fma_d(y - 1.0, log_q, zero - y * log_p);
 }
 
 /* float32 (a): log p and log(1 - p), clamped. For a vector of hard labels only the one
@@ -323,7 +326,7 @@ FL_INLINE void fl_ew_bce_b(fl_vf p, fl_vf y, const fl_vf* stage, fl_vf* term,
     const fl_vf den = p * (1.0f - p);
     const fl_vf eps = zero + (float)FL_EW_PROB_EPS;
     *deriv = (p - y) / fl_select_f(den < eps, eps, den);
-    *term = (y - 1.0f) * stage[1] - y * stage[0];
+    *term = fl_fma_f(y - 1.0f, stage[1], zero - y * stage[0]);
 }
 
 FL_INLINE void fl_ew_bce_a64(fl_vd p, fl_vd* stage) {
@@ -352,12 +355,13 @@ FL_INLINE void fl_ew_kl_a(fl_vf p, fl_vf* stage) {
     const fl_vf zero = {0};
     const fl_vi tiny = p < 1.17549435e-38f;
     const fl_vf u = fl_select_f(tiny, p * 16777216.0f, p);
-    const fl_vi k = ((fl_vi)u - 0x3f3504f3) >> 23;
-    const fl_vf f = (fl_vf)((fl_vi)u - (k << 23)) - 1.0f;
+    /* unsigned bit arithmetic, as in fl_logf_parts */
+    const fl_vi k = (fl_vi)((fl_vui)u - 0x3f3504f3u) >> 23;
+    const fl_vf f = (fl_vf)((fl_vui)u - ((fl_vui)k << 23)) - 1.0f;
     const fl_vf s = f / (2.0f + f);
     const fl_vf z = s * s, w = z * z;
-    const fl_vf t1 = w * (0.40000972152f + w * 0.24279078841f);
-    const fl_vf t2 = z * (0.66666662693f + w * 0.28498786688f);
+    const fl_vf t1 = w * fl_mla_f(zero + 0.24279078841f, w, 0.40000972152f);
+    const fl_vf t2 = z * fl_mla_f(zero + 0.28498786688f, w, 0.66666662693f);
     stage[0] = f;
     stage[1] = s * (0.5f * f * f + (t2 + t1));
     stage[2] = __builtin_convertvector(k, fl_vf) - fl_select_f(tiny, zero + 24.0f, zero);
@@ -491,13 +495,10 @@ FL_INLINE int fl_ew_b_f64(const int kind, const int has_pw, const int smooth, do
 #if defined(__FMA__) && (defined(__AVX512F__) || defined(__AVX2__))
 #define FL_EW_FLOAT_SCALE 1
 FL_INLINE fl_vf fl_ew_scale_f(fl_vf d, float hi, float lo) {
+    const fl_vf zero = {0};
     const fl_vf p = d * hi;
-#if defined(__AVX512F__)
-    const fl_vf e = (fl_vf)_mm512_fmsub_ps((__m512)d, _mm512_set1_ps(hi), (__m512)p);
-#else
-    const fl_vf e = (fl_vf)_mm256_fmsub_ps((__m256)d, _mm256_set1_ps(hi), (__m256)p);
-#endif
-    return p + (e + d * lo);
+    const fl_vf e = fl_fma_f(d, zero + hi, zero - p);        /* exact: d hi - p */
+    return p + fl_fma_f(d, zero + lo, e);
 }
 #else
 #define FL_EW_FLOAT_SCALE 0

@@ -85,6 +85,7 @@ typedef int32_t fl_vi __attribute__((vector_size(FL_WIDTH)));
 typedef double fl_vd __attribute__((vector_size(FL_WIDTH)));
 typedef int64_t fl_vl __attribute__((vector_size(FL_WIDTH)));
 typedef uint64_t fl_vu __attribute__((vector_size(FL_WIDTH)));
+typedef uint32_t fl_vui __attribute__((vector_size(FL_WIDTH)));
 /* Half a float vector: as many floats as a double vector has doubles. */
 typedef float fl_vh __attribute__((vector_size(FL_WIDTH / 2)));
 
@@ -113,6 +114,17 @@ FL_INLINE void fl_prefetch(const void* x, void* out, size_t bytes, size_t ahead)
 
 /* ---- primitives ---- */
 
+#if defined(__AVX512F__)
+#define FL_MM_FMA(OP) _mm512_##OP
+#define FL_MMV_FMA(D) __m512##D
+#elif defined(__AVX__)
+#define FL_MM_FMA(OP) _mm256_##OP
+#define FL_MMV_FMA(D) __m256##D
+#else
+#define FL_MM_FMA(OP) _mm_##OP
+#define FL_MMV_FMA(D) __m128##D
+#endif
+
 /* Lane-wise select without branches: m ? a : b (m all ones or all zeros). */
 FL_INLINE fl_vf fl_select_f(fl_vi m, fl_vf a, fl_vf b) {
     return (fl_vf)((m & (fl_vi)a) | (~m & (fl_vi)b));
@@ -124,6 +136,35 @@ FL_INLINE fl_vd fl_select_d(fl_vl m, fl_vd a, fl_vd b) {
     __asm__("" : "+x"(m));
 #endif
     return (fl_vd)((m & (fl_vl)a) | (~m & (fl_vl)b));
+}
+
+/* a b + c lane by lane, rounded once where the instruction set fuses multiply-add (the
+ * AVX2 and AVX-512 builds: __FMA__), twice elsewhere. The kernels are compiled with
+ * -ffp-contract=off, so these are the only fused products: an expression gives the same
+ * bits on every path that evaluates it, whatever the optimisation level or the flags a
+ * packager adds (-O1, sanitizers). fl_mla_f/d take a scalar c (a polynomial's
+ * coefficient), fl_fma_f/d a vector. */
+FL_INLINE fl_vf fl_fma_f(fl_vf a, fl_vf b, fl_vf c) {
+#if defined(__FMA__)
+    return (fl_vf)FL_MM_FMA(fmadd_ps)((FL_MMV_FMA())a, (FL_MMV_FMA())b, (FL_MMV_FMA())c);
+#else
+    return a * b + c;
+#endif
+}
+FL_INLINE fl_vd fl_fma_d(fl_vd a, fl_vd b, fl_vd c) {
+#if defined(__FMA__)
+    return (fl_vd)FL_MM_FMA(fmadd_pd)((FL_MMV_FMA(d))a, (FL_MMV_FMA(d))b, (FL_MMV_FMA(d))c);
+#else
+    return a * b + c;
+#endif
+}
+FL_INLINE fl_vf fl_mla_f(fl_vf a, fl_vf b, float c) {
+    const fl_vf zero = {0};
+    return fl_fma_f(a, b, zero + c);
+}
+FL_INLINE fl_vd fl_mla_d(fl_vd a, fl_vd b, double c) {
+    const fl_vd zero = {0};
+    return fl_fma_d(a, b, zero + c);
 }
 
 /* Whether any lane of a mask (all ones or all zeros per lane) is set. */
@@ -271,13 +312,13 @@ FL_INLINE double fl_hsum_i64(fl_vl v) {
 /* exp(r) - 1 by Taylor's series from its r^8 term on, given p = the sum of the terms from
  * r^8 up divided by r^8 (1/8! where they stop at r^8). */
 FL_INLINE fl_vd fl_expm1_taylor_d(fl_vd p, fl_vd r) {
-    p = p * r + 1.9841269841269841e-4;
-    p = p * r + 1.3888888888888889e-3;
-    p = p * r + 8.3333333333333333e-3;
-    p = p * r + 4.1666666666666667e-2;
-    p = p * r + 1.6666666666666667e-1;
-    p = p * r + 0.5;
-    p = p * r + 1.0;
+    p = fl_mla_d(p, r, 1.9841269841269841e-4);
+    p = fl_mla_d(p, r, 1.3888888888888889e-3);
+    p = fl_mla_d(p, r, 8.3333333333333333e-3);
+    p = fl_mla_d(p, r, 4.1666666666666667e-2);
+    p = fl_mla_d(p, r, 1.6666666666666667e-1);
+    p = fl_mla_d(p, r, 0.5);
+    p = fl_mla_d(p, r, 1.0);
     return p * r;
 }
 
@@ -285,23 +326,25 @@ FL_INLINE fl_vd fl_expm1_taylor_d(fl_vd p, fl_vd r) {
  * 13 on |r| <= ln2/2, within about 1 ulp. */
 FL_INLINE fl_vd fl_exp_poly_d(fl_vd x) {
     const double round = 6755399441055744.0;                /* 1.5 * 2^52 */
-    const fl_vd t = x * 1.4426950408889634 + round;
+    const fl_vd zero = {0};
+    const fl_vd t = fl_fma_d(x, zero + 1.4426950408889634, zero + round);
     const fl_vd n = t - round;
-    fl_vd r = x - n * FL_LN2_HI;                            /* exact: ln2's high 32 bits */
-    r = r - n * FL_LN2_LO;
-    fl_vd p = r * 1.6059043836821613e-10 + 2.0876756987868099e-9;
-    p = p * r + 2.5052108385441718e-8;
-    p = p * r + 2.7557319223985893e-7;
-    p = p * r + 2.7557319223985888e-6;
-    p = p * r + 2.4801587301587302e-5;
+    fl_vd r = fl_fma_d(n, zero - FL_LN2_HI, x);             /* exact: ln2's high 32 bits */
+    r = fl_fma_d(n, zero - FL_LN2_LO, r);
+    fl_vd p = fl_mla_d(zero + 1.6059043836821613e-10, r, 2.0876756987868099e-9);
+    p = fl_mla_d(p, r, 2.5052108385441718e-8);
+    p = fl_mla_d(p, r, 2.7557319223985893e-7);
+    p = fl_mla_d(p, r, 2.7557319223985888e-6);
+    p = fl_mla_d(p, r, 2.4801587301587302e-5);
     p = fl_expm1_taylor_d(p, r) + 1.0;
 #if defined(__AVX512F__)
     return (fl_vd)_mm512_scalef_pd((__m512d)p, (__m512d)n);
 #else
-    const fl_vd zero = {0};
-    const fl_vl ni = (fl_vl)t - (fl_vl)(zero + round);      /* n, from t's low bits */
-    const fl_vl n1 = ni >> 1, n2 = ni - n1;    /* 2^n in halves: subnormals round once */
-    return p * (fl_vd)((n1 + 1023) << 52) * (fl_vd)((n2 + 1023) << 52);
+    /* n from t's low bits, and 2^n in halves (subnormals round once); unsigned where a
+     * NaN's bits would make a signed shift undefined */
+    const fl_vl ni = (fl_vl)((fl_vu)t - (fl_vu)(zero + round));
+    const fl_vl n1 = ni >> 1, n2 = ni - n1;
+    return p * (fl_vd)((fl_vu)(n1 + 1023) << 52) * (fl_vd)((fl_vu)(n2 + 1023) << 52);
 #endif
 }
 
@@ -317,14 +360,14 @@ FL_INLINE fl_vd fl_exp_range_d(fl_vd x) {
                          1.296839554651009665933754, 1.414213562373095048801689,
                          1.542210825407940823612292, 1.681792830507429086062251,
                          1.834008086409342463487083};
-    const fl_vd t = x * (8 * 1.4426950408889634) + round;
+    const fl_vd t = fl_fma_d(x, zero + 8 * 1.4426950408889634, zero + round);
     const fl_vd n = t - round;                              /* 8m + k */
     const fl_vl k = (fl_vl)t & 7;                           /* n mod 8, from t's low bits */
-    fl_vd r = x - n * (FL_LN2_HI / 8);                      /* exact: |n| < 2^14 */
-    r = r - n * (FL_LN2_LO / 8);
+    fl_vd r = fl_fma_d(n, zero - FL_LN2_HI / 8, x);         /* exact: |n| < 2^14 */
+    r = fl_fma_d(n, zero - FL_LN2_LO / 8, r);
     const fl_vd scale = __builtin_shuffle(table, k);
     /* 2^(k/8) exp(r), rounded once */
-    const fl_vd p = fl_expm1_taylor_d(zero + 2.4801587301587302e-5, r) * scale + scale;
+    const fl_vd p = fl_fma_d(fl_expm1_taylor_d(zero + 2.4801587301587302e-5, r), scale, scale);
     const fl_vd m = (n - __builtin_convertvector(k, fl_vd)) * 0.125;      /* exact */
     return (fl_vd)_mm512_scalef_pd((__m512d)p, (__m512d)m);
 #else
@@ -355,23 +398,24 @@ FL_INLINE fl_vf fl_exp_neg_f(fl_vf d, fl_vf lo) {
     const fl_vf clamped = fl_vmax_f(zero - 104.0f, d);       /* exp(-104) rounds to 0 */
     lo = fl_select_f(d == clamped, lo, zero);
     d = clamped;
-    const fl_vf t = d * 1.44269504f + round;
+    const fl_vf t = fl_fma_f(d, zero + 1.44269504f, zero + round);
     const fl_vf n = t - round;
-    fl_vf r = d - n * 0.693359375f;                          /* ln2's high part: exact */
-    r = r - n * -2.12194440e-4f;
+    fl_vf r = fl_fma_f(n, zero - 0.693359375f, d);           /* ln2's high part: exact */
+    r = fl_fma_f(n, zero + 2.12194440e-4f, r);
     r = r + lo;
-    fl_vf p = r * 1.38146130920354e-3f + 8.368709831816333e-3f;
-    p = p * r + 4.1668387364721171e-2f;
-    p = p * r + 1.6666520689750436e-1f;
-    p = p * r + 4.9999993451691255e-1f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
+    fl_vf p = fl_mla_f(zero + 1.38146130920354e-3f, r, 8.368709831816333e-3f);
+    p = fl_mla_f(p, r, 4.1668387364721171e-2f);
+    p = fl_mla_f(p, r, 1.6666520689750436e-1f);
+    p = fl_mla_f(p, r, 4.9999993451691255e-1f);
+    p = fl_mla_f(p, r, 1.0f);
+    p = fl_mla_f(p, r, 1.0f);
 #if defined(__AVX512F__)
     return (fl_vf)_mm512_scalef_ps((__m512)p, (__m512)n);
 #else
-    const fl_vi ni = (fl_vi)t - (fl_vi)(zero + round);      /* n, from t's low bits */
-    const fl_vi n1 = ni >> 1, n2 = ni - n1;    /* 2^n in halves: subnormals round once */
-    return p * (fl_vf)((n1 + 127) << 23) * (fl_vf)((n2 + 127) << 23);
+    /* as in fl_exp_poly_d */
+    const fl_vi ni = (fl_vi)((fl_vui)t - (fl_vui)(zero + round));
+    const fl_vi n1 = ni >> 1, n2 = ni - n1;
+    return p * (fl_vf)((fl_vui)(n1 + 127) << 23) * (fl_vf)((fl_vui)(n2 + 127) << 23);
 #endif
 }
 
@@ -423,11 +467,16 @@ FL_INLINE fl_vd fl_log_normal_d(fl_vd v) {
     const fl_vd hfsq = 0.5 * f * f;
     const fl_vd s = f / (2.0 + f);
     const fl_vd z = s * s, w = z * z;
-    const fl_vd t1 = w * (3.999999999940941908e-01 + w * (2.222219843214978396e-01
-                                                          + w * 1.531383769920937332e-01));
-    const fl_vd t2 = z * (6.666666666666735130e-01 + w * (2.857142874366239149e-01
-                          + w * (1.818357216161805012e-01 + w * 1.479819860511658591e-01)));
-    return s * (hfsq + (t2 + t1)) + k * FL_LN2_LO - hfsq + f + k * FL_LN2_HI;
+    const fl_vd zero = {0};
+    const fl_vd t1 = w * fl_mla_d(fl_mla_d(zero + 1.531383769920937332e-01, w,
+                                           2.222219843214978396e-01), w,
+                                  3.999999999940941908e-01);
+    const fl_vd t2 = z * fl_mla_d(fl_mla_d(fl_mla_d(zero + 1.479819860511658591e-01, w,
+                                                    1.818357216161805012e-01), w,
+                                           2.857142874366239149e-01), w,
+                                  6.666666666666735130e-01);
+    return fl_fma_d(k, zero + FL_LN2_HI,
+                    (fl_fma_d(s, hfsq + (t2 + t1), k * FL_LN2_LO) - hfsq) + f);
 }
 
 /* log(v) for any double: -inf at 0, inf at inf, NaN for NaN and v < 0; a subnormal v is
@@ -456,20 +505,23 @@ FL_INLINE fl_vd fl_log1p_f64(fl_vd z) {
  * float u: returns log(1 + f) less its leading term f (Cephes' logf polynomial), sets f
  * and k. Within about 1 ulp once assembled as (f + r) + k ln2. */
 FL_INLINE fl_vf fl_logf_parts(fl_vf u, fl_vf* f_out, fl_vf* k_out) {
-    const fl_vi k = ((fl_vi)u - 0x3f3504f3) >> 23;
-    const fl_vf f = (fl_vf)((fl_vi)u - (k << 23)) - 1.0f;
+    /* the exponent's bits in unsigned arithmetic: for a negative u (a wrong value, but
+     * computed) a signed difference or shift would be undefined */
+    const fl_vi k = (fl_vi)((fl_vui)u - 0x3f3504f3u) >> 23;
+    const fl_vf f = (fl_vf)((fl_vui)u - ((fl_vui)k << 23)) - 1.0f;
+    const fl_vf zero = {0};
     const fl_vf f2 = f * f;
-    fl_vf p = f * 7.0376836292e-2f - 1.1514610310e-1f;
-    p = p * f + 1.1676998740e-1f;
-    p = p * f - 1.2420140846e-1f;
-    p = p * f + 1.4249322787e-1f;
-    p = p * f - 1.6668057665e-1f;
-    p = p * f + 2.0000714765e-1f;
-    p = p * f - 2.4999993993e-1f;
-    p = p * f + 3.3333331174e-1f;
+    fl_vf p = fl_mla_f(zero + 7.0376836292e-2f, f, -1.1514610310e-1f);
+    p = fl_mla_f(p, f, 1.1676998740e-1f);
+    p = fl_mla_f(p, f, -1.2420140846e-1f);
+    p = fl_mla_f(p, f, 1.4249322787e-1f);
+    p = fl_mla_f(p, f, -1.6668057665e-1f);
+    p = fl_mla_f(p, f, 2.0000714765e-1f);
+    p = fl_mla_f(p, f, -2.4999993993e-1f);
+    p = fl_mla_f(p, f, 3.3333331174e-1f);
     *f_out = f;
     *k_out = __builtin_convertvector(k, fl_vf);
-    return f2 * f * p - 0.5f * f2;
+    return fl_fma_f(f2 * f, p, zero - 0.5f * f2);
 }
 
 /* log1p and exp of one double (a row's log S, its target's probability): the vector
@@ -726,7 +778,7 @@ FL_INLINE fl_vf fl_exp_group_f32(const float* x, ptrdiff_t n, float sub, float s
         const fl_vf d = fl_shift_f(v, sub, s, &lo, kind);
         e[k] = fl_exp_neg_f(d, lo);
         if (out) fl_group_store_f32(out, n, k, e[k]);
-        if (dot) t[k] = fl_select_f(e[k] != zero, e[k] * d + e[k] * lo, zero);
+        if (dot) t[k] = fl_select_f(e[k] != zero, fl_fma_f(e[k], d, e[k] * lo), zero);
         const fl_vi at_shift = v == sub;
         *ones -= at_shift;
         e[k] = (fl_vf)(~at_shift & (fl_vi)e[k]);
@@ -1034,7 +1086,7 @@ FL_INLINE fl_vd fl_coef_lanes_##SUFFIX(const T* t, ptrdiff_t j, ptrdiff_t m,    
         if (log_a) *log_a = arg;                                                          \
     } else {                                                                              \
         a = zero + c->beta;                                                               \
-        if (t) a = a + c->alpha * fl_load_d_##SUFFIX(t + j, m);                           \
+        if (t) a = fl_fma_d(zero + c->alpha, fl_load_d_##SUFFIX(t + j, m), a);            \
     }                                                                                     \
     if (c->class_weight) a = a * fl_load_d_f64(c->class_weight + j, m);                   \
     a = fl_select_d(valid, a, zero);                                                      \
@@ -1087,7 +1139,9 @@ FL_INLINE void fl_coef_scale_lanes_##SUFFIX(T* e, const T* t, ptrdiff_t j, ptrdi
                                             double factor, double coef_scale,             \
                                             const fl_coef_spec* c) {                      \
     const fl_vd a = fl_coef_lanes_##SUFFIX(t, j, m, c, NULL);                             \
-    fl_store_d_##SUFFIX(e + j, fl_load_d_##SUFFIX(e + j, m) * factor - coef_scale * a, m); \
+    const fl_vd zero = {0};                                                               \
+    fl_store_d_##SUFFIX(e + j, fl_fma_d(fl_load_d_##SUFFIX(e + j, m), zero + factor,      \
+                                        zero - coef_scale * a), m);                       \
 }                                                                                         \
 FL_INLINE void fl_coef_scale_wide_##SUFFIX(T* e, const T* t, ptrdiff_t start,            \
                                            ptrdiff_t stop, double factor,                 \
@@ -1156,7 +1210,7 @@ FL_INLINE fl_vf fl_coef_lanes_f(const float* t, const double* w, ptrdiff_t j, in
         fl_vf tv;
         if (m == FL_NF) memcpy(&tv, t + j, sizeof tv);
         else tv = fl_load_tail_f32(t + j, m);
-        b = tv * alpha + beta;
+        b = fl_mla_f(tv, zero + alpha, beta);
     }
     *w_out = w ? fl_load_f_f64(w + j, m) : zero + 1.0f;
     if (m < FL_NF) {
@@ -1249,7 +1303,8 @@ FL_INLINE void fl_coef_scale_loop_f32(float* e, const float* t, const double* w,
         const int m = stop - j < FL_NF ? (int)(stop - j) : FL_NF;
         fl_vf wv;
         const fl_vf b = fl_coef_lanes_f(t, w, j, m, alpha, beta, &wv);
-        const fl_vf g = fl_group_load_f32(e + j, m, 0) * f - (cs * wv) * b;
+        const fl_vf zero = {0};
+        const fl_vf g = fl_fma_f(fl_group_load_f32(e + j, m, 0), zero + f, zero - (cs * wv) * b);
         fl_group_store_f32(e + j, m, 0, g);
     }
 }
@@ -1280,7 +1335,8 @@ FL_INLINE void fl_coef_scale_exp_f32(float* e, const float* t, ptrdiff_t start,
             fl_coef_scale_wide_f32(e, t, j, j + m, factor, coef_scale, c);
             continue;
         }
-        const fl_vf g = fl_group_load_f32(e + j, m, 0) * f - cs * fl_exp_neg_f(arg, zero);
+        const fl_vf g = fl_fma_f(fl_group_load_f32(e + j, m, 0), zero + f,
+                                 zero - cs * fl_exp_neg_f(arg, zero));
         fl_group_store_f32(e + j, m, 0, g);
     }
 }

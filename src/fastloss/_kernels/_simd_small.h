@@ -158,9 +158,9 @@ FL_INLINE fl_vf fl_log1p_f32(fl_vf z) {
     const fl_vf u = z + 1.0f;
     fl_vf f, k;
     /* log(u) = k ln2 + log(m), ln2 in two parts; (z - (u - 1)) / u corrects u's rounding */
-    fl_vf r = fl_logf_parts(u, &f, &k) + k * -2.12194440e-4f;
+    fl_vf r = fl_fma_f(k, zero - 2.12194440e-4f, fl_logf_parts(u, &f, &k));
     r = r + (z - (u - 1.0f)) / u;
-    r = (f + r) + k * 0.693359375f;
+    r = fl_fma_f(k, zero + 0.693359375f, f + r);
     const fl_vi finite = (u > zero) & (u < zero + INFINITY);
     return fl_select_f(finite, r, fl_select_f(u == zero, zero - INFINITY, u));
 }
@@ -714,12 +714,13 @@ FL_INLINE fl_vd fl_small_dot_term(fl_vd a, fl_vd m, fl_vd x) {
 }
 /* A probability target's coefficient a_j = (1 - eps) q_j + eps / C (before its weight). */
 FL_INLINE fl_vd fl_small_soft_coef(fl_vd q, const fl_small_ce_spec* spec) {
-    return q * spec->hard_scale + spec->smoothing;
+    const fl_vd zero = {0};
+    return fl_fma_d(q, zero + spec->hard_scale, zero + spec->smoothing);
 }
 /* The soft targets' gradient scale (slope p_j - a_j), p_j = e_j inv_sum. */
 FL_INLINE fl_vd fl_small_soft_grad(fl_vd scale, fl_vd slope, fl_vd e, fl_vd inv_sum,
                                    fl_vd a) {
-    return scale * (slope * (e * inv_sum) - a);
+    return scale * fl_fma_d(slope, e * inv_sum, -a);
 }
 /* The entropy's gradient factor p_j ((m - x_j) + log S - H), 0 where p_j is. */
 FL_INLINE fl_vd fl_small_entropy_grad(fl_vd factor, fl_vd e, fl_vd m, fl_vd x,
