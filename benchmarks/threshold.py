@@ -3,9 +3,9 @@
     PYTHONPATH=src python benchmarks/threshold.py
 
 Calls the kernel that runs on this CPU directly (bypassing the serial cut-off in
-fastloss._common) and prints, for each N x C, the interleaved median time of loss and
+fastloss._threads) and prints, for each N x C, the interleaved median time of loss and
 gradient on 1 and 2 threads and their ratio. The smallest size where 2 threads win
-clearly is the PARALLEL_MIN_ELEMENTS of _common.py.
+clearly is the PARALLEL_MIN_ELEMENTS of _threads.py.
 """
 
 from __future__ import annotations

@@ -80,3 +80,45 @@ def check_fd_gradient(total, x, grad, indices=None, *, h=1e-3, rel=1e-7, abs_tol
             return total(shifted)
         numeric = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h)
         assert grad[index] == pytest.approx(numeric, rel=rel, abs=abs_tol), index
+
+
+def cross_entropy_terms(logits, target, *, weight=None, ignore_index=-100,
+                        label_smoothing=0.0, sample_weight=None, z_loss=0.0,
+                        reduction="mean", axis=-1, base=None):
+    """The size of the terms of each entry of cross_entropy's gradient,
+    s / D ((sum_j q_j + 2 z lse) softmax - q) (see ``reference.cross_entropy``):
+    |s / D| ((sum_j q_j + 2 z |lse|) softmax + q).
+
+    The kernels form a gradient entry from these terms, each within a few ulps, so its
+    error is bounded by a few ulps of their size, not of the entry: where they cancel
+    (a smoothed or soft target that matches the softmax) an exact 0 comes out as a few
+    ulps of the terms. This is the documented bound."""
+    x = np.moveaxis(np.asarray(logits, dtype=np.float64), axis, -1)
+    n_classes = x.shape[-1]
+    target = np.asarray(target)
+    w = np.ones(n_classes) if weight is None else np.asarray(weight, dtype=np.float64)
+    if target.dtype.kind == "f":
+        dist = np.moveaxis(target.astype(np.float64), axis, -1)
+        counted = np.ones(x.shape[:-1], dtype=bool)
+    else:
+        counted = target != ignore_index
+        dist = np.eye(n_classes)[np.where(counted, target, 0)]
+    s = np.ones(counted.shape) if sample_weight is None else np.asarray(sample_weight, float)
+    counted = counted & (s != 0)
+    q = ((1.0 - label_smoothing) * dist + label_smoothing / n_classes) * w
+    q = q * counted[..., None]
+    if reduction != "mean":
+        denominator = 1.0
+    elif target.dtype.kind == "f":
+        denominator = float(np.sum(s))
+    else:
+        denominator = float(np.sum(s * np.where(counted, w[np.where(counted, target, 0)], 0)))
+    scale = np.abs(s) / denominator if denominator > 0 else np.zeros_like(s)
+    from fastloss import reference
+    with np.errstate(invalid="ignore", over="ignore"):
+        soft = reference.softmax(x, -1)
+        lse = reference.logsumexp(x, -1)
+        slope = q.sum(-1) + 2 * z_loss * np.abs(lse)
+        terms = scale[..., None] * (slope[..., None] * soft + q)
+    unit = 1.0 if base is None else abs(np.log(base))
+    return np.moveaxis(np.nan_to_num(terms, nan=0.0, posinf=0.0) / unit, -1, axis)

@@ -449,10 +449,14 @@ def test_grad_out_must_not_overlap_pos_weight():
         bce_logits(X, Y, pos_weight=buf[1], grad_out=buf)
 
 
+_SMOOTHING_RANGE = r"label_smoothing must be a finite number in \[0, 1\]"
+
+
 @pytest.mark.parametrize("value, exc, message",
-                         [(-0.1, ValueError, r"label_smoothing must be \[0.0, 1.0\]"),
-                          (1.5, ValueError, r"label_smoothing must be \[0.0, 1.0\]"),
-                          (np.nan, ValueError, r"label_smoothing must be \[0.0, 1.0\]"),
+                         [(-0.1, ValueError, _SMOOTHING_RANGE),
+                          (1.5, ValueError, _SMOOTHING_RANGE),
+                          (np.inf, ValueError, _SMOOTHING_RANGE),
+                          (np.nan, ValueError, _SMOOTHING_RANGE),
                           ("0.1", TypeError, "label_smoothing must be a real number"),
                           (None, TypeError, "label_smoothing must be a real number")])
 def test_bad_label_smoothing(value, exc, message):

@@ -36,7 +36,7 @@ CHUNK_IDS = ["default", "1", "7", "53", "1000"]
 
 
 def rtol(dtype) -> float:
-    # Each chunk's sum comes back rounded once to the logits' dtype.
+    # float32 row losses within a few ulps; chunk sums are carried in float64.
     return 2e-7 if np.dtype(dtype) == np.float32 else 1e-12
 
 
@@ -269,6 +269,41 @@ def test_evaluate_files_docstring_example():
     assert result.attempted > 0 and result.failed == 0
 
 
+def test_float16_logits_sum_in_float64(tmp_path, capsys, rng):
+    # Row losses of ~40 over 2000 rows: a float16 sum (the logits' dtype) would overflow
+    # at 65504; chunk sums are carried in float64.
+    x = np.zeros((2000, 4), dtype=np.float16)
+    x[:, 0] = 40.0
+    y = np.full(2000, 3)
+    for chunk in ("7", "2000"):
+        result = run_json([*files(tmp_path, x, y), "--reduction", "sum", "--chunk-rows",
+                           chunk], capsys)
+        expected = float(fastloss.cross_entropy(x.astype(np.float32), y,
+                                                reduction="none").astype(np.float64).sum())
+        assert result["loss"] == pytest.approx(expected, rel=1e-12)
+        assert math.isfinite(result["loss"]) and result["loss"] > 65504
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "bce", "kl"])
+def test_the_chunking_moves_no_digit(tmp_path, capsys, rng, loss):
+    # float32 files: each chunk's sum stays in float64, so the chunk size only moves the
+    # last bits of a float64 total (it moved the 8th digit when sums were rounded to float32).
+    x = (rng.standard_normal((3001, 37)) * 4).astype(np.float32)
+    y = {"cross_entropy": rng.integers(0, 37, 3001),
+         "bce": (rng.random((3001, 37)) < 0.5).astype(np.float32),
+         "kl": reference.softmax(rng.standard_normal((3001, 37))).astype(np.float32)}[loss]
+    totals = [run_json([*files(tmp_path, x, y), "--loss", loss, "--reduction", "sum",
+                        "--chunk-rows", chunk], capsys)["loss"]
+              for chunk in ("1", "7", "1000", "3001")]
+    assert max(totals) - min(totals) <= 1e-13 * abs(totals[0]), totals
+
+
+def test_thread_counts_beyond_the_cpus(tmp_path, capsys, rng):
+    argv = files(tmp_path, rng.standard_normal((N, C)), rng.integers(0, C, N))
+    many = run_json([*argv, "--n-threads", "1000000"], capsys)
+    assert many["loss"] == run_json([*argv, "--n-threads", "1"], capsys)["loss"]
+
+
 # --- bad files and values: one line, exit code 2 ----------------------------------------
 
 def bad_file_cases(tmp_path: Path) -> dict[str, tuple[str, str]]:
@@ -276,7 +311,7 @@ def bad_file_cases(tmp_path: Path) -> dict[str, tuple[str, str]]:
     good = np.zeros((N, C), dtype=np.float32)
     cases = {"missing": (str(tmp_path / "missing.npy"),
                          "cannot read the logits file: No such file or directory"),
-             "directory": (str(tmp_path), "cannot read the logits file: Is a directory")}
+             "directory": (str(tmp_path), "is not a regular file (a directory)")}
     raw = (tmp_path / "good.npy")
     np.save(raw, good)
     data = raw.read_bytes()
@@ -284,15 +319,24 @@ def bad_file_cases(tmp_path: Path) -> dict[str, tuple[str, str]]:
         ("empty", b"", "the logits file is not a .npy file"),
         ("text", b"1.0, 2.0\n3.0, 4.0\n", "the logits file is not a .npy file"),
         ("truncated-header", data[:30], "cannot load the logits file"),
-        ("truncated-data", data[:-4], "mmap length is greater than file size"),
+        ("truncated-data", data[:-4], "is truncated: its header announces shape (53, 7) of "
+                                      "float32 (1484 bytes of data), but it holds 1480"),
+        ("huge-header", _npy_with_header(data, 20000), "cannot load the logits file"),
+        ("absurd-shape", _npy_with_shape((2**62, 2**62)), "is truncated: its header announces "
+                                                           "shape (4611686018427387904, "),
     ]:
         path = tmp_path / f"{name}.npy"
         path.write_bytes(content)
         cases[name] = (str(path), message)
     np.savez(tmp_path / "archive.npz", logits=good)
-    cases["npz"] = (str(tmp_path / "archive.npz"), "the logits file is not a .npy file")
+    cases["npz"] = (str(tmp_path / "archive.npz"), "not a .npy file (np.save's format) (a .npz "
+                                                   "archive: np.load it and np.save each array)")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(tmp_path / "fifo.npy")
+        cases["fifo"] = (str(tmp_path / "fifo.npy"), "is not a regular file (a FIFO)")
     for name, array, message in [
-        ("object", np.array([None, 1], dtype=object), "Python objects in dtype"),
+        ("object", np.array([None, 1], dtype=object), "holds Python objects (dtype object); "
+                                                      "save numbers instead"),
         ("int", good.astype(np.int32), "the logits must be floating-point (float32 or "
                                        "float64), got int32"),
         ("fortran", np.asfortranarray(good), "is stored in Fortran order; save it C-ordered"),
@@ -306,13 +350,34 @@ def bad_file_cases(tmp_path: Path) -> dict[str, tuple[str, str]]:
     return cases
 
 
+def _npy_with_header(data: bytes, size: int) -> bytes:
+    """A version 2.0 .npy file of ``data``'s array whose header is padded to ``size``
+    bytes (NumPy refuses headers over 10 kB as unsafe, with a message of several lines)."""
+    magic, header_len = 8, struct.unpack("<H", data[8:10])[0]
+    header = data[10:10 + header_len].rstrip(b"\n").ljust(size - 1) + b"\n"
+    return b"\x93NUMPY\x02\x00" + struct.pack("<I", len(header)) + header + data[
+        magic + 2 + header_len:]
+
+
+def _npy_with_shape(shape: tuple[int, ...]) -> bytes:
+    """A float32 .npy header announcing ``shape``, and no data."""
+    header = repr({"descr": "<f4", "fortran_order": False, "shape": shape}).encode()
+    header = header.ljust(118) + b"\n"
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
+
+
 BAD_FILES = ["missing", "directory", "empty", "text", "truncated-header", "truncated-data",
-             "npz", "object", "int", "fortran", "1-d", "0-d", "no-classes"]
+             "huge-header", "absurd-shape", "npz", "fifo", "object", "int", "fortran", "1-d",
+             "0-d", "no-classes"]
 
 
+@pytest.mark.filterwarnings("error")          # no stray warning before the error line
 @pytest.mark.parametrize("case", BAD_FILES)
 def test_bad_logits_file(tmp_path, capsys, case):
-    path, message = bad_file_cases(tmp_path)[case]
+    cases = bad_file_cases(tmp_path)
+    if case not in cases:
+        pytest.skip(f"no {case} on this OS")
+    path, message = cases[case]
     targets = save(tmp_path, "y.npy", np.zeros(N, dtype=np.int64))
     code, out, err = run(["eval", "--logits", path, "--targets", targets], capsys)
     assert (code, out) == (2, "")
@@ -362,10 +427,14 @@ def test_bad_targets_file(tmp_path, capsys):
     ("cross_entropy", "probs", ["--ignore-index", "3"],
      "ignore_index applies to integer class targets only"),
     ("cross_entropy", "class", ["--label-smoothing", "1.5"],
-     "label_smoothing must be [0.0, 1.0], got 1.5"),
+     "label_smoothing must be a finite number in [0, 1], got 1.5"),
     ("cross_entropy", "class", ["--base", "1"],
      "base must be a finite positive number other than 1, got 1.0"),
     ("cross_entropy", "class", ["--n-threads", "0"], "n_threads must be a non-zero int"),
+    ("cross_entropy", "class", ["--n-threads", str(2**40)], "n_threads must be within "),
+    ("cross_entropy", "class", ["--ignore-index", str(2**64)],
+     "ignore_index must be within int64's range [-9223372036854775808, 9223372036854775807], "
+     "got 18446744073709551616"),
 ])
 def test_bad_values(tmp_path, capsys, loss, targets, options, message):
     y = np.zeros(N, dtype=np.int64)
@@ -418,7 +487,7 @@ def test_errors_from_the_command_line(tmp_path):
     np.save(x, np.zeros((N, C), dtype=np.float32))
     x.write_bytes(x.read_bytes()[:-1])
     y = save(tmp_path, "y.npy", np.full(N, C))
-    for logits, message in [(str(x), "mmap length is greater than file size"),
+    for logits, message in [(str(x), "is truncated: its header announces shape (53, 7)"),
                             (save(tmp_path, "ok.npy", np.zeros((N, C))),
                              "target must hold class indices in [0, 7)")]:
         done = subprocess.run(command("eval", "--logits", logits, "--targets", y),

@@ -302,8 +302,15 @@ class TestBadArguments:
 def test_unknown_simd_build(monkeypatch):
     monkeypatch.setenv("FASTLOSS_SIMD", "sse9")
     with pytest.raises(ValueError, match=r"FASTLOSS_SIMD='sse9' names no build of the "
-                                         r"kernels that this machine runs; it runs \("):
+                                         r"kernels that this machine runs; it runs .*baseline"):
         FUNCTIONS["bce"][0](X["bce"], Y)
+
+
+def test_simd_build_names_ignore_case(monkeypatch):
+    expected = FUNCTIONS["bce"][0](X["bce"], Y)
+    monkeypatch.setenv("FASTLOSS_SIMD", " BaseLine ")
+    assert _common.simd_path() == "baseline"
+    assert FUNCTIONS["bce"][0](X["bce"], Y) == pytest.approx(expected, rel=1e-5)
 
 
 def test_builds_start_with_the_widest_and_end_with_baseline():

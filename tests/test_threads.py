@@ -2,8 +2,9 @@
 OpenMP runtime that the kernels link.
 
 The thread count checked is fastloss's own resolution of ``n_threads=None``
-(``_common.effective_n_threads`` for a parallel-sized input, and the ``threads`` line of
-``fastloss info``). A serial build always runs one thread, so those checks are skipped.
+(``_threads.effective_n_threads`` for a parallel-sized input, and the ``threads`` line of
+``fastloss info``), which is capped at the CPUs the process may use. A serial build always
+runs one thread, so those checks are skipped.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ import pytest
 
 import fastloss
 from fastloss import _cli
-from fastloss._common import PARALLEL_MIN_ELEMENTS, effective_n_threads
 from fastloss._kernels import _openmp_helpers
+from fastloss._threads import PARALLEL_MIN_ELEMENTS, effective_n_threads, usable_cpus
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -60,10 +61,9 @@ def test_threadpool_limits_limit_fastloss(limit, user_api):
     before = resolved_threads()
     with threadpoolctl.threadpool_limits(limits=limit, user_api=user_api):
         assert _openmp_helpers.max_threads() == limit
-        assert resolved_threads() == limit
-        assert info_threads() == limit
+        assert resolved_threads() == info_threads() == min(limit, usable_cpus())
         # An explicit count still wins over the limit, as in scikit-learn.
-        assert effective_n_threads(2, PARALLEL_MIN_ELEMENTS) == 2
+        assert effective_n_threads(2, PARALLEL_MIN_ELEMENTS) == min(2, usable_cpus())
     assert resolved_threads() == before
 
 
@@ -82,10 +82,11 @@ def test_threadpool_limits_apply_to_a_call():
 CHILD = """
 import json, threadpoolctl
 from fastloss import _cli
-from fastloss._common import PARALLEL_MIN_ELEMENTS, effective_n_threads
+from fastloss._threads import PARALLEL_MIN_ELEMENTS, effective_n_threads, usable_cpus
 line = next(l for l in _cli.info().splitlines() if l.startswith("threads "))
 print(json.dumps({
     "resolved": effective_n_threads(None, PARALLEL_MIN_ELEMENTS),
+    "cpus": usable_cpus(),
     "info": int(line.split()[1]),
     "openmp": [m["num_threads"] for m in threadpoolctl.threadpool_info()
                if m["user_api"] == "openmp"],
@@ -99,7 +100,7 @@ def test_omp_num_threads_limits_fastloss(value):
     out = subprocess.run([sys.executable, "-c", CHILD], capture_output=True, text=True,
                          check=True, env=child_env(OMP_NUM_THREADS=value)).stdout
     seen = json.loads(out)
-    assert seen["resolved"] == seen["info"] == int(value)
+    assert seen["resolved"] == seen["info"] == min(int(value), seen["cpus"])
     assert seen["openmp"] and set(seen["openmp"]) == {int(value)}
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 import fastloss
-from fastloss import _common
+from fastloss import _threads
+from fastloss._kernels import _openmp_helpers
 
 LOGITS = np.zeros((4, 3))
 TARGET = np.array([0, 1, 2, 0])
@@ -199,19 +200,29 @@ class TestThreads:
         with pytest.raises(TypeError, match="n_threads must be an int or None"):
             fastloss.cross_entropy(LOGITS, TARGET, n_threads=bad)
 
-    def test_resolution(self, monkeypatch):
-        big = _common.PARALLEL_MIN_ELEMENTS
+    @pytest.mark.parametrize("bad", [2**31, -(2**31), 10**30])
+    def test_absurd_threads(self, bad):
+        with pytest.raises(ValueError, match=r"n_threads must be within \[-2147483647, "):
+            fastloss.cross_entropy(LOGITS, TARGET, n_threads=bad)
+
+    def test_resolution(self):
+        big = _threads.PARALLEL_MIN_ELEMENTS
         if not fastloss.openmp_enabled():
-            assert _common.effective_n_threads(4, big) == 1
+            assert _threads.effective_n_threads(4, big) == 1
             return
-        monkeypatch.setattr(_common, "_usable_cpus", lambda: 8)
-        assert _common.effective_n_threads(3, big) == 3
-        assert _common.effective_n_threads(-1, big) == 8
-        assert _common.effective_n_threads(-2, big) == 7
-        assert _common.effective_n_threads(-20, big) == 1
-        assert _common.effective_n_threads(4, big - 1) == 1      # too small to pay
-        from fastloss._kernels import _openmp_helpers
-        assert _common.effective_n_threads(None, big) == _openmp_helpers.max_threads()
+        previous = _openmp_helpers._set_cpu_limit(8)
+        try:
+            assert _threads.usable_cpus() == _openmp_helpers.num_procs()
+            assert _threads.effective_n_threads(3, big) == 3
+            assert _threads.effective_n_threads(100_000, big) == 8     # capped at the CPUs
+            assert _threads.effective_n_threads(-1, big) == 8
+            assert _threads.effective_n_threads(-2, big) == 7
+            assert _threads.effective_n_threads(-20, big) == 1
+            assert _threads.effective_n_threads(4, big - 1) == 1      # too small to pay
+            assert _threads.effective_n_threads(None, big) == min(
+                _openmp_helpers.max_threads(), 8)
+        finally:
+            _openmp_helpers._set_cpu_limit(previous)
 
 
 class TestCrossEntropyOptions:
@@ -232,7 +243,8 @@ class TestCrossEntropyOptions:
 
     @pytest.mark.parametrize("value", [-0.1, 1.5, np.nan, np.inf])
     def test_label_smoothing_outside_unit_interval(self, value):
-        with pytest.raises(ValueError, match=r"label_smoothing must be \[0.0, 1.0\]"):
+        with pytest.raises(ValueError,
+                           match=r"label_smoothing must be a finite number in \[0, 1\]"):
             fastloss.cross_entropy(LOGITS, TARGET, label_smoothing=value)
 
     @pytest.mark.parametrize("value", ["0.1", None, True])
@@ -305,9 +317,9 @@ class TestCrossEntropyOptions:
         with pytest.raises(ValueError, match=message):
             fastloss.cross_entropy(LOGITS, TARGET, sample_weight=sample_weight)
 
-    @pytest.mark.parametrize("value", [-1e-3, np.nan, -np.inf])
-    def test_negative_z_loss(self, value):
-        with pytest.raises(ValueError, match=r"z_loss must be >= 0\.0"):
+    @pytest.mark.parametrize("value", [-1e-3, np.nan, -np.inf, np.inf])
+    def test_negative_or_infinite_z_loss(self, value):
+        with pytest.raises(ValueError, match=r"z_loss must be a finite number >= 0, got"):
             fastloss.cross_entropy(LOGITS, TARGET, z_loss=value)
 
     def test_grad_out_must_not_overlap_soft_target(self):
@@ -326,3 +338,54 @@ class TestCrossEntropyOptions:
                                             grad_out=buf[3:].reshape(4, 3))
         assert loss == expected[0]
         np.testing.assert_array_equal(grad, expected[1])
+
+
+EMPTY_CLASSES = {
+    "softmax": lambda x: fastloss.softmax(x),
+    "log_softmax": lambda x: fastloss.log_softmax(x),
+    "logsumexp": lambda x: fastloss.logsumexp(x),
+    "entropy": lambda x: fastloss.entropy(x),
+    "entropy_from_logits": lambda x: fastloss.entropy_from_logits(x),
+    "cross_entropy": lambda x: fastloss.cross_entropy(x, np.zeros(len(x), dtype=np.intp)),
+    "cross_entropy_soft": lambda x: fastloss.cross_entropy(x, x),
+    "kl_div_with_logits": lambda x: fastloss.kl_div_with_logits(x, x),
+}
+
+
+@pytest.mark.parametrize("rows", [0, 3])
+@pytest.mark.parametrize("name", list(EMPTY_CLASSES))
+def test_an_empty_class_axis_is_an_error(name, rows):
+    # One rule for every function with a class axis: no distribution over no classes.
+    with pytest.raises(ValueError, match="must have at least one class along axis 1, got 0"):
+        EMPTY_CLASSES[name](np.empty((rows, 0)))
+    with pytest.raises(ValueError, match="num_classes must be at least 1, got 0"):
+        fastloss.one_hot(np.zeros(rows, dtype=np.intp), 0)
+
+
+@pytest.mark.parametrize("value", ["no", "yes", 1, 0, None, np.array([True])])
+@pytest.mark.parametrize("name", ["cross_entropy", "kl_div_with_logits",
+                                  "entropy_from_logits", "binary_cross_entropy_with_logits"])
+def test_return_grad_takes_booleans_only(name, value):
+    x = np.zeros((2, 3))
+    args = {"cross_entropy": (x, np.zeros(2, dtype=np.intp)), "kl_div_with_logits": (x, x + 1 / 3),
+            "entropy_from_logits": (x,), "binary_cross_entropy_with_logits": (x, x)}[name]
+    with pytest.raises(TypeError, match="return_grad must be a bool, got"):
+        getattr(fastloss, name)(*args, return_grad=value)
+    assert len(getattr(fastloss, name)(*args, return_grad=np.bool_(True))) == 2
+
+
+@pytest.mark.parametrize("name, value", [("return_lse", "no"), ("scale_by_temperature", 1)])
+def test_other_flags_take_booleans_only(name, value):
+    x = np.zeros((2, 3))
+    with pytest.raises(TypeError, match=f"{name} must be a bool, got"):
+        if name == "return_lse":
+            fastloss.cross_entropy(x, np.zeros(2, dtype=np.intp), return_lse=value)
+        else:
+            fastloss.kl_div_with_logits(x, x + 1 / 3, scale_by_temperature=value)
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -1.0, np.inf, np.nan])
+def test_temperature_must_be_positive_and_finite(value):
+    x = np.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"temperature must be a finite number > 0, got"):
+        fastloss.kl_div_with_logits(x, x + 1 / 3, temperature=value)

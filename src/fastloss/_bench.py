@@ -42,6 +42,7 @@ import numpy as np
 import fastloss
 from fastloss import _common, reference
 from fastloss._cli import positive_int
+from fastloss._threads import usable_cpus
 
 __all__ = ["configure_parser", "main", "run"]
 
@@ -706,7 +707,7 @@ def environment(torch: ModuleType | None) -> dict[str, Any]:
     build["compiled_simd"] = build.pop("simd")
     build["simd"] = _common.simd_path()     # the build of the kernels that runs
     return {
-        "machine": {"cpu": _cpu_model(), "cpus": _common._usable_cpus(),
+        "machine": {"cpu": _cpu_model(), "cpus": usable_cpus(),
                     "platform": platform.platform(), "python": platform.python_version()},
         "build": build,
         "numpy": np.__version__,

@@ -20,7 +20,6 @@ import numpy as np
 
 import fastloss
 from fastloss import _common
-from fastloss._common import PARALLEL_MIN_ELEMENTS, effective_n_threads
 from fastloss._eval import (
     LOSSES,
     REDUCTIONS,
@@ -29,6 +28,8 @@ from fastloss._eval import (
     EvalResult,
     evaluate_files,
 )
+from fastloss._kernels import _openmp_helpers
+from fastloss._threads import PARALLEL_MIN_ELEMENTS, effective_n_threads, usable_cpus
 
 __all__ = ["SUBCOMMANDS", "info", "main"]
 
@@ -36,9 +37,21 @@ __all__ = ["SUBCOMMANDS", "info", "main"]
 # --- info -------------------------------------------------------------------------------
 
 def info() -> str:
-    """A human-readable report of this build and what it would run with."""
+    """A human-readable report of this build and what it would run with (a bad
+    ``FASTLOSS_SIMD`` is reported on its line)."""
     build = fastloss.build_info()
     threads = effective_n_threads(None, PARALLEL_MIN_ELEMENTS)
+    try:
+        simd = f"{_common.simd_path()} kernels run"
+    except ValueError as exc:
+        simd = f"error: {exc}"
+    if _openmp_helpers.forked_after_team():
+        threads_note = ("a fork of a process that ran threads: every call runs on 1, as "
+                        "GNU libgomp's threads do not survive fork()")
+    else:
+        threads_note = (f"n_threads=None; OMP_NUM_THREADS and threadpoolctl apply, capped at "
+                        f"the {usable_cpus()} CPUs; inputs under {PARALLEL_MIN_ELEMENTS} "
+                        "elements run on 1")
     lines = [
         f"fastloss {fastloss.__version__}",
         f"python   {platform.python_version()} ({sys.executable})",
@@ -46,9 +59,8 @@ def info() -> str:
         f"platform {platform.platform()} ({platform.machine()})",
         "openmp   " + (f"enabled (version {build['openmp_version']})" if build["openmp"]
                        else "disabled: serial build, every kernel runs on one thread"),
-        f"threads  {threads} (n_threads=None; OMP_NUM_THREADS and threadpoolctl apply; "
-        f"inputs under {PARALLEL_MIN_ELEMENTS} elements run on 1)",
-        f"simd     {_common.simd_path()} kernels run (this CPU runs "
+        f"threads  {threads} ({threads_note})",
+        f"simd     {simd} (this CPU runs "
         f"{', '.join(_common.simd_builds('_cross_entropy'))}; FASTLOSS_SIMD forces one); "
         f"compiled baseline: {build['simd']}",
         f"compiler {build['compiler']}",
@@ -63,6 +75,11 @@ def _register_info(sub: Any) -> None:
 
     def run(args: argparse.Namespace) -> int:
         print(info())
+        try:
+            _common.simd_path()
+        except ValueError as exc:
+            sys.stderr.write(f"{parser.prog}: error: {exc}\n")
+            return 2
         return 0
 
     parser.set_defaults(run=run)

@@ -1,4 +1,4 @@
-"""Layer 3 plumbing shared by every public function: argument checks, thread counts and
+"""Layer 3 plumbing shared by every public function: argument checks and
 the mapping between any array layout and the (N, C) C-contiguous rows the kernels read.
 
 Every check raises a ``TypeError``, ``ValueError`` or ``IndexError`` whose message names
@@ -19,53 +19,13 @@ from typing import Any, cast
 
 import numpy as np
 
-from fastloss._kernels import _elementwise, _openmp_helpers
-
-#: Below this many scores (N x C) a call runs on one thread. benchmarks/threshold.py on
-#: the 2-core project machine (SIMD kernels, OpenMP's workers awake): two threads lose
-#: below ~1k elements (0.87x at 32 x 10), break even at ~1.3k, win 1.5x at 10k and 1.6-1.9x
-#: from 32k. The margin covers waking a worker that went to sleep, which costs from tens of
-#: microseconds to milliseconds depending on the machine.
-PARALLEL_MIN_ELEMENTS = 1 << 14
+from fastloss._kernels import _elementwise
+from fastloss._threads import effective_n_threads
 
 #: The dtypes the kernels are compiled for.
 KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 REDUCTIONS = ("none", "mean", "sum")
-
-
-def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def effective_n_threads(n_threads: int | None, work: int) -> int:
-    """Resolve ``n_threads`` the way scikit-learn does, then drop to 1 for small work.
-
-    None: OpenMP's current maximum (``OMP_NUM_THREADS``, ``omp_set_num_threads``);
-    n > 0: n; n < 0: ``usable_cpus + 1 + n`` (so -1 is all of them), at least 1;
-    0: ``ValueError``. A serial build always runs 1 thread.
-    """
-    if n_threads is not None:
-        if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)):
-            raise TypeError(
-                f"n_threads must be an int or None, got {type(n_threads).__name__}"
-            )
-        n_threads = int(n_threads)
-        if n_threads == 0:
-            raise ValueError("n_threads must be a non-zero int (None: OpenMP's default; "
-                             "-1: all CPUs), got 0")
-    if not _openmp_helpers.openmp_enabled():
-        return 1
-    if n_threads is None:
-        resolved = _openmp_helpers.max_threads()
-    elif n_threads < 0:
-        resolved = max(_usable_cpus() + 1 + n_threads, 1)
-    else:
-        resolved = n_threads
-    return 1 if work < PARALLEL_MIN_ELEMENTS else resolved
 
 
 def check_reduction(reduction: str, choices: tuple[str, ...] = REDUCTIONS) -> str:
@@ -80,6 +40,13 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
     if dtype in KERNEL_DTYPES:
         return dtype
     return np.dtype(np.float32) if dtype.itemsize < 4 else np.dtype(np.float64)
+
+
+def kernel_array(x: Any, dtype: np.dtype) -> np.ndarray:
+    """``x`` as the kernels read it: C-contiguous, aligned, of ``dtype``; a view where it
+    already is, else a copy. NumPy arrays may be unaligned (a view at an odd byte offset),
+    and the kernels' C loads of a typed element are defined only at its alignment."""
+    return np.require(x, dtype=dtype, requirements=["C", "A"])
 
 
 def as_floating(x: Any, name: str) -> np.ndarray:
@@ -104,6 +71,25 @@ def normalize_axis(axis: Any, ndim: int, name: str) -> int:
     if not -ndim <= axis < ndim:
         raise np.exceptions.AxisError(axis, ndim, f"axis of {name}")
     return cast(int, axis % ndim)
+
+
+def class_axis(x: np.ndarray, axis: Any, name: str) -> int:
+    """The class axis of ``x``, non-negative, after checking that it holds a class.
+
+    One rule for every function with a class axis: a distribution over no classes does
+    not exist, so an empty class axis is a ``ValueError`` (whatever the number of rows),
+    where PyTorch and SciPy give ``logsumexp`` -inf and ``softmax`` an empty array."""
+    index = normalize_axis(axis, x.ndim, name)
+    if x.shape[index] == 0:
+        raise ValueError(f"{name} must have at least one class along axis {index}, got 0")
+    return index
+
+
+def check_flag(value: Any, name: str) -> bool:
+    """A bool (``np.bool_`` too): ``return_grad="no"`` is a mistake, not a true value."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
 
 
 @dataclass(frozen=True)
@@ -132,12 +118,12 @@ def to_rows(x: np.ndarray, axis: int) -> Rows:
     n_classes = x.shape[axis]
     n_rows = math.prod(x.shape[:axis] + x.shape[axis + 1:])
     kdtype = compute_dtype(x.dtype)
-    direct = axis == x.ndim - 1 and x.dtype == kdtype and x.flags.c_contiguous
+    direct = (axis == x.ndim - 1 and x.dtype == kdtype and x.flags.c_contiguous
+              and x.flags.aligned)
     if direct:
         rows = x.reshape(n_rows, n_classes)
     else:
-        rows = np.ascontiguousarray(np.moveaxis(x, axis, -1), dtype=kdtype)
-        rows = rows.reshape(n_rows, n_classes)
+        rows = kernel_array(np.moveaxis(x, axis, -1), kdtype).reshape(n_rows, n_classes)
     return Rows(rows=rows, direct=direct, shape=x.shape, axis=axis, dtype=x.dtype)
 
 
@@ -191,7 +177,7 @@ def full_output(
     scratch buffer in the kernel's layout that ``finish`` copies into place.
     """
     rows = layout.rows
-    if layout.direct and (out is None or out.flags.c_contiguous):
+    if layout.direct and (out is None or (out.flags.c_contiguous and out.flags.aligned)):
         buf = np.empty_like(rows) if out is None else out.reshape(rows.shape)
         result = buf.reshape(layout.shape) if out is None else out
         return buf, lambda: result
@@ -210,7 +196,7 @@ def full_output(
 def class_view(x: np.ndarray, axis: int) -> np.ndarray:
     """``x`` as (outer, C, inner), C-contiguous in the kernel dtype: a view of ``x`` when
     it already is C-contiguous float32/float64, else one copy (documented)."""
-    contiguous = np.ascontiguousarray(x, dtype=compute_dtype(x.dtype))
+    contiguous = kernel_array(x, compute_dtype(x.dtype))
     outer = math.prod(x.shape[:axis])
     inner = math.prod(x.shape[axis + 1:])
     return contiguous.reshape(outer, x.shape[axis], inner)
@@ -230,14 +216,19 @@ def check_weights(weights: Any, name: str, shape: tuple[int, ...]) -> np.ndarray
     return arr
 
 
-def check_real(value: Any, name: str, low: float, high: float = math.inf) -> float:
-    """A real number in [low, high]."""
+def check_real(value: Any, name: str, low: float, high: float = math.inf, *,
+               above_low: bool = False) -> float:
+    """A finite real number in [low, high] (in (low, high] with ``above_low``)."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     value = float(value)
-    if not low <= value <= high:
-        bounds = f"[{low}, {high}]" if math.isfinite(high) else f">= {low}"
-        raise ValueError(f"{name} must be {bounds}, got {value}")
+    inside = (low < value if above_low else low <= value) and value <= high
+    if not (inside and math.isfinite(value)):
+        if math.isfinite(high):
+            bounds = f"in {'(' if above_low else '['}{low:g}, {high:g}]"
+        else:
+            bounds = f"{'>' if above_low else '>='} {low:g}"
+        raise ValueError(f"{name} must be a finite number {bounds}, got {value}")
     return cast(float, value)
 
 
@@ -283,7 +274,7 @@ def value_extremes(arr: np.ndarray, n_threads: int | None = None) -> tuple[float
     and whether it has a NaN: one parallel pass of the kernels over a C-contiguous
     float32/float64 array (NumPy's min and max took two serial ones: a sixth of a
     soft-target cross-entropy's time), NumPy's reductions for any other."""
-    if arr.dtype in (np.float32, np.float64) and arr.flags.c_contiguous:
+    if arr.dtype in (np.float32, np.float64) and arr.flags.c_contiguous and arr.flags.aligned:
         flat = arr.reshape(-1)
         kernels = simd_kernels("_elementwise")
         n_blocks = -(-flat.size // kernels.BLOCK_SIZE)
@@ -301,8 +292,9 @@ def gradient_requested(return_grad: bool, grad_out: Any, x: np.ndarray,
     """Whether a gradient is wanted (``grad_out`` implies it), after validating
     ``grad_out``: C-contiguous, ``x``'s shape and dtype, ``x`` itself or no overlap with
     it, and no overlap with the other inputs."""
+    requested = check_flag(return_grad, "return_grad")
     if grad_out is None:
-        return bool(return_grad)
+        return requested
     check_out(grad_out, "grad_out", x.shape, x.dtype, may_alias=x, no_overlap=no_overlap,
               require_c_contiguous=True)
     return True
@@ -332,14 +324,16 @@ def simd_builds(kernel: str) -> dict[str, ModuleType]:
 
 def simd_path() -> str:
     """The instruction set the kernels run with: the widest this CPU supports, or the one
-    named by the environment variable ``FASTLOSS_SIMD`` (baseline, avx2, avx512)."""
+    named by the environment variable ``FASTLOSS_SIMD`` (baseline, avx2, avx512, in any
+    case)."""
     builds = simd_builds("_cross_entropy")
-    forced = os.environ.get("FASTLOSS_SIMD", "")
+    given = os.environ.get("FASTLOSS_SIMD", "")
+    forced = given.strip().lower()
     if not forced:
         return next(iter(builds))
     if forced not in builds:
-        raise ValueError(f"FASTLOSS_SIMD={forced!r} names no build of the kernels that this "
-                         f"machine runs; it runs {tuple(builds)}")
+        raise ValueError(f"FASTLOSS_SIMD={given!r} names no build of the kernels that this "
+                         f"machine runs; it runs {', '.join(builds)}")
     return forced
 
 
@@ -357,7 +351,7 @@ def elementwise_target(target: Any, x: np.ndarray, x_name: str) -> np.ndarray:
         raise TypeError(f"target must be an array of real numbers, got dtype {arr.dtype}")
     if arr.shape != x.shape:
         raise ValueError(f"target must have the shape of {x_name}, {x.shape}, got {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=compute_dtype(x.dtype)).reshape(-1)
+    return kernel_array(arr, compute_dtype(x.dtype)).reshape(-1)
 
 
 def check_range(flat: np.ndarray, name: str, low: float, high: float = math.inf,
@@ -426,9 +420,9 @@ def periodic_weights_and_ones(weights: Any, name: str, shape: tuple[int, ...],
     while lead > 0 and padded[lead - 1] == shape[lead - 1]:
         lead -= 1
     if all(w == 1 for w in padded[:lead]):
-        period = np.ascontiguousarray(arr.reshape(padded[lead:]), dtype=dtype).reshape(-1)
+        period = kernel_array(arr.reshape(padded[lead:]), dtype).reshape(-1)
     else:
-        period = np.ascontiguousarray(np.broadcast_to(arr, shape), dtype=dtype).reshape(-1)
+        period = kernel_array(np.broadcast_to(arr, shape), dtype).reshape(-1)
     if 0 < period.size < block:
         period = np.tile(period, -(-block // period.size))
     return period, ones
@@ -456,20 +450,21 @@ class ElementwiseSpec:
 def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight: Any = None,
                     pos_weight: Any = None, label_smoothing: float = 0.0,
                     reduction: str, base: Any, n_threads: int | None, return_grad: bool,
-                    grad_out: np.ndarray | None) -> Any:
+                    grad_out: np.ndarray | None, total_dtype: np.dtype | None = None) -> Any:
     """Validate the arguments of an elementwise loss, run its kernel, form the results.
 
     The first argument and the target are read flat and C-contiguous in the kernel dtype
     (views when they already are); weights as :func:`periodic_weights` passes them. The
     reduced loss is the fixed-order sum of the kernel's block sums, over the reduction's
     denominator (NaN when it is 0) and ln(base); the gradient is that of the reduced loss
-    (of the sum for "none"), in the shape and dtype of the first argument.
+    (of the sum for "none"), in the shape and dtype of the first argument. A reduced loss
+    comes in ``total_dtype`` (None: the first argument's dtype).
     """
     given = as_floating(x_given, spec.x_name)
     reduction = check_reduction(reduction, spec.reductions)
     ln_base = log_base(base)
     threads = effective_n_threads(n_threads, given.size)
-    x = np.ascontiguousarray(given, dtype=compute_dtype(given.dtype)).reshape(-1)
+    x = kernel_array(given, compute_dtype(given.dtype)).reshape(-1)
     y = elementwise_target(target, given, spec.x_name)
     weights, unweighted = periodic_weights_and_ones(weight, "weight", given.shape, x.dtype,
                                                     spec.x_name)
@@ -498,7 +493,7 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
 
     partials = np.empty(n_blocks, dtype=np.float64)
     loss_out = np.empty(n if reduction == "none" else 0, dtype=x.dtype)
-    direct = grad_out is not None and grad_out.dtype == x.dtype
+    direct = grad_out is not None and grad_out.dtype == x.dtype and grad_out.flags.aligned
     if not with_grad:
         grad = np.empty(0, dtype=x.dtype)
     else:
@@ -519,8 +514,8 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
             loss = loss_out.reshape(given.shape).astype(given.dtype, copy=False)
         else:
             total = float(np.sum(partials))
-            loss = given.dtype.type(total / denominator / ln_base if denominator > 0
-                                    else math.nan)
+            loss = (total_dtype or given.dtype).type(
+                total / denominator / ln_base if denominator > 0 else math.nan)
         if not with_grad:
             return loss
         if grad_out is None:

@@ -10,21 +10,24 @@ import numpy as np
 from fastloss._common import (
     KERNEL_DTYPES,
     as_floating,
+    check_flag,
     check_non_negative,
     check_real,
     check_reduction,
     check_weights,
+    class_axis,
     class_view,
-    effective_n_threads,
     gradient_requested,
+    kernel_array,
     log_base,
-    normalize_axis,
     simd_kernels,
 )
+from fastloss._threads import effective_n_threads
 
 __all__ = ["cross_entropy"]
 
 _NO_WEIGHTS = np.empty(0, dtype=np.float64)
+_INTP = np.iinfo(np.intp)
 _NO_CLASSES = np.empty(0, dtype=np.intp)
 
 
@@ -48,7 +51,7 @@ def _class_indices(given: np.ndarray, batch_shape: tuple[int, ...], axis: int) -
                 f"target must hold class indices, got {flat[beyond[0]]} at index "
                 f"{tuple(int(i) for i in where)}"
             )
-    return np.ascontiguousarray(flat, dtype=np.intp)
+    return kernel_array(flat, np.dtype(np.intp))
 
 
 def _check_class_range(classes: np.ndarray, batch_shape: tuple[int, ...], n_classes: int,
@@ -113,9 +116,11 @@ def _rescale_for_mean(
 
 
 def reduce_rows(row_losses: np.ndarray, reduction: str, denominator: float,
-            batch_shape: tuple[int, ...], dtype: np.dtype) -> Any:
+                batch_shape: tuple[int, ...], dtype: np.dtype,
+                total_dtype: np.dtype | None = None) -> Any:
     """Per-row float64 losses to the result. The sum is NumPy's pairwise sum over a buffer
-    written in row order, so it does not depend on the number of threads."""
+    written in row order, so it does not depend on the number of threads. A reduced loss
+    comes in ``total_dtype`` (None: ``dtype``; float64 for callers that add such sums)."""
     # A loss beyond the dtype's range rounds to inf, which is the answer: no warning.
     with np.errstate(over="ignore"):
         if reduction == "none":
@@ -123,7 +128,7 @@ def reduce_rows(row_losses: np.ndarray, reduction: str, denominator: float,
         total = float(np.sum(row_losses))
         if reduction == "mean":
             total = total / denominator if denominator > 0 else float("nan")
-        return dtype.type(total)
+        return (total_dtype or dtype).type(total)
 
 
 # The kernels' TargetKind.
@@ -168,7 +173,7 @@ def fused_rows(
     empty = np.empty((0, 0, 0), dtype=kdtype)
     rows_view = (class_view(target_rows.astype(kdtype, copy=False), axis)
                  if target_rows is not None else empty)
-    direct = grad_out is not None and grad_out.dtype == kdtype
+    direct = grad_out is not None and grad_out.dtype == kdtype and grad_out.flags.aligned
     if with_grad:
         grad_view = (cast(np.ndarray, grad_out).reshape(view.shape) if direct
                      else np.empty_like(view))
@@ -213,15 +218,18 @@ def _plain_class_loss(logits: Any, target: Any, ignore_index: Any, label_smoothi
     if not (type(logits) is np.ndarray and type(target) is np.ndarray
             and logits.ndim == 2 and target.ndim == 1 and logits.dtype in KERNEL_DTYPES
             and target.dtype == np.intp and logits.flags.c_contiguous
-            and target.flags.c_contiguous and 0 < logits.shape[1]
+            and target.flags.c_contiguous and logits.flags.aligned and target.flags.aligned
+            and 0 < logits.shape[1]
             and target.shape[0] == logits.shape[0] and type(ignore_index) is int
+            and _INTP.min <= ignore_index <= _INTP.max
             and (axis == -1 or axis == 1) and type(axis) is int
             and type(label_smoothing) in (int, float) and label_smoothing == 0
             and type(z_loss) in (int, float) and z_loss == 0
             and (reduction == "mean" or reduction == "sum")
             and (grad_out is None or (type(grad_out) is np.ndarray
                                       and grad_out.dtype == logits.dtype
-                                      and grad_out.shape == logits.shape))):
+                                      and grad_out.shape == logits.shape
+                                      and grad_out.flags.aligned))):
         return None
     if grad_out is None and return_grad:
         grad_out = np.empty_like(logits)
@@ -378,17 +386,30 @@ def cross_entropy(
                                    reduction, axis, n_threads, return_grad, grad_out)
         if result is not None:
             return result
+    return _cross_entropy(logits, target, weight, ignore_index, label_smoothing,
+                          sample_weight, z_loss, reduction, axis, n_threads, return_grad,
+                          grad_out, return_lse, base)
+
+
+def _cross_entropy(logits: Any, target: Any, weight: Any, ignore_index: Any,
+                   label_smoothing: Any, sample_weight: Any, z_loss: Any, reduction: Any,
+                   axis: Any, n_threads: Any, return_grad: Any, grad_out: Any,
+                   return_lse: Any, base: Any, total_dtype: np.dtype | None = None) -> Any:
+    """cross_entropy's general path, its arguments in order; a reduced loss in
+    ``total_dtype`` (None: the logits' dtype)."""
     logits = as_floating(logits, "logits")
-    axis = normalize_axis(axis, logits.ndim, "logits")
+    axis = class_axis(logits, axis, "logits")
     reduction = check_reduction(reduction)
     n_classes = logits.shape[axis]
-    if n_classes == 0:
-        raise ValueError(f"logits must have at least one class along axis {axis}, got 0")
+    return_lse = check_flag(return_lse, "return_lse")
     batch_shape = logits.shape[:axis] + logits.shape[axis + 1:]
 
     if isinstance(ignore_index, bool):
         raise TypeError("ignore_index must be an int")
     ignore_index = operator.index(ignore_index)
+    if not _INTP.min <= ignore_index <= _INTP.max:
+        raise ValueError(f"ignore_index must be within {_INTP.dtype}'s range [{_INTP.min}, "
+                         f"{_INTP.max}], got {ignore_index}")
     given_target = np.asarray(target)
     soft = given_target.dtype.kind == "f"
     if soft:
@@ -430,7 +451,8 @@ def cross_entropy(
         with_grad=with_grad, grad_out=grad_out, return_lse=return_lse,
         per_row=reduction == "none", n_threads=n_threads,
     )
-    results = [reduce_rows(row_losses, reduction, denominator, batch_shape, logits.dtype)]
+    results = [reduce_rows(row_losses, reduction, denominator, batch_shape, logits.dtype,
+                           total_dtype)]
     if with_grad:
         results.append(grad)
     if return_lse:

@@ -8,12 +8,14 @@ import numpy as np
 
 from fastloss._common import (
     as_floating,
+    check_flag,
     check_non_negative,
     check_real,
+    check_reduction,
+    class_axis,
     class_view,
     gradient_requested,
     log_base,
-    normalize_axis,
     value_extremes,
 )
 from fastloss._cross_entropy import (
@@ -119,13 +121,21 @@ def kl_div_with_logits(
     >>> grad.round(4)                          # softmax(student) - teacher
     array([[-0.0144,  0.0753, -0.0609]])
     """
+    return _kl_div_with_logits(student_logits, teacher, teacher_kind, temperature,
+                               scale_by_temperature, reduction, axis, base, n_threads,
+                               return_grad, grad_out)
+
+
+def _kl_div_with_logits(student_logits: Any, teacher: Any, teacher_kind: Any,
+                        temperature: Any, scale_by_temperature: Any, reduction: Any,
+                        axis: Any, base: Any, n_threads: Any, return_grad: Any,
+                        grad_out: Any, total_dtype: np.dtype | None = None) -> Any:
+    """kl_div_with_logits, its arguments in order; a reduced loss in ``total_dtype``
+    (None: the student's dtype)."""
     logits = as_floating(student_logits, "student_logits")
-    axis = normalize_axis(axis, logits.ndim, "student_logits")
-    if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-    if logits.shape[axis] == 0:
-        raise ValueError(f"student_logits must have at least one class along axis {axis}, "
-                         "got 0")
+    axis = class_axis(logits, axis, "student_logits")
+    reduction = check_reduction(reduction, REDUCTIONS)
+    scale_by_temperature = check_flag(scale_by_temperature, "scale_by_temperature")
     if teacher_kind not in TEACHER_KINDS:
         raise ValueError(f"teacher_kind must be one of {tuple(TEACHER_KINDS)}, "
                          f"got {teacher_kind!r}")
@@ -139,9 +149,7 @@ def kl_div_with_logits(
         _, highest, has_nan = value_extremes(target, n_threads)
         if has_nan or highest == np.inf:
             raise ValueError("teacher log-probabilities must not be NaN or +inf")
-    temperature = check_real(temperature, "temperature", 0.0)
-    if temperature == 0 or not np.isfinite(temperature):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    temperature = check_real(temperature, "temperature", 0.0, above_low=True)
     unit = log_base(base)
     with_grad = gradient_requested(return_grad, grad_out, logits,
                                    no_overlap=(("teacher", target),))
@@ -163,5 +171,5 @@ def kl_div_with_logits(
     batch_shape = logits.shape[:axis] + logits.shape[axis + 1:]
     loss = reduce_rows(row_losses, "none" if reduction == "none" else
                        "sum" if reduction == "sum" else "mean",
-                       denominator, batch_shape, logits.dtype)
+                       denominator, batch_shape, logits.dtype, total_dtype)
     return (loss, grad) if with_grad else loss

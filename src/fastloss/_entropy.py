@@ -10,15 +10,15 @@ from fastloss._common import (
     as_floating,
     check_non_negative,
     check_reduction,
-    effective_n_threads,
+    class_axis,
     full_output,
     gradient_requested,
     log_base,
-    normalize_axis,
     simd_kernels,
     to_rows,
 )
 from fastloss._cross_entropy import reduce_rows
+from fastloss._threads import effective_n_threads
 
 __all__ = ["entropy", "entropy_from_logits"]
 
@@ -56,7 +56,7 @@ def entropy(
     1.7918
     """
     p = as_floating(p, "p")
-    axis = normalize_axis(axis, p.ndim, "p")
+    axis = class_axis(p, axis, "p")
     check_non_negative(p, "p", nan_ok=True, n_threads=n_threads)
     unit = log_base(base)
     layout = to_rows(p, axis)
@@ -120,7 +120,7 @@ def entropy_from_logits(
     1.0
     """
     logits = as_floating(logits, "logits")
-    axis = normalize_axis(axis, logits.ndim, "logits")
+    axis = class_axis(logits, axis, "logits")
     reduction = check_reduction(reduction)
     unit = log_base(base)
     with_grad = gradient_requested(return_grad, grad_out, logits)

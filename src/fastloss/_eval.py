@@ -1,16 +1,19 @@
 """``fastloss eval``: a loss over .npy files of any size, read in chunks of rows.
 
-Each file is read with ``readinto`` into one buffer that is reused for every chunk, so the
-memory used is bounded by the chunk, whatever the size of the file: pages of a memory map
-would stay in the process's resident set once touched, a reused buffer does not grow.
-``np.load(mmap_mode="r")`` only validates a file (header, dtype, length) and gives the
-offset of its data; its map is dropped before anything is read.
+Each file is opened once and read with ``readinto`` into one buffer that is reused for
+every chunk, so the memory used is bounded by the chunk, whatever the size of the file:
+pages of a memory map would stay in the process's resident set once touched, a reused
+buffer does not grow. The .npy header is parsed from the open file (NumPy's
+``np.lib.format``), and the data it announces must be there before anything is read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
+import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,7 +22,10 @@ from typing import Any, cast
 import numpy as np
 
 import fastloss
-from fastloss._common import log_base
+from fastloss._binary import _BCE, _BCE_WITH_LOGITS
+from fastloss._common import log_base, run_elementwise
+from fastloss._cross_entropy import _cross_entropy
+from fastloss._distill import _kl_div_with_logits
 
 __all__ = ["LOSSES", "EvalError", "EvalResult", "evaluate_files"]
 
@@ -37,6 +43,10 @@ _OPTION_LOSSES = {"ignore_index": ("cross_entropy",), "label_smoothing": ("cross
                   "teacher": ("kl",), "temperature": ("kl",)}
 _IGNORE_INDEX = inspect.signature(fastloss.cross_entropy).parameters["ignore_index"].default
 
+#: The dtype of the chunks' loss sums, whatever the files' dtype: a float16 sum would
+#: overflow at 65504, and float32 sums would make the total depend on the chunking.
+_TOTAL = np.dtype(np.float64)
+
 
 class EvalError(ValueError):
     """A file or an option that ``evaluate_files`` cannot use; the message is one line."""
@@ -44,36 +54,79 @@ class EvalError(ValueError):
 
 class _NpyReader:
     """A C-ordered .npy file seen as ``rows`` rows of ``row_size`` elements, read a range
-    of rows at a time into one reusable buffer."""
+    of rows at a time into one reusable buffer.
+
+    The file is opened once, and only if it is a regular file: a FIFO or a device cannot
+    seek, and reading one would block or consume it. Its header is parsed from that open
+    file, and the data it announces must be there before anything is read.
+    """
 
     def __init__(self, path: str, what: str) -> None:
         self.path, self.what = path, what
         try:
-            with open(path, "rb") as f:
-                magic = f.read(len(_NPY_MAGIC))
+            status = os.stat(path)
         except OSError as exc:
             raise EvalError(f"cannot read the {what} file: {exc.strerror or exc}: "
                             f"{path!r}") from None
-        if magic != _NPY_MAGIC:
-            raise EvalError(f"the {what} file is not a .npy file (np.save's format): {path!r}")
+        if not stat.S_ISREG(status.st_mode):
+            kind = ("a directory" if stat.S_ISDIR(status.st_mode)
+                    else "a FIFO" if stat.S_ISFIFO(status.st_mode)
+                    else "a device" if stat.S_ISCHR(status.st_mode) or stat.S_ISBLK(status.st_mode)
+                    else "a socket" if stat.S_ISSOCK(status.st_mode) else "not a file")
+            raise EvalError(f"the {what} file {path!r} is not a regular file ({kind}); "
+                            "fastloss eval reads .npy files from disk")
         try:
-            mapped = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            # A truncated file: "mmap length is greater than file size".
-            raise EvalError(f"cannot load the {what} file {path!r}: {exc}") from None
-        self.shape: tuple[int, ...] = mapped.shape
-        self.dtype: np.dtype = mapped.dtype
-        self.offset: int = mapped.offset
-        fortran = mapped.flags.f_contiguous and not mapped.flags.c_contiguous
-        del mapped                      # unmaps the file
-        if fortran:
+            self._file: Any = open(path, "rb", buffering=0)     # closed by close()
+        except OSError as exc:
+            raise EvalError(f"cannot read the {what} file: {exc.strerror or exc}: "
+                            f"{path!r}") from None
+        try:
+            self.shape, self.dtype, self.offset = self._header(os.fstat(self._file.fileno()))
+        except BaseException:
+            self.close()
+            raise
+        self.row_size = 0
+        self._buffer = np.empty(0, dtype=self.dtype)
+
+    def _header(self, status: os.stat_result) -> tuple[tuple[int, ...], np.dtype, int]:
+        """The shape, dtype and data offset of the open file, after checking that the data
+        is all there."""
+        path, what, f = self.path, self.what, self._file
+        if f.read(len(_NPY_MAGIC)) != _NPY_MAGIC:
+            hint = (" (a .npz archive: np.load it and np.save each array)"
+                    if path.endswith(".npz") else "")
+            raise EvalError(f"the {what} file is not a .npy file (np.save's format){hint}: "
+                            f"{path!r}")
+        f.seek(0)
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:
+                raise ValueError(f".npy format version {version[0]}.{version[1]} is not "
+                                 "read here (1.0 and 2.0 are)")
+        except (OSError, ValueError, SyntaxError, EOFError) as exc:
+            # NumPy's messages can span lines (a header over 10 kB): keep the first.
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EvalError(f"cannot load the {what} file {path!r}: {reason}") from None
+        if dtype.hasobject:
+            raise EvalError(f"the {what} file {path!r} holds Python objects (dtype "
+                            f"{dtype}); save numbers instead, e.g. np.save(path, "
+                            "a.astype(np.float32))")
+        if fortran and len(shape) > 1:
             raise EvalError(
                 f"the {what} file {path!r} is stored in Fortran order; save it C-ordered, "
                 "e.g. np.save(path, np.ascontiguousarray(a))"
             )
-        self.row_size = 0
-        self._file: Any = None
-        self._buffer = np.empty(0, dtype=self.dtype)
+        offset = f.tell()
+        needed = math.prod(shape) * dtype.itemsize          # Python ints: no overflow
+        if offset + needed > status.st_size:
+            raise EvalError(f"the {what} file {path!r} is truncated: its header announces "
+                            f"shape {shape} of {dtype} ({needed} bytes of data), but it "
+                            f"holds {max(status.st_size - offset, 0)}")
+        return shape, dtype, offset
 
     def describe(self) -> str:
         return f"shape {self.shape} and dtype {self.dtype}"
@@ -91,8 +144,6 @@ class _NpyReader:
         view = chunk.view(np.uint8).data          # a memoryview of the chunk's bytes
         filled = 0
         try:
-            if self._file is None:
-                self._file = open(self.path, "rb", buffering=0)     # closed by close()
             self._file.seek(self.offset + start * self.row_size * self.dtype.itemsize)
             while filled < view.nbytes:
                 got = self._file.readinto(view[filled:])
@@ -111,6 +162,12 @@ class _NpyReader:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+    def __enter__(self) -> _NpyReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
@@ -298,51 +355,60 @@ def evaluate_files(
         unit = log_base(base)
     except (TypeError, ValueError) as exc:
         raise EvalError(str(exc)) from None
-    logits = _NpyReader(logits_path, "probabilities" if probabilities else "logits")
-    targets = _NpyReader(targets_path, "teacher" if loss == "kl" else "targets")
-    rows, classes = _layouts(loss, logits, targets, probabilities)
-    logits.set_rows(rows)
-    targets.set_rows(rows)
-    soft = loss == "cross_entropy" and targets.dtype.kind == "f"
-    ignored_class = options.get("ignore_index", _IGNORE_INDEX)
-    step = chunk_rows or _default_chunk_rows(logits, targets)
-    common: dict[str, Any] = {"reduction": "sum", "base": base, "n_threads": n_threads}
+    with contextlib.ExitStack() as files:    # each file closed whatever happens
+        logits = files.enter_context(
+            _NpyReader(logits_path, "probabilities" if probabilities else "logits"))
+        targets = files.enter_context(
+            _NpyReader(targets_path, "teacher" if loss == "kl" else "targets"))
+        rows, classes = _layouts(loss, logits, targets, probabilities)
+        logits.set_rows(rows)
+        targets.set_rows(rows)
+        soft = loss == "cross_entropy" and targets.dtype.kind == "f"
+        ignored_class = options.get("ignore_index", _IGNORE_INDEX)
+        step = chunk_rows or _default_chunk_rows(logits, targets)
 
-    def chunk_loss(x: np.ndarray, t: np.ndarray) -> tuple[float, int, int]:
-        """(loss sum, terms a mean counts, correct predictions) of one chunk."""
-        correct: int | np.integer[Any]
-        if loss == "cross_entropy":
-            x = x.reshape(-1, cast(int, classes))      # an int for cross_entropy and kl
-            if soft:
-                t = t.reshape(x.shape)
-                counted = len(x)
-                correct = np.count_nonzero(np.argmax(x, axis=1) == np.argmax(t, axis=1))
+        def chunk_loss(x: np.ndarray, t: np.ndarray) -> tuple[float, int, int]:
+            """(loss sum, terms a mean counts, correct predictions) of one chunk."""
+            correct: int | np.integer[Any]
+            if loss == "cross_entropy":
+                x = x.reshape(-1, cast(int, classes))      # an int for cross_entropy and kl
+                if soft:
+                    t = t.reshape(x.shape)
+                    counted = len(x)
+                    correct = np.count_nonzero(np.argmax(x, axis=1) == np.argmax(t, axis=1))
+                else:
+                    kept = t != ignored_class
+                    counted = int(np.count_nonzero(kept))
+                    correct = np.count_nonzero((np.argmax(x, axis=1) == t) & kept)
+                total = _cross_entropy(
+                    x, t, None, options.get("ignore_index", _IGNORE_INDEX), options.get(
+                        "label_smoothing", 0.0), None, 0.0, "sum", -1, n_threads, False, None,
+                    False, base, total_dtype=_TOTAL)
+            elif loss == "bce":
+                # p >= 0.5 exactly where the logit is >= 0.
+                correct = np.count_nonzero((x >= (0.5 if probabilities else 0.0)) == (t >= 0.5))
+                counted = x.size
+                total = run_elementwise(
+                    _BCE if probabilities else _BCE_WITH_LOGITS, x, t,
+                    label_smoothing=options.get("label_smoothing", 0.0), reduction="sum",
+                    base=base, n_threads=n_threads, return_grad=False, grad_out=None,
+                    total_dtype=_TOTAL)
             else:
-                kept = t != ignored_class
-                counted = int(np.count_nonzero(kept))
-                correct = np.count_nonzero((np.argmax(x, axis=1) == t) & kept)
-            total = fastloss.cross_entropy(x, t, **options, **common)
-        elif loss == "bce":
-            # p >= 0.5 exactly where the logit is >= 0.
-            correct = np.count_nonzero((x >= (0.5 if probabilities else 0.0)) == (t >= 0.5))
-            counted = x.size
-            function = (fastloss.binary_cross_entropy if probabilities
-                        else fastloss.binary_cross_entropy_with_logits)
-            total = function(x, t, **options, **common)
-        else:
-            x = x.reshape(-1, cast(int, classes))
-            counted, correct = len(x), 0
-            total = fastloss.kl_div_with_logits(x, t.reshape(x.shape), **options, **common)
-        return float(total), counted, int(correct)
+                x = x.reshape(-1, cast(int, classes))
+                counted, correct = len(x), 0
+                total = _kl_div_with_logits(
+                    x, t.reshape(x.shape), options.get("teacher_kind", "probs"),
+                    options.get("temperature", 1.0), True, "sum", -1, base, n_threads, False,
+                    None, total_dtype=_TOTAL)
+            return float(total), counted, int(correct)
 
-    try:    # the options, by the loss function itself, on no rows
-        chunk_loss(np.empty(0, logits.dtype), np.empty(0, targets.dtype))
-    except (TypeError, ValueError, IndexError) as exc:
-        raise EvalError(str(exc)) from None
+        try:    # the options, by the loss function itself, on no rows
+            chunk_loss(np.empty(0, logits.dtype), np.empty(0, targets.dtype))
+        except (TypeError, ValueError, IndexError) as exc:
+            raise EvalError(str(exc)) from None
 
-    total, counted, correct, bytes_read = 0.0, 0, 0, 0
-    began = time.perf_counter()
-    try:
+        total, counted, correct, bytes_read = 0.0, 0, 0, 0
+        began = time.perf_counter()
         for start in range(0, rows, step):
             stop = min(start + step, rows)
             x, t = logits.read(start, stop), targets.read(start, stop)
@@ -356,9 +422,6 @@ def evaluate_files(
             correct += part_correct
             if progress is not None:
                 progress(stop, rows)
-    finally:
-        logits.close()
-        targets.close()
     seconds = time.perf_counter() - began
 
     mean = _ratio(total, counted)

@@ -9,12 +9,12 @@ import numpy as np
 from fastloss._common import (
     as_floating,
     check_out,
-    effective_n_threads,
+    class_axis,
     full_output,
-    normalize_axis,
     simd_kernels,
     to_rows,
 )
+from fastloss._threads import effective_n_threads
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
@@ -23,7 +23,7 @@ def _rowwise(kernel: Any, x: Any, axis: int, out: np.ndarray | None,
              n_threads: int | None) -> np.ndarray:
     """Shared body of softmax and log_softmax: a full-shape result, row by row."""
     x = as_floating(x, "x")
-    axis = normalize_axis(axis, x.ndim, "x")
+    axis = class_axis(x, axis, "x")
     if out is not None:
         check_out(out, "out", x.shape, x.dtype, may_alias=x)
     layout = to_rows(x, axis)
@@ -131,8 +131,10 @@ def logsumexp(
     Returns
     -------
     ndarray
-        Shape of ``x`` without ``axis`` (a 0-d array for 1-d ``x``). An empty axis gives
-        ``-inf`` (the log of an empty sum), an all ``-inf`` row ``-inf``, NaN propagates.
+        Shape of ``x`` without ``axis`` (a 0-d array for 1-d ``x``). An all ``-inf``
+        row gives ``-inf``; NaN propagates. An empty axis is a ``ValueError``, as for every
+        function with a class axis (PyTorch and SciPy give ``-inf``, the log of an empty
+        sum).
 
     Examples
     --------
@@ -141,7 +143,7 @@ def logsumexp(
     1.38629436112
     """
     x = as_floating(x, "x")
-    axis = normalize_axis(axis, x.ndim, "x")
+    axis = class_axis(x, axis, "x")
     layout = to_rows(x, axis)
     batch_shape = layout.batch_shape
     if out is not None:
