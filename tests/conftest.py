@@ -17,6 +17,19 @@ settings.register_profile("ci", parent=settings.get_profile("fastloss"), derando
                           max_examples=150)
 settings.load_profile("ci" if os.environ.get("CI") else "fastloss")
 
+TORCH_MODULES = ("test_torch.py", "test_torch_autograd.py", "test_torch_elementwise.py")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Say that the comparisons with PyTorch did not run: pytest counts each of their
+    modules, skipped whole, as one skip."""
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        terminalreporter.write_line(
+            f"PyTorch is not installed: the comparisons with it ({', '.join(TORCH_MODULES)}, "
+            "over a thousand tests) did not run; `pip install torch` runs them.")
+
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["f32", "f64"]
 

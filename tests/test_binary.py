@@ -139,7 +139,7 @@ def test_pos_weight_of_one_changes_nothing(rng, dtype):
 class TestKnownValues:
     @pytest.mark.parametrize("p, bits", [(0.6, 0.7370), (0.9, 0.1520), (0.3, 1.7370)])
     def test_theory_figures_in_bits(self, dtype, p, bits):
-        # THEORY.md: BCE for the label 1, in bits.
+        # docs/theory.md: BCE for the label 1, in bits.
         probs = np.array([p], dtype=dtype)
         assert round(float(bce(probs, np.ones(1, dtype), base=2)), 4) == bits
         logit = np.log(np.array([p / (1 - p)], dtype=dtype))

@@ -50,7 +50,7 @@ def test_matches_reference(rng, dtype, shape, reduction):
 
 @pytest.mark.parametrize("target_class, expected", [(1, 3.52975), (0, 0.02975)])
 def test_theory_worked_example(dtype, target_class, expected):
-    # THEORY.md: scores dog 2.3, cat -1.2; probabilities 0.97069, 0.02931.
+    # docs/theory.md: scores dog 2.3, cat -1.2; probabilities 0.97069, 0.02931.
     logits = np.array([[2.3, -1.2]], dtype=dtype)
     loss, grad = fastloss.cross_entropy(logits, np.array([target_class]), return_grad=True)
     assert round(float(loss), 5) == expected

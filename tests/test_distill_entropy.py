@@ -1,5 +1,5 @@
 """kl_div_with_logits, entropy, entropy_from_logits, one_hot and base=: against the
-reference, finite differences, THEORY.md's figures and the identities between them."""
+reference, finite differences, docs/theory.md's figures and the identities between them."""
 
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ class TestKLDivWithLogits:
         assert buffer.tobytes() == runs[0][1].tobytes()
 
     def test_theory_worked_example(self, dtype):
-        # THEORY.md: p = (0.8, 0.1, 0.1), q = (0.2, 0.2, 0.6): KL(p || q) = 0.860545 nats.
+        # docs/theory.md: p = (0.8, 0.1, 0.1), q = (0.2, 0.2, 0.6): KL(p || q) = 0.860545 nats.
         p = np.array([[0.8, 0.1, 0.1]], dtype=dtype)
         q_logits = np.log(np.array([[0.2, 0.2, 0.6]])).astype(dtype)
         kl = fastloss.kl_div_with_logits(q_logits, p)

@@ -36,7 +36,7 @@ def test_a_million_elements(rng, dtype, reduction, log_target):
 
 class TestKnownValues:
     def test_theory_worked_example(self, dtype):
-        # THEORY.md: p = (0.8, 0.1, 0.1), q = (0.2, 0.2, 0.6): KL = 0.860545 nats,
+        # docs/theory.md: p = (0.8, 0.1, 0.1), q = (0.2, 0.2, 0.6): KL = 0.860545 nats,
         # H(p, q) = 1.499577 and H(p) = 0.639032.
         p = np.array([[0.8, 0.1, 0.1]], dtype=dtype)
         log_q = np.log(np.array([[0.2, 0.2, 0.6]])).astype(dtype)
@@ -59,7 +59,7 @@ class TestKnownValues:
         np.testing.assert_array_equal(grad, -p)
 
     def test_gradient_of_the_kl_equals_that_of_the_cross_entropy(self, rng):
-        # THEORY.md: KL = CE - H(p), and H(p) does not depend on the model.
+        # docs/theory.md: KL = CE - H(p), and H(p) does not depend on the model.
         logits = rng.standard_normal((30, 9))
         raw = rng.random((30, 9))
         p = raw / raw.sum(axis=1, keepdims=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from conftest import assert_close, make_logits
@@ -145,15 +147,30 @@ def _rows_near_cancellation(rng, n_rows, n_classes, rows=slice(None, None, 2)):
     return x
 
 
+def _exact_logsumexp(x32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """logsumexp of each float32 row, max + log1p((count at max - 1) + the others' sum),
+    each term in double and summed exactly (fsum); and |max| + log S, the size of the
+    parts that cancel, to which the double sum's rounding is relative."""
+    out, parts = np.empty(len(x32)), np.empty(len(x32))
+    for i, row in enumerate(x32.astype(np.float64)):
+        top = row.max()
+        others = row[row != top]
+        rest = math.fsum(np.exp(others - top)) if others.size else 0.0
+        log_sum = math.log1p((np.count_nonzero(row == top) - 1) + rest)
+        out[i], parts[i] = top + log_sum, abs(top) + log_sum
+    return out, parts
+
+
 @pytest.mark.parametrize("n_classes", [2, 3, 7, 10, 16])
 def test_logsumexp_of_few_float_classes_near_0(rng, n_classes):
     """Few float32 classes take their exponentials in float lanes only where the row's max
     is >= 0; a logsumexp near 0 is then exact to the double-precision sum (atol)."""
     x = _rows_near_cancellation(rng, 300, n_classes)
     got = fastloss.logsumexp(x, axis=1)
-    expected = reference.logsumexp(x.astype(np.float64))
+    expected, parts = _exact_logsumexp(x)
     assert np.abs(expected[::2]).max() < 1e-5
-    assert_close(got, expected, np.float32, ulps=2.5, atol=1e-15, what="logsumexp")
+    assert_close(got, expected, np.float32, ulps=2, atol=4 * 2.0**-53 * parts,
+                 what="logsumexp")
 
 
 @pytest.mark.parametrize("n_classes", [3, 10, 16])
@@ -169,6 +186,43 @@ def test_logsumexp_of_a_row_does_not_depend_on_its_block(rng, n_classes):
         _, lse = fastloss.cross_entropy(x[start:], target[start:], reduction="none",
                                         return_lse=True)
         np.testing.assert_array_equal(lse, whole[start:])
+
+
+@pytest.mark.parametrize("n_classes", [*range(2, 41), 100, 1000, 2047, 2048, 2049, 5000])
+def test_float_logsumexp_of_log_probabilities_keeps_its_relative_accuracy(n_classes):
+    """Rows of log-probabilities (a max just below 0, logsumexp near 0, of either sign):
+    the float exponentials' error would cancel with the max. For every class count, within
+    2 float32 ulps of the exact value, or where even double lanes cancel (a result 1e-10 of
+    the max), within a few double ulps of |max| + log S: the documented bound. The same
+    bits from cross_entropy's return_lse (in place too, and along another axis)."""
+    rng = np.random.default_rng(n_classes)
+    rows = []
+    for eps in (1e-1, 1e-3, 1e-6, 1e-9):
+        for _ in range(4):
+            p = rng.random(n_classes) ** 3
+            p[rng.integers(n_classes)] = 0.0
+            p = p / p.sum() * eps
+            p[rng.integers(n_classes)] += 1 - eps
+            with np.errstate(divide="ignore"):          # log 0: a masked class
+                rows.append(np.log(p))
+    x = np.array(rows, dtype=np.float32)
+    expected, parts = _exact_logsumexp(x)
+    assert np.abs(expected).min() < 1e-12          # results near 0
+    got = fastloss.logsumexp(x)
+    assert_close(got, expected, np.float32, ulps=2, atol=4 * 2.0**-53 * parts,
+                 what="logsumexp")
+    target = rng.integers(0, n_classes, len(x))
+    _, lse = fastloss.cross_entropy(x, target, reduction="none", return_lse=True)
+    np.testing.assert_array_equal(lse, got)
+    _, _, lse = fastloss.cross_entropy(x.copy(), target, grad_out=x.copy(), return_lse=True)
+    np.testing.assert_array_equal(lse, got)
+    in_place = x.copy()
+    _, _, lse = fastloss.cross_entropy(in_place, target, grad_out=in_place, return_lse=True)
+    np.testing.assert_array_equal(lse, got)
+    # the class axis first: the strided kernel's tiles
+    _, _, lse = fastloss.cross_entropy(np.ascontiguousarray(x.T), target, axis=0,
+                                       return_grad=True, return_lse=True)
+    np.testing.assert_array_equal(lse, got)
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)

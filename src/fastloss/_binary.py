@@ -111,7 +111,7 @@ def binary_cross_entropy(
 
     Examples
     --------
-    The worked figures of THEORY.md, in bits, for the label 1:
+    The worked figures of the theory notes (``docs/theory.md``), in bits, for the label 1:
 
     >>> import numpy as np, fastloss
     >>> p = np.array([0.6, 0.9, 0.3])

@@ -31,7 +31,7 @@ from fastloss._eval import (
 from fastloss._kernels import _openmp_helpers
 from fastloss._threads import PARALLEL_MIN_ELEMENTS, effective_n_threads, usable_cpus
 
-__all__ = ["SUBCOMMANDS", "info", "main"]
+__all__ = ["SUBCOMMANDS", "build_parser", "info", "main"]
 
 
 # --- info -------------------------------------------------------------------------------
@@ -265,13 +265,19 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (_register_info, _register_eval
                                                    _register_bench)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the ``fastloss`` command with ``argv`` (default: ``sys.argv[1:]``); return the
-    exit code (2 for a usage error or a bad file)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fastloss`` command's parser, every subcommand registered."""
     parser = argparse.ArgumentParser(prog="fastloss", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for register in SUBCOMMANDS:
         register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``fastloss`` command with ``argv`` (default: ``sys.argv[1:]``); return the
+    exit code (2 for a usage error or a bad file)."""
+    parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:           # --help (0) or a usage error (2), already printed

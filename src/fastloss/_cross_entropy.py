@@ -180,16 +180,27 @@ def fused_rows(
     else:
         grad_view = empty
     kernels = simd_kernels("_cross_entropy")
+    threads = effective_n_threads(n_threads, logits.size)
     span = 0 if per_row or view.shape[2] != 1 else kernels.rows_per_sum(n_rows, view.shape[1])
     row_losses = np.empty(-(-n_rows // span) if span else n_rows, dtype=np.float64)
     lse = np.empty(n_rows if return_lse else 0, dtype=np.float64)
+    lse_first = None
+    if (return_lse and kdtype == np.float32 and with_grad and view.shape[2] == 1
+            and np.may_share_memory(grad_view, view)):
+        # A float row's logsumexp may need the row again after its exponentials
+        # (refined_lse), which a gradient in place has overwritten by then: the logsumexp
+        # kernel first (the same bits), and none from the fused kernel.
+        lse_first = np.empty(n_rows, dtype=kdtype)
+        simd_kernels("_softmax").logsumexp_rows(view.reshape(n_rows, view.shape[1]),
+                                                lse_first, threads)
+        lse = np.empty(0, dtype=np.float64)
     total = kernels.cross_entropy_kernel(
         view, classes, rows_view,
         class_weight if class_weight is not None else _NO_WEIGHTS,
         row_weight if row_weight is not None else _NO_WEIGHTS,
         row_losses, grad_view, lse, kind, label_smoothing, z_loss, ignore_index,
         1.0 / (denominator * unit) if denominator > 0 else 0.0,    # the gradient's scale
-        temperature, loss_factor, span, effective_n_threads(n_threads, logits.size),
+        temperature, loss_factor, span, threads,
     )
     if span:            # the kernel's sum of its partial sums, in order
         row_losses = np.array([total])
@@ -204,6 +215,8 @@ def fused_rows(
         grad = grad_view.reshape(logits.shape).astype(logits.dtype, copy=False)
     batch_shape = logits.shape[:axis] + logits.shape[axis + 1:]
     # logsumexp is a property of the logits, in nats whatever the loss's base.
+    if lse_first is not None:
+        lse = lse_first
     lse_out = lse.reshape(batch_shape).astype(logits.dtype) if return_lse else None
     return row_losses, grad, lse_out
 

@@ -95,7 +95,8 @@ def kl_div(
 
     Examples
     --------
-    THEORY.md's worked example, :math:`p = (0.8, 0.1, 0.1)`, :math:`q = (0.2, 0.2, 0.6)`:
+    The worked example of ``docs/theory.md``, :math:`p = (0.8, 0.1, 0.1)`,
+    :math:`q = (0.2, 0.2, 0.6)`:
 
     >>> import numpy as np, fastloss
     >>> log_q = np.log([[0.2, 0.2, 0.6]])

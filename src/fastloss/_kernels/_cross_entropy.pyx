@@ -46,6 +46,7 @@ from fastloss._kernels._rows cimport (
     fl_small_plan_f64,
     fl_stream_fence,
     n_row_chunks,
+    refined_lse,
     row_stats,
     scale_row,
     scale_stored_exp,
@@ -156,7 +157,7 @@ cdef inline void ce_row(
         if lse_out != NULL:
             st = row_stats(x, n_classes, <floating*> NULL, NULL, <floating*> NULL, row_spec,
                            NULL)
-            lse_out[0] = stats_lse(st, s)
+            lse_out[0] = refined_lse(x, n_classes, st.max, st.sumexp, stats_lse(st, s))
         if spec.with_grad:
             for j in range(n_classes):
                 grad[j] = 0
@@ -199,7 +200,8 @@ cdef inline void ce_row(
         loss = loss + spec.z_loss * lse * lse
     loss_out[0] = weight * loss
     if lse_out != NULL:
-        lse_out[0] = lse
+        # x is intact: a caller asking for lse writes the gradient elsewhere
+        lse_out[0] = refined_lse(x, n_classes, st.max, st.sumexp, lse)
     if spec.with_grad:
         scale = weight * spec.grad_scale * spec.loss_factor * s
         slope = hard + st.coef_sum + 2.0 * spec.z_loss * lse / spec.loss_factor
@@ -296,7 +298,8 @@ cdef inline void ce_rows_batch(
         log_sum = log_sums[r]
         lse = maxs[r] * s + log_sum
         if lse_out != NULL:
-            lse_out[r] = lse
+            # the rows are intact: a caller asking for lse writes the gradient elsewhere
+            lse_out[r] = refined_lse(x + r * n_classes, n_classes, maxs[r], sums[r], lse)
         grad_row = grad + r * n_classes if grad != NULL else NULL
         if weight == 0.0 or (classes and y == spec.ignore_index):
             loss_out[r] = 0.0
@@ -876,14 +879,18 @@ cdef int tiles_loop(
     cdef double* mine
     cdef floating* rows
     cdef floating* trows
+    cdef floating* grows
     # Rows of one chunk that the blocks do not serve go in batches (a tile is one).
     cdef bint batched = not blocks and n_classes <= ROW_CHUNK
     # Per thread: shifts, a batch's work space, then LANES rows of logits and LANES rows
-    # of targets (in doubles, which also keeps the float rows 8-byte aligned).
+    # of targets (in doubles, which also keeps the float rows 8-byte aligned), and with
+    # lse LANES rows of gradient: the logsumexp may read the rows again (refined_lse), so
+    # the gradient does not overwrite them.
     cdef Py_ssize_t shifts_len = chunk_shift_stride(n_row_chunks(n_classes))
     cdef Py_ssize_t work_len = 10 * ROW_BATCH
+    cdef Py_ssize_t row_sets = 3 if spec.with_lse else 2
     cdef Py_ssize_t per_thread = (
-        shifts_len + work_len + (2 * LANES * n_classes * sizeof(floating) + 7) // 8 + 8
+        shifts_len + work_len + (row_sets * LANES * n_classes * sizeof(floating) + 7) // 8 + 8
     )
     cdef double* scratch = alloc_thread_scratch(n_threads, per_thread)
     try:
@@ -892,6 +899,7 @@ cdef int tiles_loop(
             mine = scratch + threadid() * per_thread
             rows = <floating*> (mine + shifts_len + work_len)
             trows = rows + LANES * n_classes
+            grows = trows + LANES * n_classes if spec.with_lse else rows
             o = tile // tiles_per_outer
             i0 = (tile % tiles_per_outer) * LANES
             lanes = n_inner - i0 if n_inner - i0 < LANES else LANES
@@ -911,20 +919,20 @@ cdef int tiles_loop(
                                       lanes - b if lanes - b < block_rows else block_rows,
                                       row, plan, plan_wide, &small, &loss_out[row],
                                       lse_ptr + row if lse_ptr != NULL else NULL,
-                                      rows + b * n_classes if spec.with_grad else NULL)
+                                      grows + b * n_classes if spec.with_grad else NULL)
                     else:
                         small_ce_block(rows + b * n_classes,
                                        lanes - b if lanes - b < block_rows else block_rows,
                                        <const Py_ssize_t*> &target[row], row, plan,
                                        &small, &loss_out[row], NULL,
                                        lse_ptr + row if lse_ptr != NULL else NULL,
-                                       rows + b * n_classes if spec.with_grad else NULL)
+                                       grows + b * n_classes if spec.with_grad else NULL)
                     b = b + block_rows
             elif batched:
                 row = o * n_inner + i0
                 ce_rows_batch(rows, lanes, n_classes, &target[row] if not soft else NULL,
                               trows if soft else NULL, row, spec, &loss_out[row],
-                              rows if spec.with_grad else NULL,
+                              grows if spec.with_grad else NULL,
                               lse_ptr + row if lse_ptr != NULL else NULL, mine + shifts_len)
             else:
                 for b in range(lanes):
@@ -934,13 +942,13 @@ cdef int tiles_loop(
                         target[row] if not soft else 0,
                         trows + b * n_classes if soft else NULL,
                         row, spec, &loss_out[row],
-                        rows + b * n_classes if spec.with_grad else NULL,
+                        grows + b * n_classes if spec.with_grad else NULL,
                         lse_ptr + row if lse_ptr != NULL else NULL, mine, NULL,
                     )
             if spec.with_grad:
                 for c in range(n_classes):
                     for b in range(lanes):
-                        grad_out[o, c, i0 + b] = rows[b * n_classes + c]
+                        grad_out[o, c, i0 + b] = grows[b * n_classes + c]
     finally:
         free(scratch)
     return 0

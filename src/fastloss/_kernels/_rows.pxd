@@ -14,7 +14,7 @@
 # and the shifts are in units of x, the exponentials are exp((x_j - shift) * s).
 
 from cython cimport floating
-from libc.math cimport INFINITY, NAN
+from libc.math cimport INFINITY, NAN, fabs
 from libc.stdlib cimport malloc
 
 # The hot loops of a row, in SIMD C (one source for every instruction set: see the
@@ -41,6 +41,7 @@ cdef extern from "_simd_rows.h" nogil:
     void fl_scale_f32(float* e, Py_ssize_t n, double factor)
     double fl_log1p_1(double z)
     double fl_exp_1(double z)
+    double fl_lse_wide_f32(const float* x, Py_ssize_t n, double max)
     void fl_log1p_n(double* z, Py_ssize_t n)
     void fl_exp_n(double* z, Py_ssize_t n)
     void fl_scale_f64(double* e, Py_ssize_t n, double factor)
@@ -393,6 +394,20 @@ cdef inline double stats_log_sum(RowStats st) noexcept nogil:
 cdef inline double stats_lse(RowStats st, double s) noexcept nogil:
     """log(sum_j exp(x_j s)) of the row."""
     return st.max * s + stats_log_sum(st)
+
+
+cdef inline double refined_lse(
+    const floating* x, Py_ssize_t n, double max, double sumexp, double lse
+) noexcept nogil:
+    """A row's logsumexp lse = max + log S (S = sumexp, relative to max; s = 1), for a
+    float row recomputed with its exponentials in double lanes (fl_lse_wide_f32) where
+    the float exponentials' error, 2^-22 (S - 1) / S of log S at most, may exceed two
+    float ulps of lse: where max < 0 cancels log S. Elsewhere lse >= log S >= (S - 1) / S
+    and the error stays within two ulps. x must still hold the row."""
+    if floating is float:
+        if max < 0.0 and max > -INFINITY and (sumexp - 1.0) > fabs(lse) * sumexp:
+            return fl_lse_wide_f32(x, n, max)
+    return lse
 
 
 cdef inline double chunk_factor(

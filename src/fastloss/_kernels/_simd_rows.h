@@ -1070,6 +1070,41 @@ FL_INLINE void fl_exp_n(double* z, ptrdiff_t n) {
     }
 }
 
+/* Sum of exp(x_j - max) over a float row in double lanes, the terms at max (exactly 1)
+ * counted into *ones_out; max is the row's max (a float). A float row's exponentials are
+ * within 2^-23 of each term, which a loss (max - x_y + log S, both parts >= 0) keeps, but
+ * its logsumexp max + log S does not where a negative max cancels log S (rows of
+ * log-probabilities, whose logsumexp is near 0): fl_lse_wide_f32 recomputes those. x_j -
+ * max is exact in double for every term that is not 0. */
+FL_INLINE double fl_exp_sum_wide_f32(const float* x, ptrdiff_t n, double max,
+                                     double* ones_out) {
+    const fl_vd zero = {0};
+    fl_vd acc[4] = {{0}};
+    fl_vl ones = {0};
+    for (ptrdiff_t i = 0; i < n; i += 4 * FL_ND) {
+        for (int q = 0; q < 4; q++) {
+            const ptrdiff_t m = n - i - q * FL_ND;
+            fl_vd v = fl_load_d_f32(x + i + q * FL_ND, m > 0 ? m : 0);
+            for (int k = 0; k < FL_ND; k++)
+                if (k >= m) v[k] = -INFINITY;                   /* past the row: exp = 0 */
+            const fl_vd e = fl_exp_neg_d(v - max);
+            const fl_vl at_max = v == zero + max;
+            ones -= at_max;
+            acc[q] += (fl_vd)(~at_max & (fl_vl)e);
+        }
+    }
+    *ones_out = fl_hsum_i64(ones);
+    return fl_hsum((acc[0] + acc[1]) + (acc[2] + acc[3]));
+}
+
+/* A float row's logsumexp max + log S from its exponentials in double lanes (max its max,
+ * finite). */
+FL_INLINE double fl_lse_wide_f32(const float* x, ptrdiff_t n, double max) {
+    double ones;
+    const double rest = fl_exp_sum_wide_f32(x, n, max, &ones);
+    return max + fl_log1p_1((ones - 1.0) + rest);
+}
+
 #define FL_DEFINE_COEFS(SUFFIX, T)                                                        \
 /* a_j of the m (<= FL_ND) elements from j, 0 past them, and log a_j into *log_a where   \
  * log_a is not NULL (exact for the exp kind). */                                         \

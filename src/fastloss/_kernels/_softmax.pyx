@@ -26,6 +26,7 @@ from fastloss._kernels._rows cimport (
     fl_small_plan_f32,
     fl_small_plan_f64,
     n_row_chunks,
+    refined_lse,
     row_stats,
     scale_entropy_grad,
     scaled_softmax_row,
@@ -95,7 +96,8 @@ cdef int batched_rows(
                     sub_shift_row(&x[i + r, 0], n_cols, maxs[r], log_sums[r],
                                   out + (i + r) * n_cols)
                 else:
-                    out[i + r] = <floating> (maxs[r] * 1.0 + log_sums[r])
+                    out[i + r] = <floating> refined_lse(&x[i + r, 0], n_cols, maxs[r],
+                                                        sums[r], maxs[r] + log_sums[r])
     finally:
         free(work)
     return 0
@@ -154,6 +156,7 @@ def logsumexp_rows(
 ):
     cdef Py_ssize_t n_rows = x.shape[0], n_cols = x.shape[1], i, block, rows
     cdef Py_ssize_t lanes = small_block_rows(<floating*> NULL)
+    cdef RowStats st
     cdef const fl_small_plan_f64* plan
     cdef const fl_small_plan_f32* plan_f32
     if n_rows == 0:
@@ -178,10 +181,9 @@ def logsumexp_rows(
         batched_rows(x, &out[0], LOGSUMEXP, n_threads)
         return
     for i in prange(n_rows, nogil=True, schedule="static", num_threads=n_threads):
-        out[i] = <floating> stats_lse(
-            row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL,
-                      NULL), 1.0
-        )
+        st = row_stats(&x[i, 0], n_cols, <floating*> NULL, NULL, <floating*> NULL, NULL, NULL)
+        out[i] = <floating> refined_lse(&x[i, 0], n_cols, st.max, st.sumexp,
+                                        stats_lse(st, 1.0))
 
 
 def entropy_rows(
