@@ -317,7 +317,9 @@ def simd_builds(kernel: str) -> dict[str, ModuleType]:
         suffix = "" if name == "baseline" else f"_{name}"
         try:
             builds[name] = importlib.import_module(f"fastloss._kernels.{kernel}{suffix}")
-        except ImportError:     # not built here (compiler, platform)
+        except ModuleNotFoundError:     # a variant not built here (compiler, platform)
+            if name == "baseline":
+                raise
             continue
     return builds
 
