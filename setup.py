@@ -1,4 +1,12 @@
-"""Build the fastloss Cython kernels, with OpenMP when the compiler supports it.
+"""Build fastloss's kernels: one extension module, fastloss._kernels._kernels.
+
+It links
+- the Cython seam (_kernels.pyx) and the dispatcher (dispatch.c), compiled once;
+- the kernels (kernels.c), compiled once per instruction set of
+  src/fastloss/_kernels/instruction_sets.py that the compiler and platform build (the
+  baseline always; the others on x86-64 with GCC or Clang), each exporting its table.
+The list of instruction sets built goes to a generated header (fl_isa_list.h) from which
+the dispatcher checks, at import, which of them the CPU runs.
 
 The OpenMP probe compiles and runs a tiny program. When it fails the kernels are built
 serial and a warning is printed; ``FASTLOSS_REQUIRE_OPENMP=1`` turns that into an error.
@@ -10,6 +18,7 @@ sanitizer runtime (``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``).
 
 import os
 import platform
+import runpy
 import shlex
 import shutil
 import subprocess
@@ -17,45 +26,28 @@ import sys
 import tempfile
 import textwrap
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["_openmp_helpers", "_softmax", "_cross_entropy", "_elementwise"]
-
-# Extra flags of some kernels, by compiler family. Their SIMD loops compute both sides of
-# a choice and select (the compiler may do so only if it need not preserve floating-point
-# traps: -fno-trapping-math keeps IEEE results, infinities and NaN alike).
-# -ffp-contract=off: no product and sum is fused but those the kernels fuse explicitly
-# (fl_fma_f/d in _simd_rows.h), so an expression has the same bits on every path that
-# evaluates it, at any optimisation level (GCC's default for GNU C fuses wherever it
-# likes, differently in two inlined copies of one formula). MSVC does not fuse under
-# /fp:precise, its default.
-# -Wno-psabi: 64-byte vector arguments of inlined helpers are not an ABI matter.
-ROW_CFLAGS = {"unix": ["-fno-trapping-math", "-ffp-contract=off", "-Wno-psabi"], "msvc": []}
-EXTRA_CFLAGS = {
-    "_elementwise": ROW_CFLAGS,
-    "_softmax": ROW_CFLAGS,
-    "_cross_entropy": ROW_CFLAGS,
-}
-
-# Kernels also built for wider SIMD instruction sets, on x86-64 with GCC or clang, where
-# the compiler accepts the flags: {kernel: {suffix: flags}}. A variant is a one-line .pyx
-# that includes the kernel's source; fastloss._common.simd_kernels picks the widest one
-# the CPU runs (AVX2 with FMA; AVX-512 F, CD, BW, DQ and VL as in x86-64-v4). The wider
-# builds fuse multiplies and adds (a quarter of the elementwise kernels' time), which
-# changes the last bits of a result (within the kernels' tolerances).
-AVX2 = ["-mavx2"]
-AVX512 = ["-mavx512f", "-mavx512cd", "-mavx512bw", "-mavx512dq", "-mavx512vl"]
-ROW_VARIANTS = {"avx2": [*AVX2, "-mfma"], "avx512": [*AVX512, "-mfma"]}
-SIMD_VARIANTS = {
-    "_elementwise": ROW_VARIANTS,
-    "_softmax": ROW_VARIANTS,
-    "_cross_entropy": ROW_VARIANTS,
-}
+KERNEL_DIR = os.path.join("src", "fastloss", "_kernels")
+INSTRUCTION_SETS = runpy.run_path(os.path.join(KERNEL_DIR, "instruction_sets.py"))[
+    "INSTRUCTION_SETS"]
 SIMD_PLATFORM = platform.machine().lower() in ("x86_64", "amd64")
+
+# The kernels' flags, by compiler family. Their vector loops compute both sides of a choice
+# and select (the compiler may do so only if it need not preserve floating-point traps:
+# -fno-trapping-math keeps IEEE results, infinities and NaN alike). -ffp-contract=off: no
+# product and sum is fused but those the kernels fuse explicitly (simd/vec.h's fl_fma_*),
+# so an expression has the same bits on every path that evaluates it, at any optimisation
+# level (GCC's default for GNU C fuses wherever it likes, differently in two inlined copies
+# of one formula). MSVC does not fuse under /fp:precise, its default. -Wno-psabi: 64-byte
+# vector arguments of inlined helpers are not an ABI matter.
+KERNEL_CFLAGS = {"unix": ["-fno-trapping-math", "-ffp-contract=off", "-Wno-psabi"],
+                 "msvc": []}
 
 # FASTLOSS_SANITIZE=1: compiled and linked with these (gcc or clang).
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all"]
@@ -142,22 +134,30 @@ def _compiler_accepts(compiler, flags):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _kernel_flags(ext_name, family, compiler):
-    """Extra flags of one extension, or None to skip it (a SIMD variant this compiler
-    cannot build)."""
-    name = ext_name.rsplit(".", 1)[-1]
-    for base, variants in SIMD_VARIANTS.items():
-        for suffix, simd in variants.items():
-            if name == f"{base}_{suffix}":
-                if family != "unix" or not _compiler_accepts(compiler, simd):
-                    return None
-                return EXTRA_CFLAGS.get(base, {}).get(family, []) + simd
-    return EXTRA_CFLAGS.get(name, {}).get(family, [])
+def isa_list_header(built):
+    """fl_isa_list.h for the instruction sets built (entries of INSTRUCTION_SETS, widest
+    first): their tables, and each one's CPU test."""
+    lines = ["/* Generated by setup.py from instruction_sets.py: the instruction sets built. */",
+             "#include <stddef.h>", ""]
+    lines += [f"extern const fl_kernels fl_kernels_{isa['name']};" for isa in built]
+    lines += ["", f"#define FL_ISA_COUNT {len(built)}",
+              "static const fl_kernels* const fl_isa_tables[FL_ISA_COUNT] = {"]
+    lines += [f"    &fl_kernels_{isa['name']}," for isa in built]
+    lines += ["};", "", "static int fl_isa_check(int k) {"]
+    if any(isa["cpu"] for isa in built):
+        lines += ["    __builtin_cpu_init();"]
+    lines += ["    switch (k) {"]
+    for k, isa in enumerate(built):
+        test = " && ".join(f'__builtin_cpu_supports("{feature}")' for feature in isa["cpu"])
+        lines += [f"    case {k}: return {test or '1'};"]
+    lines += ["    default: return 0;", "    }", "}", ""]
+    return "\n".join(lines)
 
 
 class BuildExt(build_ext):
-    """build_ext that probes OpenMP once, records the flags in the extensions, and
-    compiles them in parallel (one job per CPU unless --parallel says otherwise)."""
+    """build_ext that probes OpenMP once, compiles kernels.c once per instruction set and
+    every source of the module in parallel (one job per CPU unless --parallel says
+    otherwise), and links them into the one extension."""
 
     def finalize_options(self):
         super().finalize_options()
@@ -166,15 +166,14 @@ class BuildExt(build_ext):
 
     def build_extensions(self):
         ctype = self.compiler.compiler_type
+        family = "msvc" if ctype == "msvc" else "unix"
         debug = _env_flag("FASTLOSS_DEBUG")
         if ctype == "msvc":
             base = ["/Od"] if debug else ["/O2"]
         else:
             # No -ffast-math and no -march=native: the binary must run on any CPU of the
             # architecture and keep IEEE semantics (-inf masks, NaN propagation). -g0
-            # drops the -g of Python's CFLAGS: debug information took 30% of the kernels'
-            # compile time (AVX-512 cross-entropy module: 46 -> 32 s), and release wheels
-            # are stripped of it anyway.
+            # drops the -g of Python's CFLAGS: release wheels are stripped of it anyway.
             base = ["-O0", "-g"] if debug else ["-O3", "-fno-math-errno", "-g0"]
             if _env_flag("FASTLOSS_SANITIZE"):
                 # -O1 and line tables (-g1) keep the reports' lines; every report aborts.
@@ -195,23 +194,46 @@ class BuildExt(build_ext):
             warnings.warn(msg, stacklevel=1)
             print(msg, file=sys.stderr)
             omp_compile, omp_link = [], []
-        cflags = base + omp_compile
-        family = "msvc" if ctype == "msvc" else "unix"
-        kept = []
-        for ext in self.extensions:
-            extra = _kernel_flags(ext.name, family, self.compiler)
-            if extra is None:
-                print(f"fastloss: not building {ext.name} (no SIMD flags for this "
-                      "compiler); the portable kernels serve instead.", file=sys.stderr)
-                continue
-            kept.append(ext)
-            ext.extra_compile_args = cflags + extra + ext.extra_compile_args
-            ext.extra_link_args = (omp_link + ext.extra_link_args
-                                   + (SANITIZE if _env_flag("FASTLOSS_SANITIZE") else []))
-            # What `python -m fastloss info` reports as the build flags.
-            ext.define_macros.append(("FASTLOSS_CFLAGS", '"' + " ".join(cflags) + '"'))
-        self.extensions = kept
+        self._cflags = base + omp_compile
+        self._kernel_cflags = self._cflags + KERNEL_CFLAGS[family]
+        self._link = omp_link + (SANITIZE if _env_flag("FASTLOSS_SANITIZE") else [])
+        self._built = [isa for isa in INSTRUCTION_SETS if not isa["flags"]
+                       or (SIMD_PLATFORM and family == "unix"
+                           and _compiler_accepts(self.compiler, isa["flags"]))]
+        skipped = [isa["name"] for isa in INSTRUCTION_SETS if isa not in self._built]
+        if skipped:
+            print(f"fastloss: not building the kernels for {', '.join(skipped)} (no flags "
+                  "for this compiler or platform)", file=sys.stderr)
         super().build_extensions()
+
+    def build_extension(self, ext):
+        generated = os.path.join(self.build_temp, "fastloss_generated")
+        os.makedirs(generated, exist_ok=True)
+        with open(os.path.join(generated, "fl_isa_list.h"), "w") as f:
+            f.write(isa_list_header(self._built))
+        include_dirs = [*ext.include_dirs, generated]
+        # What `python -m fastloss info` reports as the build flags.
+        cflags_macro = ("FASTLOSS_CFLAGS", '"' + " ".join(self._cflags) + '"')
+        jobs = [([source], self.build_temp, [*ext.define_macros, cflags_macro],
+                 self._cflags) for source in ext.sources]
+        kernels = os.path.join(KERNEL_DIR, "kernels.c")
+        for isa in self._built:
+            jobs.append(([kernels], os.path.join(self.build_temp, f"isa_{isa['name']}"),
+                         [("FL_ISA", isa["name"])], self._kernel_cflags + isa["flags"]))
+
+        def compile_one(job):
+            sources, output_dir, macros, flags = job
+            return self.compiler.compile(sources, output_dir=output_dir, macros=macros,
+                                         include_dirs=include_dirs, extra_postargs=flags,
+                                         depends=ext.depends)
+
+        with ThreadPoolExecutor(max_workers=self.parallel or 1) as pool:
+            objects = [obj for objs in pool.map(compile_one, jobs) for obj in objs]
+        self.compiler.link_shared_object(
+            objects, self.get_ext_fullpath(ext.name), libraries=self.get_libraries(ext),
+            library_dirs=ext.library_dirs, runtime_library_dirs=ext.runtime_library_dirs,
+            extra_postargs=self._link, export_symbols=self.get_export_symbols(ext),
+            build_temp=self.build_temp, target_lang="c")
 
 
 def _extensions():
@@ -224,19 +246,16 @@ def _extensions():
         "cdivision": True,
         "embedsignature": True,
     }
-    kernel_dir = os.path.join("src", "fastloss", "_kernels")
-    names = list(KERNELS)
-    if SIMD_PLATFORM:
-        names += [f"{base}_{suffix}" for base, variants in SIMD_VARIANTS.items()
-                  for suffix in variants]
+    headers = [os.path.join(root, name) for root, _, names in os.walk(KERNEL_DIR)
+               for name in names if name.endswith(".h")]
     exts = [
         Extension(
-            f"fastloss._kernels.{name}",
-            [os.path.join(kernel_dir, f"{name}.pyx")],
-            include_dirs=[np.get_include(), kernel_dir],
+            "fastloss._kernels._kernels",
+            [os.path.join(KERNEL_DIR, "_kernels.pyx"), os.path.join(KERNEL_DIR, "dispatch.c")],
+            include_dirs=[np.get_include(), KERNEL_DIR],
             define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+            depends=headers,
         )
-        for name in names
     ]
     return cythonize(
         exts,

@@ -30,6 +30,23 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             f"PyTorch is not installed: the comparisons with it ({', '.join(TORCH_MODULES)}, "
             "over a thousand tests) did not run; `pip install torch` runs them.")
 
+def simd_builds() -> list[str]:
+    """The builds of the kernels this CPU runs, widest first (the last is the baseline)."""
+    from fastloss import _dispatch
+    return _dispatch.isas()
+
+
+@pytest.fixture
+def use_build():
+    """A function that runs the kernels of the build it names from then on, until the
+    test ends (fastloss._dispatch.use)."""
+    import contextlib
+
+    from fastloss import _dispatch
+    with contextlib.ExitStack() as stack:
+        yield lambda name: stack.enter_context(_dispatch.use(name))
+
+
 DTYPES = [np.float32, np.float64]
 DTYPE_IDS = ["f32", "f64"]
 

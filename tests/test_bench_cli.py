@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import fastloss
-from fastloss import _bench, _common
+from fastloss import _bench, _dispatch
 
 TINY = "cross_entropy-float32-32x10-t1"
 FAST_RUN = ["--cases", TINY, "--threads", "1", "--rounds", "3", "--no-torch"]
@@ -44,7 +44,7 @@ def test_json_has_the_documented_keys(saved_run):
     _, data, out = saved_run
     assert data["schema"] == _bench.JSON_SCHEMA
     assert data["version"] == fastloss.__version__
-    assert data["build"]["simd"] == _common.simd_path()
+    assert data["build"]["simd"] == _dispatch.isa()
     assert data["build"]["compiled_simd"] == fastloss.build_info()["simd"]
     assert {"cpu", "cpus", "platform", "python"} <= set(data["machine"])
     assert data["torch"] is None                      # --no-torch

@@ -1,4 +1,4 @@
-"""The paths inside the elementwise kernels (_simd_elementwise.h) against the float64
+"""The paths inside the elementwise kernels (losses/elementwise.h) against the float64
 reference: float32 computed in float where the error analysis allows, with a double path
 for the lanes where a derivative or a kl_div term cancels; extreme and special values;
 the tails of every size; the range checks done in the kernel's own pass."""
@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, simd_builds
 from elementwise_cases import FUNCTIONS, check_matches_reference, make_case
 
 import fastloss
 from fastloss import _common, reference
+from fastloss._kernels import _kernels
 
 bce = fastloss.binary_cross_entropy
 bce_logits = fastloss.binary_cross_entropy_with_logits
@@ -174,7 +175,7 @@ class TestRangeChecksInTheKernel:
         assert np.isnan(bce_logits(x, np.full(20, np.nan, dtype)))
 
 
-def test_block_kernel_reports_each_blocks_extremes(rng, dtype):
+def test_block_kernel_reports_each_blocks_extremes(rng, dtype, use_build):
     # The kernel's own range output: per block, min and max of x then of the target,
     # NaN skipped (+inf and -inf for a block of NaN only), for every build.
     n = 3 * 4096 + 21
@@ -184,10 +185,11 @@ def test_block_kernel_reports_each_blocks_extremes(rng, dtype):
     x[rng.random(n) < 0.1] = np.nan
     ones = _common.periodic_weights(None, "w", (n,), np.dtype(dtype), "x")
     blocks = -(-n // 4096)
-    for kernels in _common.simd_builds("_elementwise").values():
+    for build in simd_builds():
+        use_build(build)
         ranges = np.empty((blocks, 4))
         partials = np.empty(blocks)
-        kernels.elementwise_loss(kernels.BCE_WITH_LOGITS, x, y, ones, ones, partials,
+        _kernels.elementwise(_kernels.BCE_WITH_LOGITS, x, y, ones, ones, partials,
                                  np.empty(0, dtype), np.empty(0, dtype), 0.0, 1.0, 1.0, 2,
                                  False, False, ranges)
         for b in range(blocks):

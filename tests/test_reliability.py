@@ -90,7 +90,7 @@ FORK_SCRIPT = textwrap.dedent("""
     import numpy as np
     import fastloss
     from fastloss import _threads
-    from fastloss._kernels import _openmp_helpers
+    from fastloss._kernels import _kernels as _openmp_helpers
 
     def work(seed):
         # A parallel-sized call on two threads (where allowed), its bits, and the threads
@@ -183,7 +183,7 @@ def test_a_fork_before_any_team_keeps_its_threads(tmp_path):
     script.write_text(textwrap.dedent("""
         import multiprocessing, numpy as np, fastloss
         from fastloss import _threads
-        from fastloss._kernels import _openmp_helpers
+        from fastloss._kernels import _kernels as _openmp_helpers
 
         def threads(_):
             _openmp_helpers._set_cpu_limit(2)

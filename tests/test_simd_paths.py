@@ -10,12 +10,18 @@ test files under each FASTLOSS_SIMD (see .ci/run).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
-from conftest import assert_close
+from conftest import assert_close, simd_builds
 
 import fastloss
-from fastloss import _common, reference
+from fastloss import _dispatch, reference
+from fastloss._kernels import _kernels
 
 BUILDS = ["baseline", "avx2", "avx512"]
 # (N, C): SIMD tails (C not a multiple of 16 or 8), a row of several 2048-element chunks
@@ -25,10 +31,10 @@ BAR = {np.dtype(np.float32): (1e-6, 1e-6), np.dtype(np.float64): (1e-14, 1e-14)}
 
 
 @pytest.fixture(params=BUILDS)
-def build(request, monkeypatch):
-    if request.param not in _common.simd_builds("_cross_entropy"):
-        pytest.skip(f"this CPU or build has no {request.param} row kernels")
-    monkeypatch.setenv("FASTLOSS_SIMD", request.param)
+def build(request, use_build):
+    if request.param not in simd_builds():
+        pytest.skip(f"this CPU or build has no {request.param} kernels")
+    use_build(request.param)
     return request.param
 
 
@@ -91,7 +97,7 @@ def test_few_classes_softmax_family_for_every_count(rng, dtype, build, n_classes
 
 
 @pytest.mark.parametrize("shape", [(6, 1000), (3, 4099)], ids=lambda s: f"{s[0]}x{s[1]}")
-def test_every_build_agrees_with_the_baseline(rng, dtype, build, shape, monkeypatch):
+def test_every_build_agrees_with_the_baseline(rng, dtype, build, shape, use_build):
     """A few ulps apart (FMA), or a small absolute difference where a gradient entry
     cancels (p_y - 1); the same non-finite values in the same places."""
     x = _logits(rng, shape, dtype)
@@ -113,7 +119,7 @@ def test_every_build_agrees_with_the_baseline(rng, dtype, build, shape, monkeypa
         "logsumexp": lambda: (fastloss.logsumexp(x),),
     }
     mine = {name: call() for name, call in calls.items()}
-    monkeypatch.setenv("FASTLOSS_SIMD", "baseline")
+    use_build("baseline")
     base = {name: call() for name, call in calls.items()}
     ulps, atol = (8, 1e-8) if dtype == np.float32 else (64, 1e-15)
     for name in calls:
@@ -165,16 +171,9 @@ def test_float32_rows_keep_the_rounding_error_of_x_minus_max(rng, build, n_class
 def stream_rows():
     """A function that sets, in every build, the gradient size from which rows are
     streamed (streamed_rows_loop), restored after the test."""
-    builds = list(_common.simd_builds("_cross_entropy").values())
-    previous = [module._set_stream_min_bytes(2**62) for module in builds]
-
-    def set_min_bytes(n):
-        for module in builds:
-            module._set_stream_min_bytes(n)
-
-    yield set_min_bytes
-    for module, n in zip(builds, previous, strict=True):
-        module._set_stream_min_bytes(n)
+    previous = _kernels._set_stream_min_bytes(2**62)
+    yield _kernels._set_stream_min_bytes
+    _kernels._set_stream_min_bytes(previous)
 
 
 @pytest.mark.parametrize("n_classes", [2049, 4099, 6001])
@@ -689,7 +688,18 @@ def test_few_classes_entropy_from_logits(rng, dtype, build, n_classes):
     assert in_place.tobytes() == means[0][1].tobytes()
 
 
-def test_forcing_a_path_the_cpu_lacks_is_an_error(monkeypatch):
-    monkeypatch.setenv("FASTLOSS_SIMD", "sse9")
-    with pytest.raises(ValueError, match=r"FASTLOSS_SIMD='sse9' names no build"):
-        fastloss.softmax(np.zeros((2, 3)))
+def test_forcing_a_path_the_cpu_lacks_is_an_error():
+    # The build is chosen at import: a name this CPU does not run makes every kernel call
+    # a ValueError (not the import).
+    code = ("import numpy as np, fastloss\n"
+            "try:\n    fastloss.softmax(np.zeros((2, 3)))\n"
+            "except ValueError as exc:\n    print(exc)\n")
+    here = str(Path(fastloss.__file__).resolve().parents[1])
+    env = dict(os.environ, FASTLOSS_SIMD="sse9", PYTHONPATH=os.pathsep.join(
+        p for p in (here, os.environ.get("PYTHONPATH")) if p))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    assert "FASTLOSS_SIMD='sse9' names no build" in out
+    with pytest.raises(ValueError, match="no kernels for 'sse9' that this CPU runs"):
+        with _dispatch.use("sse9"):
+            pass

@@ -23,7 +23,7 @@ import pytest
 
 import fastloss
 from fastloss import _cli
-from fastloss._kernels import _openmp_helpers
+from fastloss._kernels import _kernels as _openmp_helpers
 from fastloss._threads import PARALLEL_MIN_ELEMENTS, effective_n_threads, usable_cpus
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
@@ -172,7 +172,7 @@ def test_threadpool_info_lists_the_runtime_fastloss_uses():
 CHILD_RUNTIME = f"""
 import ctypes, json, os, sys
 import threadpoolctl
-from fastloss._kernels import _openmp_helpers
+from fastloss._kernels import _kernels as _openmp_helpers
 {inspect.getsource(runtime_of)}
 print(json.dumps({{
     "extension": _openmp_helpers.__file__,

@@ -7,7 +7,7 @@ import pytest
 
 import fastloss
 from fastloss import _threads
-from fastloss._kernels import _openmp_helpers
+from fastloss._kernels import _kernels as _openmp_helpers
 
 LOGITS = np.zeros((4, 3))
 TARGET = np.array([0, 1, 2, 0])

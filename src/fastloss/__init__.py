@@ -10,7 +10,7 @@ from fastloss._cross_entropy import cross_entropy
 from fastloss._distill import kl_div_with_logits
 from fastloss._encoding import one_hot
 from fastloss._entropy import entropy, entropy_from_logits
-from fastloss._kernels._openmp_helpers import build_info, openmp_enabled
+from fastloss._kernels._kernels import build_info, openmp_enabled
 from fastloss._kl import kl_div
 from fastloss._softmax import log_softmax, logsumexp, softmax
 

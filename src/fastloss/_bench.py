@@ -40,7 +40,7 @@ from typing import Any, cast
 import numpy as np
 
 import fastloss
-from fastloss import _common, reference
+from fastloss import _dispatch, reference
 from fastloss._cli import positive_int
 from fastloss._threads import usable_cpus
 
@@ -705,7 +705,7 @@ def environment(torch: ModuleType | None) -> dict[str, Any]:
     """What the figures depend on: the machine, the build and the peers' versions."""
     build = dict(fastloss.build_info())
     build["compiled_simd"] = build.pop("simd")
-    build["simd"] = _common.simd_path()     # the build of the kernels that runs
+    build["simd"] = _dispatch.isa()     # the build of the kernels that runs
     return {
         "machine": {"cpu": _cpu_model(), "cpus": usable_cpus(),
                     "platform": platform.platform(), "python": platform.python_version()},

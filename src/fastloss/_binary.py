@@ -8,14 +8,14 @@ from typing import Any
 import numpy as np
 
 from fastloss._common import ElementwiseSpec, check_real, run_elementwise
-from fastloss._kernels import _elementwise
+from fastloss._kernels import _kernels
 
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits"]
 
 _UNIT = (0.0, 1.0)
-_BCE = ElementwiseSpec(_elementwise.BCE, "probs", x_bounds=_UNIT, target_bounds=_UNIT,
+_BCE = ElementwiseSpec(_kernels.BCE, "probs", x_bounds=_UNIT, target_bounds=_UNIT,
                        bounds_hint=" (probabilities)")
-_BCE_WITH_LOGITS = ElementwiseSpec(_elementwise.BCE_WITH_LOGITS, "logits",
+_BCE_WITH_LOGITS = ElementwiseSpec(_kernels.BCE_WITH_LOGITS, "logits",
                                    target_bounds=_UNIT, bounds_hint=" (probabilities)")
 
 

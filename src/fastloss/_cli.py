@@ -19,7 +19,7 @@ from typing import Any, TextIO
 import numpy as np
 
 import fastloss
-from fastloss import _common
+from fastloss import _dispatch
 from fastloss._eval import (
     LOSSES,
     REDUCTIONS,
@@ -28,7 +28,7 @@ from fastloss._eval import (
     EvalResult,
     evaluate_files,
 )
-from fastloss._kernels import _openmp_helpers
+from fastloss._kernels import _kernels
 from fastloss._threads import PARALLEL_MIN_ELEMENTS, effective_n_threads, usable_cpus
 
 __all__ = ["SUBCOMMANDS", "build_parser", "info", "main"]
@@ -41,11 +41,11 @@ def info() -> str:
     ``FASTLOSS_SIMD`` is reported on its line)."""
     build = fastloss.build_info()
     threads = effective_n_threads(None, PARALLEL_MIN_ELEMENTS)
-    try:
-        simd = f"{_common.simd_path()} kernels run"
-    except ValueError as exc:
-        simd = f"error: {exc}"
-    if _openmp_helpers.forked_after_team():
+    if _dispatch.error() is None:
+        simd = f"{_dispatch.isa()} kernels run"
+    else:
+        simd = f"error: {_dispatch.error()}"
+    if _kernels.forked_after_team():
         threads_note = ("a fork of a process that ran threads: every call runs on 1, as "
                         "GNU libgomp's threads do not survive fork()")
     else:
@@ -61,7 +61,7 @@ def info() -> str:
                        else "disabled: serial build, every kernel runs on one thread"),
         f"threads  {threads} ({threads_note})",
         f"simd     {simd} (this CPU runs "
-        f"{', '.join(_common.simd_builds('_cross_entropy'))}; FASTLOSS_SIMD forces one); "
+        f"{', '.join(_dispatch.isas())}; FASTLOSS_SIMD forces one); "
         f"compiled baseline: {build['simd']}",
         f"compiler {build['compiler']}",
         f"cflags   {build['cflags']}",
@@ -75,10 +75,8 @@ def _register_info(sub: Any) -> None:
 
     def run(args: argparse.Namespace) -> int:
         print(info())
-        try:
-            _common.simd_path()
-        except ValueError as exc:
-            sys.stderr.write(f"{parser.prog}: error: {exc}\n")
+        if _dispatch.error() is not None:
+            sys.stderr.write(f"{parser.prog}: error: {_dispatch.error()}\n")
             return 2
         return 0
 

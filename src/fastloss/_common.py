@@ -8,18 +8,16 @@ the argument and what was expected; the kernels trust what passes through here.
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 import operator
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, cast
 
 import numpy as np
 
-from fastloss._kernels import _elementwise
+from fastloss._dispatch import kernels
+from fastloss._kernels import _kernels
 from fastloss._threads import effective_n_threads
 
 #: The dtypes the kernels are compiled for.
@@ -276,11 +274,10 @@ def value_extremes(arr: np.ndarray, n_threads: int | None = None) -> tuple[float
     soft-target cross-entropy's time), NumPy's reductions for any other."""
     if arr.dtype in (np.float32, np.float64) and arr.flags.c_contiguous and arr.flags.aligned:
         flat = arr.reshape(-1)
-        kernels = simd_kernels("_elementwise")
-        n_blocks = -(-flat.size // kernels.BLOCK_SIZE)
+        n_blocks = -(-flat.size // _kernels.BLOCK_SIZE)
         lows, highs, nans = np.empty(n_blocks), np.empty(n_blocks), np.empty(n_blocks)
-        kernels.value_range(flat, lows, highs, nans,
-                            effective_n_threads(n_threads, flat.size))
+        kernels().value_range(flat, lows, highs, nans,
+                              effective_n_threads(n_threads, flat.size))
         return float(lows.min()), float(highs.max()), bool(nans.any())
     has_nan = bool(np.isnan(np.max(arr)))   # NaN propagates through max
     return (float(np.fmin.reduce(arr, axis=None)), float(np.fmax.reduce(arr, axis=None)),
@@ -298,51 +295,7 @@ def gradient_requested(return_grad: bool, grad_out: Any, x: np.ndarray,
     check_out(grad_out, "grad_out", x.shape, x.dtype, may_alias=x, no_overlap=no_overlap,
               require_c_contiguous=True)
     return True
-# --- elementwise losses: kernels, targets, broadcast weights, the reduction --------------
-
-# Kernel modules built for several instruction sets (setup.py's SIMD_VARIANTS).
-SIMD_KERNELS = ("_elementwise", "_softmax", "_cross_entropy")
-
-
-@functools.cache
-def simd_builds(kernel: str) -> dict[str, ModuleType]:
-    """The builds of a kernel module that this CPU runs, widest SIMD first, ending with
-    "baseline" (the build for any CPU of the architecture).
-
-    A variant is imported only after the baseline build of _elementwise has checked that
-    the CPU and the OS support its instructions.
-    """
-    builds = {}
-    for name in _elementwise.cpu_builds():
-        suffix = "" if name == "baseline" else f"_{name}"
-        try:
-            builds[name] = importlib.import_module(f"fastloss._kernels.{kernel}{suffix}")
-        except ModuleNotFoundError:     # a variant not built here (compiler, platform)
-            if name == "baseline":
-                raise
-            continue
-    return builds
-
-
-def simd_path() -> str:
-    """The instruction set the kernels run with: the widest this CPU supports, or the one
-    named by the environment variable ``FASTLOSS_SIMD`` (baseline, avx2, avx512, in any
-    case)."""
-    builds = simd_builds("_cross_entropy")
-    given = os.environ.get("FASTLOSS_SIMD", "")
-    forced = given.strip().lower()
-    if not forced:
-        return next(iter(builds))
-    if forced not in builds:
-        raise ValueError(f"FASTLOSS_SIMD={given!r} names no build of the kernels that this "
-                         f"machine runs; it runs {', '.join(builds)}")
-    return forced
-
-
-def simd_kernels(kernel: str) -> ModuleType:
-    """The build of a kernel module to run (see :func:`simd_path`)."""
-    builds = simd_builds(kernel)
-    return builds.get(simd_path(), builds["baseline"])
+# --- elementwise losses: targets, broadcast weights, the reduction --------------------
 
 
 def elementwise_target(target: Any, x: np.ndarray, x_name: str) -> np.ndarray:
@@ -400,7 +353,7 @@ def periodic_weights_and_ones(weights: Any, name: str, shape: tuple[int, ...],
     Also returns whether every weight is 1 (None included), so that the kernels need not
     read them: a product by 1 is exact, so the results are the same bits.
     """
-    block = _elementwise.BLOCK_SIZE
+    block = _kernels.BLOCK_SIZE
     if weights is None:
         return _ones(dtype, block), True
     arr = np.asarray(weights)
@@ -476,9 +429,8 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
         return_grad, grad_out, given,
         no_overlap=(("target", target), ("weight", weight), ("pos_weight", pos_weight)),
     )
-    kernels = simd_kernels("_elementwise")
     n = x.size
-    n_blocks = -(-n // kernels.BLOCK_SIZE)
+    n_blocks = -(-n // _kernels.BLOCK_SIZE)
     # The values' ranges: checked in the kernel's own pass (one read of the arrays), and
     # the error raised after it, unless the gradient overwrites the input (in place),
     # which must stay as it was when the values are rejected: then in a pass before.
@@ -502,7 +454,7 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
         grad = cast(np.ndarray, grad_out).reshape(-1) if direct else np.empty(n, dtype=x.dtype)
     denominator = mean_denominator(reduction, given.shape)
     scale = 1.0 / (denominator * ln_base) if denominator > 0 else 0.0
-    kernels.elementwise_loss(
+    kernels().elementwise(
         spec.kind, x, y, weights, pos_weights, partials, loss_out, grad, label_smoothing,
         1.0 / ln_base, scale, threads, not unweighted, not no_pos_weight, ranges,
     )

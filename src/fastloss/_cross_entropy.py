@@ -20,13 +20,14 @@ from fastloss._common import (
     gradient_requested,
     kernel_array,
     log_base,
-    simd_kernels,
 )
+from fastloss._dispatch import kernels
+from fastloss._kernels import _kernels
 from fastloss._threads import effective_n_threads
 
 __all__ = ["cross_entropy"]
 
-_NO_WEIGHTS = np.empty(0, dtype=np.float64)
+_LOGSUMEXP = 2                  # the kernels' row operation (_kernels.rows)
 _INTP = np.iinfo(np.intp)
 _NO_CLASSES = np.empty(0, dtype=np.intp)
 
@@ -60,10 +61,8 @@ def _check_class_range(classes: np.ndarray, batch_shape: tuple[int, ...], n_clas
     """Raise IndexError unless every target is in [0, C) or ``ignore_index`` (never
     range-checked); return the denominator of a "mean", sum(sample_weight * weight[y])
     over the targets not ignored, from the same parallel pass."""
-    first_bad, denominator = simd_kernels("_cross_entropy").check_class_targets(
-        classes, n_classes, ignore_index,
-        class_weight if class_weight is not None else _NO_WEIGHTS,
-        row_weight if row_weight is not None else _NO_WEIGHTS,
+    first_bad, denominator = kernels().class_targets(
+        classes, n_classes, ignore_index, class_weight, row_weight,
         effective_n_threads(n_threads, classes.size),
     )
     if first_bad >= 0:
@@ -131,8 +130,12 @@ def reduce_rows(row_losses: np.ndarray, reduction: str, denominator: float,
         return (total_dtype or dtype).type(total)
 
 
-# The kernels' TargetKind.
-TARGET_CLASSES, TARGET_PROBS, KL_PROBS, KL_LOG_PROBS, KL_LOGITS = range(5)
+# The kernels' targets (losses/row_loss.h's fl_target_kind).
+TARGET_CLASSES = _kernels.TARGET_CLASSES
+TARGET_PROBS = _kernels.TARGET_PROBS
+KL_PROBS = _kernels.TEACHER_PROBS
+KL_LOG_PROBS = _kernels.TEACHER_LOG_PROBS
+KL_LOGITS = _kernels.TEACHER_LOGITS
 
 
 def fused_rows(
@@ -170,54 +173,49 @@ def fused_rows(
     """
     n_rows = view.shape[0] * view.shape[2]
     kdtype = view.dtype
-    empty = np.empty((0, 0, 0), dtype=kdtype)
     rows_view = (class_view(target_rows.astype(kdtype, copy=False), axis)
-                 if target_rows is not None else empty)
+                 if target_rows is not None else None)
     direct = grad_out is not None and grad_out.dtype == kdtype and grad_out.flags.aligned
+    grad_view = None
     if with_grad:
         grad_view = (cast(np.ndarray, grad_out).reshape(view.shape) if direct
                      else np.empty_like(view))
-    else:
-        grad_view = empty
-    kernels = simd_kernels("_cross_entropy")
     threads = effective_n_threads(n_threads, logits.size)
-    span = 0 if per_row or view.shape[2] != 1 else kernels.rows_per_sum(n_rows, view.shape[1])
+    span = 0 if per_row or view.shape[2] != 1 else _kernels.rows_per_sum(n_rows, view.shape[1])
     row_losses = np.empty(-(-n_rows // span) if span else n_rows, dtype=np.float64)
-    lse = np.empty(n_rows if return_lse else 0, dtype=np.float64)
+    lse = np.empty(n_rows, dtype=np.float64) if return_lse else None
     lse_first = None
-    if (return_lse and kdtype == np.float32 and with_grad and view.shape[2] == 1
+    if (return_lse and kdtype == np.float32 and grad_view is not None and view.shape[2] == 1
             and np.may_share_memory(grad_view, view)):
         # A float row's logsumexp may need the row again after its exponentials
         # (refined_lse), which a gradient in place has overwritten by then: the logsumexp
         # kernel first (the same bits), and none from the fused kernel.
         lse_first = np.empty(n_rows, dtype=kdtype)
-        simd_kernels("_softmax").logsumexp_rows(view.reshape(n_rows, view.shape[1]),
-                                                lse_first, threads)
-        lse = np.empty(0, dtype=np.float64)
-    total = kernels.cross_entropy_kernel(
-        view, classes, rows_view,
-        class_weight if class_weight is not None else _NO_WEIGHTS,
-        row_weight if row_weight is not None else _NO_WEIGHTS,
-        row_losses, grad_view, lse, kind, label_smoothing, z_loss, ignore_index,
+        kernels().rows(_LOGSUMEXP, view.reshape(n_rows, view.shape[1]), lse_first, threads)
+        lse = None
+    total = kernels().row_loss(
+        view, classes if kind == TARGET_CLASSES else None, rows_view, class_weight,
+        row_weight, kind, label_smoothing, z_loss, ignore_index,
         1.0 / (denominator * unit) if denominator > 0 else 0.0,    # the gradient's scale
-        temperature, loss_factor, span, threads,
+        temperature, loss_factor, row_losses, span, grad_view, lse, threads,
     )
     if span:            # the kernel's sum of its partial sums, in order
         row_losses = np.array([total])
     if unit != 1.0:
         row_losses /= unit
     grad = None
-    if grad_out is not None:
+    if grad_view is not None and grad_out is not None:
         if not direct:                # float16 / long double: computed in a kernel dtype
             grad_out[...] = grad_view.reshape(logits.shape)
         grad = grad_out
-    elif with_grad:
+    elif grad_view is not None:
         grad = grad_view.reshape(logits.shape).astype(logits.dtype, copy=False)
     batch_shape = logits.shape[:axis] + logits.shape[axis + 1:]
     # logsumexp is a property of the logits, in nats whatever the loss's base.
     if lse_first is not None:
         lse = lse_first
-    lse_out = lse.reshape(batch_shape).astype(logits.dtype) if return_lse else None
+    lse_out = (cast(np.ndarray, lse).reshape(batch_shape).astype(logits.dtype) if return_lse
+               else None)
     return row_losses, grad, lse_out
 
 
@@ -246,7 +244,7 @@ def _plain_class_loss(logits: Any, target: Any, ignore_index: Any, label_smoothi
         return None
     if grad_out is None and return_grad:
         grad_out = np.empty_like(logits)
-    total = simd_kernels("_cross_entropy").cross_entropy_classes(
+    total = kernels().cross_entropy_classes(
         logits, target, grad_out, reduction == "mean", ignore_index,
         effective_n_threads(n_threads, logits.size))
     if total is None:

@@ -14,10 +14,10 @@ from fastloss._common import (
     full_output,
     gradient_requested,
     log_base,
-    simd_kernels,
     to_rows,
 )
 from fastloss._cross_entropy import reduce_rows
+from fastloss._dispatch import kernels
 from fastloss._threads import effective_n_threads
 
 __all__ = ["entropy", "entropy_from_logits"]
@@ -62,8 +62,7 @@ def entropy(
     layout = to_rows(p, axis)
     out = np.empty(layout.rows.shape[0], dtype=np.float64)
     if out.size:
-        simd_kernels("_softmax").entropy_rows(layout.rows, out, 1.0 / unit,
-                                              effective_n_threads(n_threads, p.size))
+        kernels().entropy(layout.rows, out, 1.0 / unit, effective_n_threads(n_threads, p.size))
     return out.reshape(layout.batch_shape).astype(p.dtype)
 
 
@@ -128,12 +127,11 @@ def entropy_from_logits(
     n_rows = layout.rows.shape[0]
     row_entropy = np.empty(n_rows, dtype=np.float64)
     denominator = float(n_rows) if reduction == "mean" else 1.0
+    grad_buf = None
     if with_grad:
         grad_buf, finish = full_output(layout, grad_out)
-    else:
-        grad_buf = np.empty((0, 0), dtype=layout.rows.dtype)
     if n_rows:
-        simd_kernels("_softmax").entropy_from_logits_rows(
+        kernels().entropy_from_logits(
             layout.rows, row_entropy, grad_buf,
             1.0 / denominator if denominator else 0.0, 1.0 / unit,
             effective_n_threads(n_threads, logits.size),

@@ -8,15 +8,15 @@ from typing import Any
 import numpy as np
 
 from fastloss._common import REDUCTIONS, ElementwiseSpec, run_elementwise
-from fastloss._kernels import _elementwise
+from fastloss._kernels import _kernels
 
 __all__ = ["kl_div"]
 
 _KL_REDUCTIONS = (*REDUCTIONS, "batchmean")
-_KL = ElementwiseSpec(_elementwise.KL_DIV, "input", target_bounds=(0.0, math.inf),
+_KL = ElementwiseSpec(_kernels.KL_DIV, "input", target_bounds=(0.0, math.inf),
                       bounds_hint=" (probabilities; pass log_target=True for "
                                   "log-probabilities)", reductions=_KL_REDUCTIONS)
-_KL_LOG_TARGET = ElementwiseSpec(_elementwise.KL_DIV_LOG_TARGET, "input",
+_KL_LOG_TARGET = ElementwiseSpec(_kernels.KL_DIV_LOG_TARGET, "input",
                                  reductions=_KL_REDUCTIONS)
 
 

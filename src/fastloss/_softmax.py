@@ -11,15 +11,19 @@ from fastloss._common import (
     check_out,
     class_axis,
     full_output,
-    simd_kernels,
     to_rows,
 )
+from fastloss._dispatch import kernels
 from fastloss._threads import effective_n_threads
 
 __all__ = ["log_softmax", "logsumexp", "softmax"]
 
 
-def _rowwise(kernel: Any, x: Any, axis: int, out: np.ndarray | None,
+# The kernels' row operations (_kernels.rows).
+_SOFTMAX, _LOG_SOFTMAX, _LOGSUMEXP = range(3)
+
+
+def _rowwise(op: int, x: Any, axis: int, out: np.ndarray | None,
              n_threads: int | None) -> np.ndarray:
     """Shared body of softmax and log_softmax: a full-shape result, row by row."""
     x = as_floating(x, "x")
@@ -29,7 +33,7 @@ def _rowwise(kernel: Any, x: Any, axis: int, out: np.ndarray | None,
     layout = to_rows(x, axis)
     buf, finish = full_output(layout, out)
     if buf.size:
-        kernel(layout.rows, buf, effective_n_threads(n_threads, buf.size))
+        kernels().rows(op, layout.rows, buf, effective_n_threads(n_threads, buf.size))
     return finish()
 
 
@@ -73,7 +77,7 @@ def softmax(
     >>> fastloss.softmax(np.array([2.3, -1.2])).round(5)
     array([0.97069, 0.02931])
     """
-    return _rowwise(simd_kernels("_softmax").softmax_rows, x, axis, out, n_threads)
+    return _rowwise(_SOFTMAX, x, axis, out, n_threads)
 
 
 def log_softmax(
@@ -107,7 +111,7 @@ def log_softmax(
     >>> fastloss.log_softmax(np.array([2.3, -1.2])).round(5)
     array([-0.02975, -3.52975])
     """
-    return _rowwise(simd_kernels("_softmax").log_softmax_rows, x, axis, out, n_threads)
+    return _rowwise(_LOG_SOFTMAX, x, axis, out, n_threads)
 
 
 def logsumexp(
@@ -150,8 +154,7 @@ def logsumexp(
         check_out(out, "out", batch_shape, x.dtype, may_alias=None, no_overlap=(("x", x),))
     lse = np.empty(layout.rows.shape[0], dtype=layout.rows.dtype)
     if lse.size:
-        simd_kernels("_softmax").logsumexp_rows(layout.rows, lse,
-                                                effective_n_threads(n_threads, x.size))
+        kernels().rows(_LOGSUMEXP, layout.rows, lse, effective_n_threads(n_threads, x.size))
     lse = lse.reshape(batch_shape)
     if out is None:
         return lse.astype(x.dtype, copy=False)

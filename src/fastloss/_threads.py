@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastloss._kernels import _openmp_helpers
+from fastloss._kernels import _kernels
 
 __all__ = ["MAX_REQUEST", "PARALLEL_MIN_ELEMENTS", "effective_n_threads", "usable_cpus"]
 
@@ -39,7 +39,7 @@ MAX_REQUEST = 2**31 - 1
 
 def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity mask where the OS has one)."""
-    return _openmp_helpers.num_procs() if _openmp_helpers.openmp_enabled() else 1
+    return _kernels.num_procs() if _kernels.openmp_enabled() else 1
 
 
 def check_n_threads(n_threads: object) -> int | None:
@@ -64,5 +64,5 @@ def effective_n_threads(n_threads: object, work: int) -> int:
     count = check_n_threads(n_threads)
     if work < PARALLEL_MIN_ELEMENTS:
         return 1
-    return _openmp_helpers.resolve_threads(
-        _openmp_helpers.max_threads() if count is None else count)
+    return _kernels.resolve_threads(
+        _kernels.max_threads() if count is None else count)
