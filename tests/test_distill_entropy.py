@@ -3,6 +3,8 @@ reference, finite differences, docs/theory.md's figures and the identities betwe
 
 from __future__ import annotations
 
+import decimal
+
 import numpy as np
 import pytest
 from conftest import assert_close, check_fd_gradient, make_logits
@@ -35,7 +37,45 @@ def make_teacher(rng, shape, dtype, kind, axis=-1, temperature=1.0):
     return reference.softmax(logits / temperature, axis).astype(dtype)
 
 
+def _row_formula_bound(dtype, n_classes):
+    """The relative error of a distillation row that the row formula computes: its terms'
+    rounding (double lanes: a few units of 2^-52; float rows of more than 16 classes: of
+    2^-29, from their float exponentials) up to 2^16 times the KL (fl_kl_terms_cancel)."""
+    rounding = 2.0**-29 if dtype == np.float32 and n_classes > 16 else 4 * 2.0**-52
+    return max(2.0**16 * rounding, 8 * np.finfo(dtype).eps)
+
+
+def _exact_kl(student, teacher, kind, temperature):
+    """T**2 KL(p || softmax(s / T)) of one row and its gradient T (q sum(p) - p), in 60-digit
+    decimal arithmetic from the definition (the KL as sum_j p_j (log p_j - log q_j))."""
+    with decimal.localcontext() as context:
+        context.prec = 60
+        t_scale = decimal.Decimal(1) / decimal.Decimal(temperature)
+        xs = [decimal.Decimal(float(v)) * t_scale for v in student]
+        top = max(xs)
+        log_z = sum((v - top).exp() for v in xs).ln() + top
+        log_q = [v - log_z for v in xs]
+        if kind == "logits":
+            ts = [decimal.Decimal(float(v)) * t_scale for v in teacher]
+            top = max(ts)
+            log_zt = sum((v - top).exp() for v in ts).ln() + top
+            log_p = [v - log_zt for v in ts]
+        elif kind == "log_probs":
+            log_p = [decimal.Decimal(float(v)) for v in teacher]
+        else:
+            log_p = [decimal.Decimal(float(v)).ln() if v else None for v in teacher]
+        p = [v.exp() if v is not None and v.is_finite() else decimal.Decimal(0)
+             for v in log_p]
+        kl = sum(pj * (lp - lq) for pj, lp, lq in zip(p, log_p, log_q, strict=True) if pj)
+        t2 = decimal.Decimal(temperature) ** 2
+        total_p = sum(p)
+        grad = [(lq.exp() * total_p - pj) * t2 * t_scale for pj, lq in zip(p, log_q, strict=True)]
+        return float(kl * t2), np.array([float(g) for g in grad])
+
+
 class TestKLDivWithLogits:
+    X = np.array([[1.0, 2.0, 3.0]])
+
     @pytest.mark.parametrize("reduction", KL_REDUCTIONS)
     @pytest.mark.parametrize("scaled", [True, False], ids=["T2", "plain"])
     @pytest.mark.parametrize("temperature", [1.0, 2.5])
@@ -146,8 +186,82 @@ class TestKLDivWithLogits:
         logits = make_logits(rng, (6, 9), dtype)
         loss, grad = fastloss.kl_div_with_logits(logits, logits, teacher_kind="logits",
                                                  temperature=3.0, return_grad=True)
-        assert abs(float(loss)) < 1e-6 if dtype == np.float32 else abs(float(loss)) < 1e-14
-        assert np.abs(grad).max() < (1e-6 if dtype == np.float32 else 1e-15)
+        # the terms of the row formula cancel: computed again, u_j = 0 gives exactly 0
+        assert float(loss) == 0.0 and not grad.any()
+
+    @pytest.mark.parametrize("n_classes", [3, 10, 100, 3000], ids=lambda c: f"C{c}")
+    def test_relative_accuracy_at_any_temperature(self, rng, dtype, n_classes):
+        # A teacher's logits: the row formula's terms (~log C) cancel to the KL (~1/T**2),
+        # and such rows are computed again without cancellation (losses/kl_refined.h).
+        # Against 60-digit arithmetic, T**2 KL and its gradient keep their relative
+        # accuracy up to T = 1e12 on every path (blocks, batches, rows; in place too).
+        student = rng.standard_normal((2, n_classes)) * 3
+        teacher = student + rng.standard_normal((2, n_classes))
+        teacher[1] = student[1] + 1e-3 * rng.standard_normal(n_classes)   # near agreement
+        student, teacher = student.astype(dtype), teacher.astype(dtype)
+        eps = np.finfo(dtype).eps
+        for temperature in [1.0, 4.0, 1e2, 1e4, 1e8, 1e12]:
+            # up to T = 100 the row formula may serve (its terms' rounding, up to 2^16
+            # times the KL); beyond, these rows are all computed again
+            bound = (_row_formula_bound(dtype, n_classes) if temperature <= 100
+                     else 16 * eps)
+            self._check_rows(student, teacher, "logits", temperature, bound, 4 * bound)
+
+    @pytest.mark.parametrize("kind", ["probs", "log_probs"])
+    @pytest.mark.parametrize("n_classes", [3, 10, 100, 3000], ids=lambda c: f"C{c}")
+    def test_accuracy_of_given_teachers_near_the_student(self, rng, dtype, kind, n_classes):
+        # Probabilities as given (not renormalised: the "KL" may be negative), near the
+        # student's (the row computed again), one of them 0: the KL of the numbers given,
+        # to their own conditioning (a relative change of eps in p_j moves the KL by
+        # eps p_j (1 + |log p_j|), and the gradient T (P q_j - p_j) by eps T p_j).
+        student = rng.standard_normal((3, n_classes)) * 3
+        student[2, 0] = -30.0                  # q_0 ~ 1e-13 where the teacher has p_0 = 0
+        log_p = reference.log_softmax(student, 1)
+        log_p[0] += 0.5 * rng.standard_normal(n_classes) / n_classes
+        log_p[1] += 1e-6 * rng.standard_normal(n_classes)
+        log_p[2, 0] = -np.inf
+        teacher = np.exp(log_p) if kind == "probs" else log_p
+        student, teacher = student.astype(dtype), teacher.astype(dtype)
+        eps = np.finfo(dtype).eps
+        for temperature in [1.0, 4.0]:
+            scaled = (1 + np.log(n_classes)) * temperature**2
+            bound = (_row_formula_bound(dtype, n_classes) if dtype == np.float32
+                     else 16 * eps * scaled)
+            self._check_rows(student, teacher, kind, temperature, bound, 8 * eps,
+                             absolute=dtype == np.float64, grad_absolute=True)
+
+    @staticmethod
+    def _check_rows(student, teacher, kind, temperature, bound, grad_bound, absolute=False,
+                    grad_absolute=False):
+        """Each row's loss within bound of the exact value (relative, or absolute), its
+        gradient within grad_bound of the largest entry (grad_absolute: of T max(q, 1));
+        in place the same bits."""
+        losses, grad = fastloss.kl_div_with_logits(
+            student, teacher, teacher_kind=kind, temperature=temperature, reduction="none",
+            return_grad=True)
+        in_place = student.copy()
+        fastloss.kl_div_with_logits(in_place, teacher, teacher_kind=kind,
+                                    temperature=temperature, reduction="sum",
+                                    grad_out=in_place)
+        assert np.array_equal(in_place, grad)
+        for row in range(len(student)):
+            exact, exact_grad = _exact_kl(student[row], teacher[row], kind, temperature)
+            error = abs(float(losses[row]) - exact)
+            assert error <= bound * (1.0 if absolute else abs(exact)), (temperature, row, error)
+            scale = np.abs(exact_grad).max()
+            if grad_absolute:
+                q = reference.softmax(student[row].astype(np.float64) / temperature, 0)
+                scale = temperature * max(q.max(), 1.0)
+            error = np.abs(grad[row] - exact_grad).max()
+            assert error <= grad_bound * scale, (temperature, row, error)
+
+    def test_huge_temperatures_are_rejected(self):
+        with pytest.raises(ValueError, match=r"temperature must be a finite number in "
+                                             r"\(0, 1e\+100\], got 1e\+200"):
+            fastloss.kl_div_with_logits(self.X, self.X, temperature=1e200)
+        loss = fastloss.kl_div_with_logits(self.X, self.X + np.array([[0.0, 1.0, 2.0]]),
+                                           teacher_kind="logits", temperature=1e100)
+        assert np.isfinite(loss) and loss > 0
 
     def test_empty_batch(self, dtype):
         empty = np.empty((0, 4), dtype=dtype)

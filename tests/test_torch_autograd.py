@@ -643,7 +643,7 @@ def test_kl_div_with_logits_errors(fast):
         flt.kl_div_with_logits(s, teacher, teacher_kind="scores")
     with pytest.raises(ValueError, match="reduction must be one of"):
         flt.kl_div_with_logits(s, teacher, reduction="average")
-    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+    with pytest.raises(ValueError, match=r"temperature must be a finite number in \(0, 1e\+100\]"):
         flt.kl_div_with_logits(s, teacher, temperature=0.0)
     with pytest.raises(TypeError, match="temperature must be a real number"):
         flt.kl_div_with_logits(s, teacher, temperature="2")

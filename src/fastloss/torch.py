@@ -49,7 +49,6 @@ Examples
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,8 +69,8 @@ from torch import Tensor
 
 import fastloss
 from fastloss._common import check_real, log_base
+from fastloss._distill import MAX_TEMPERATURE, TEACHER_KINDS
 from fastloss._distill import REDUCTIONS as DISTILL_REDUCTIONS
-from fastloss._distill import TEACHER_KINDS
 
 __all__ = [
     "BCELoss",
@@ -561,9 +560,7 @@ def _kl_div_with_logits_torch(student: Tensor, teacher: Tensor, teacher_kind: st
                          f"got {teacher_kind!r}")
     if reduction not in DISTILL_REDUCTIONS:
         raise ValueError(f"reduction must be one of {DISTILL_REDUCTIONS}, got {reduction!r}")
-    temperature = check_real(temperature, "temperature", 0.0)
-    if temperature == 0 or not math.isfinite(temperature):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature}")
+    temperature = check_real(temperature, "temperature", 0.0, MAX_TEMPERATURE, above_low=True)
     log_q = F.log_softmax(student / temperature, dim=axis)
     if teacher_kind == "logits":
         teacher = F.log_softmax(teacher / temperature, dim=axis)

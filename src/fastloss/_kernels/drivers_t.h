@@ -290,6 +290,13 @@ static int FL_SFX(fl_streamed_rows_loss)(const FL_T* logits, ptrdiff_t n_rows,
     return 0;
 }
 
+/* The rows x[0:n] as a row loss reads them: a copy in kept where kept is not NULL. */
+static inline const FL_T* FL_SFX(fl_keep_rows)(const FL_T* x, ptrdiff_t n, FL_T* kept) {
+    if (kept == NULL) return x;
+    memcpy(kept, x, (size_t)n * sizeof(FL_T));
+    return kept;
+}
+
 /* The loss (per row, or summed by spans of rows_per_sum rows) of the rows of an (N, C)
  * array, in place where grad is logits: each thread takes whole spans. The blocks of few
  * classes, batches of rows of one chunk, or single rows (streamed where the gradient goes
@@ -323,9 +330,16 @@ static int FL_SFX(fl_rows_loss)(const FL_T* logits, ptrdiff_t n_rows, ptrdiff_t 
                            : path == FL_PATH_BLOCKS ? call_rows
                            : path == FL_PATH_BATCHES ? FL_ROW_BATCH : 1;
     const ptrdiff_t shifts_len = fl_scratch_stride(fl_row_chunks(n_classes));
-    /* Per thread: the chunk shifts of a row, a block's or batch's row losses and a
-     * batch's work space. */
-    const ptrdiff_t per_thread = shifts_len + 16 + 10 * FL_ROW_BATCH;
+    /* A distillation in place computes on a copy of its rows (fl_kl_refined may read them
+     * again after the gradient's first pass). */
+    const ptrdiff_t step = path == FL_PATH_BLOCKS ? call_rows
+                           : path == FL_PATH_BATCHES ? FL_ROW_BATCH : 1;
+    const ptrdiff_t kept_len =
+        spec->kind >= FL_TEACHER_PROBS && (const void*)grad == (const void*)logits
+            ? (ptrdiff_t)((step * n_classes * sizeof(FL_T) + 7) / 8) : 0;
+    /* Per thread: the chunk shifts of a row, a block's or batch's row losses, a batch's
+     * work space and the kept rows. */
+    const ptrdiff_t per_thread = shifts_len + 16 + 10 * FL_ROW_BATCH + kept_len;
     double* scratch = (double*)malloc(sizeof(double) * per_thread * n_threads);
     if (scratch == NULL) return FL_ENOMEM;
 #if FL_HAS_BLOCKS
@@ -345,6 +359,7 @@ static int FL_SFX(fl_rows_loss)(const FL_T* logits, ptrdiff_t n_rows, ptrdiff_t 
     for (ptrdiff_t part = 0; part < n_parts; part++) {
         double* mine = scratch + fl_thread() * per_thread;
         double* losses = mine + shifts_len;
+        FL_T* kept = kept_len ? (FL_T*)(losses + 16 + 10 * FL_ROW_BATCH) : NULL;
         const ptrdiff_t start = part * span;
         const ptrdiff_t stop = start + span < n_rows ? start + span : n_rows;
         double total = 0.0;
@@ -354,7 +369,9 @@ static int FL_SFX(fl_rows_loss)(const FL_T* logits, ptrdiff_t n_rows, ptrdiff_t 
             for (ptrdiff_t i = start; i < stop; i += call_rows) {
                 const ptrdiff_t rows = stop - i < call_rows ? stop - i : call_rows;
                 if (soft != NULL) {
-                    FL_SFX(fl_small_soft_block)(logits + i * n_classes, soft + i * n_classes,
+                    FL_SFX(fl_small_soft_block)(FL_SFX(fl_keep_rows)(logits + i * n_classes,
+                                                                     rows * n_classes, kept),
+                                                soft + i * n_classes,
                                                 rows, i, plan, plan_wide, &spec->blocks,
                                                 summed ? losses : loss_out + i,
                                                 lse_out != NULL ? lse_out + i : NULL,
@@ -375,8 +392,9 @@ static int FL_SFX(fl_rows_loss)(const FL_T* logits, ptrdiff_t n_rows, ptrdiff_t 
         } else if (path == FL_PATH_BATCHES) {
             for (ptrdiff_t i = start; i < stop; i += FL_ROW_BATCH) {
                 const ptrdiff_t rows = stop - i < FL_ROW_BATCH ? stop - i : FL_ROW_BATCH;
-                FL_SFX(fl_loss_batch)(logits + i * n_classes, rows, n_classes,
-                                      target != NULL ? target + i : NULL,
+                FL_SFX(fl_loss_batch)(FL_SFX(fl_keep_rows)(logits + i * n_classes,
+                                                           rows * n_classes, kept),
+                                      rows, n_classes, target != NULL ? target + i : NULL,
                                       soft != NULL ? soft + i * n_classes : NULL, i, spec,
                                       summed ? losses : loss_out + i,
                                       grad != NULL ? grad + i * n_classes : NULL,
@@ -386,8 +404,8 @@ static int FL_SFX(fl_rows_loss)(const FL_T* logits, ptrdiff_t n_rows, ptrdiff_t 
             }
         } else {
             for (ptrdiff_t i = start; i < stop; i++) {
-                FL_SFX(fl_loss_row)(logits + i * n_classes, n_classes,
-                                    target != NULL ? target[i] : 0,
+                FL_SFX(fl_loss_row)(FL_SFX(fl_keep_rows)(logits + i * n_classes, n_classes, kept),
+                                    n_classes, target != NULL ? target[i] : 0,
                                     soft != NULL ? soft + i * n_classes : NULL, i, spec,
                                     summed ? losses : loss_out + i,
                                     grad != NULL ? grad + i * n_classes : NULL,
@@ -416,7 +434,10 @@ static int FL_SFX(fl_tiles_loss)(const FL_T* logits, ptrdiff_t n_outer, ptrdiff_
     const int with_soft = spec->kind != FL_TARGET_CLASSES;
     const ptrdiff_t shifts_len = fl_scratch_stride(fl_row_chunks(n_classes));
     const ptrdiff_t work_len = 10 * FL_ROW_BATCH;
-    const ptrdiff_t row_sets = spec->with_lse ? 3 : 2;
+    /* the gradient apart from the rows where they are read again: by fl_refined_lse, or
+     * by fl_kl_refined */
+    const int keep_rows = spec->with_lse || spec->kind >= FL_TEACHER_PROBS;
+    const ptrdiff_t row_sets = keep_rows ? 3 : 2;
     /* Per thread: shifts, a batch's work space, then the tile's rows of logits, of targets
      * and of gradient (in doubles, which keeps the float rows 8-byte aligned). */
     const ptrdiff_t per_thread =
@@ -442,7 +463,7 @@ static int FL_SFX(fl_tiles_loss)(const FL_T* logits, ptrdiff_t n_outer, ptrdiff_
         double* mine = scratch + fl_thread() * per_thread;
         FL_T* rows = (FL_T*)(mine + shifts_len + work_len);
         FL_T* trows = rows + FL_LANES * n_classes;
-        FL_T* grows = spec->with_lse ? trows + FL_LANES * n_classes : rows;
+        FL_T* grows = keep_rows ? trows + FL_LANES * n_classes : rows;
         const ptrdiff_t o = tile / tiles_per_outer;
         const ptrdiff_t i0 = (tile % tiles_per_outer) * FL_LANES;
         const ptrdiff_t lanes = n_inner - i0 < FL_LANES ? n_inner - i0 : FL_LANES;

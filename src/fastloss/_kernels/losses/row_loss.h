@@ -187,4 +187,17 @@ static inline double fl_row_loss_value(const fl_row_loss* spec, double max, doub
     return weight * loss;
 }
 
+/* Whether a distillation row's KL, the sum of its three terms (sum_j a_j (m - x_j) s,
+ * A log S, sum_j a_j log a_j), is below 2^-16 of their magnitude, so that their rounding
+ * errors may be a visible part of it: losses/kl_refined.h then computes the row again, at
+ * about 15 times the cost (docs/performance.md). Below that, the terms' errors are at
+ * most 2^16 times their rounding relative to the KL (double lanes: 2^-36; float rows'
+ * exponentials: 2^-13). (Infinite or NaN terms are not: their row's loss is infinite or
+ * NaN either way.) */
+static inline int fl_kl_terms_cancel(double dot_term, double log_term, double entropy_term) {
+    const double magnitude = fabs(dot_term) + fabs(log_term) + fabs(entropy_term);
+    return magnitude < INFINITY &&
+           fabs(dot_term + log_term + entropy_term) * 0x1p16 < magnitude;
+}
+
 #endif

@@ -7,6 +7,7 @@
 #define FL_LOSSES_ROW_LOSS_PATHS_H
 
 #include "row_loss.h"
+#include "kl_refined.h"
 
 #define FL_T float
 #define FL_SFX(name) name##_f32
@@ -96,14 +97,15 @@ FL_INLINE fl_vd fl_small_entropy_grad(fl_vd factor, fl_vd e, fl_vd m, fl_vd x,
 }
 
 /* Cross-entropy against probability rows q (soft targets; with_entropy: KL(a || softmax),
- * distillation at temperature 1), in double lanes for both storage types: the same
- * quantities as _cross_entropy.pyx's ce_row with coefficients a_j, whose sums the row
- * kernel also forms in double. Row losses (sample weight included) into loss_out,
- * logsumexp into lse_out and the gradient into grad unless NULL. */
+ * distillation), in double lanes for both storage types: the quantities of
+ * losses/row_loss.h with coefficients a_j, whose sums the row kernel also forms in
+ * double. Row losses (sample weight included) into loss_out, logsumexp into lse_out, the
+ * gradient into grad and each row's three loss terms (for fl_kl_terms_cancel) into terms
+ * (FL_ND each), each unless NULL. */
 FL_INLINE void fl_small_soft_ce_c_f64(
     const double* x, const double* q, ptrdiff_t rows, const int c, ptrdiff_t row0,
     const fl_small_plan_f64* p, const fl_block_loss* spec, double* loss_out,
-    double* lse_out, double* grad) {
+    double* lse_out, double* grad, double* terms) {
     if (c < 1 || c > FL_SMALL_C) __builtin_unreachable();    /* for the unrolled loops */
     const fl_vd zero = {0};
     fl_vd t[FL_SMALL_C], a[FL_SMALL_C], x_minus[FL_SMALL_C] = {{0}}, m, rest;
@@ -157,6 +159,11 @@ FL_INLINE void fl_small_soft_ce_c_f64(
     }
     const fl_vd lse = m * s + log_sum;
     fl_vd loss = (coef_dot * s + coef_sum * log_sum + entropy) * spec->loss_factor;
+    if (terms) {
+        fl_small_put_f64(terms, coef_dot * s, rows);
+        fl_small_put_f64(terms + FL_ND, coef_sum * log_sum, rows);
+        fl_small_put_f64(terms + 2 * FL_ND, entropy, rows);
+    }
     if (spec->z_loss != 0.0) loss = loss + spec->z_loss * lse * lse;
     fl_small_put_f64(loss_out, fl_select_d(active, weight * loss, zero), rows);
     if (lse_out) fl_small_put_f64(lse_out, lse, rows);
@@ -171,12 +178,30 @@ FL_INLINE void fl_small_soft_ce_c_f64(
     fl_small_store_f64(t, rows, c, p, grad);
 }
 
+/* fl_small_soft_ce_c_f64 on rows <= FL_ND rows; a distillation row whose terms cancel
+ * (fl_kl_terms_cancel) is computed again by fl_kl_refined (x is intact: the drivers give
+ * a distillation in place a copy of its rows). */
 static inline void fl_small_soft_ce_f64(
     const double* x, const double* q, ptrdiff_t rows, ptrdiff_t row0,
     const fl_small_plan_f64* p, const fl_block_loss* spec, double* loss_out,
     double* lse_out, double* grad) {
-    FL_SMALL_DISPATCH(p->n_classes, fl_small_soft_ce_c_f64, x, q, rows, C_, row0, p, spec,
-                      loss_out, lse_out, grad);
+    const int c = p->n_classes;
+    double terms[3 * FL_ND];
+    FL_SMALL_DISPATCH(c, fl_small_soft_ce_c_f64, x, q, rows, C_, row0, p, spec, loss_out,
+                      lse_out, grad, spec->with_entropy ? terms : NULL);
+    if (!spec->with_entropy) return;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const double weight = spec->sample_weight ? spec->sample_weight[row0 + r] : 1.0;
+        if (weight == 0.0 ||
+            !fl_kl_terms_cancel(terms[r], terms[FL_ND + r], terms[2 * FL_ND + r]))
+            continue;
+        const double scale = weight * (spec->grad_scale * spec->loss_factor * spec->x_scale);
+        const double kl = fl_kl_refined_f64(x + r * c, q + r * c, c,
+                                            (fl_target_kind)(FL_TEACHER_PROBS +
+                                                             spec->teacher_kind),
+                                            spec->x_scale, grad ? grad + r * c : NULL, scale);
+        loss_out[r] = weight * (kl * spec->loss_factor);
+    }
 }
 
 /* The same for float rows and probability targets (teachers' probabilities without their

@@ -69,8 +69,16 @@ static inline void FL_SFX(fl_loss_row)(const FL_T* x, ptrdiff_t n_classes, ptrdi
     /* x is intact: a caller asking for lse writes the gradient elsewhere */
     if (lse_out != NULL)
         lse_out[0] = FL_SFX(fl_refined_lse)(x, n_classes, st.max, st.sumexp, lse);
-    if (!spec->with_grad) return;
     const double scale = weight * spec->grad_scale * spec->loss_factor * s;
+    if (spec->kind >= FL_TEACHER_PROBS &&
+        fl_kl_terms_cancel(st.coef_dot * s, st.coef_sum * log_sum, st.coef_entropy)) {
+        /* x is intact: the drivers give a distillation in place a copy of its rows */
+        const double kl = FL_SFX(fl_kl_refined)(x, t, n_classes, spec->kind, s,
+                                                spec->with_grad ? grad : NULL, scale);
+        loss_out[0] = weight * (kl * spec->loss_factor);
+        return;
+    }
+    if (!spec->with_grad) return;
     const double slope = hard + st.coef_sum + 2.0 * spec->z_loss * lse / spec->loss_factor;
     if (stream != NULL) {
         stream->waiting.exp = exp_out;
@@ -168,8 +176,15 @@ static inline void FL_SFX(fl_loss_batch)(const FL_T* x, ptrdiff_t n_rows, ptrdif
         }
         loss_out[r] = fl_row_loss_value(spec, maxs[r], log_sum, coef_sums[r], coef_dots[r],
                                         coef_entropies[r], hard, target_logits[r], weight);
-        if (grad_row == NULL) continue;
         const double scale = weight * spec->grad_scale * spec->loss_factor * s;
+        if (spec->kind >= FL_TEACHER_PROBS &&
+            fl_kl_terms_cancel(coef_dots[r] * s, coef_sums[r] * log_sum, coef_entropies[r])) {
+            const double kl = FL_SFX(fl_kl_refined)(x + r * n_classes, t_row, n_classes,
+                                                    spec->kind, s, grad_row, scale);
+            loss_out[r] = weight * (kl * spec->loss_factor);
+            continue;
+        }
+        if (grad_row == NULL) continue;
         const double slope = hard + coef_sums[r] + 2.0 * spec->z_loss * lse / spec->loss_factor;
         if (row_spec->with_coefs)
             FL_SFX(fl_scale_stored_exp)(grad_row, n_classes, maxs + r,
