@@ -218,8 +218,12 @@ class BuildExt(build_ext):
                  self._cflags) for source in ext.sources]
         kernels = os.path.join(KERNEL_DIR, "kernels.c")
         for isa in self._built:
+            macros = [("FL_ISA", isa["name"])]
+            if not isa["flags"] and len(self._built) > 1:
+                # a baseline beside wider builds serves only older CPUs: no block copies
+                macros.append(("FL_BLOCK_COPIES", "0"))
             jobs.append(([kernels], os.path.join(self.build_temp, f"isa_{isa['name']}"),
-                         [("FL_ISA", isa["name"])], self._kernel_cflags + isa["flags"]))
+                         macros, self._kernel_cflags + isa["flags"]))
 
         def compile_one(job):
             sources, output_dir, macros, flags = job

@@ -5,7 +5,10 @@ setup.py compiles the kernels' translation unit (``kernels.c``) once per entry, 
 dispatcher (``dispatch.c``) checks each entry's ``cpu`` features at run time; the Python
 layer reads the names from the compiled module (``_kernels.isa_names()``). Widest first:
 the dispatcher takes the first entry the CPU runs. The last entry is the baseline, built
-everywhere, with no flags; the others are built only on x86-64 by GCC and Clang.
+everywhere, with no flags; the others are built only on x86-64 by GCC and Clang. A
+baseline built beside others serves only CPUs without them, and is built without the
+block kernels' per-count copies (engine/blocks.h's FL_BLOCK_COPIES): their build time
+is spent where the CPUs are.
 
 Pure data: setup.py loads this file by path, before the package is built.
 """

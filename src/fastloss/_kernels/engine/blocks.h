@@ -40,8 +40,8 @@ FL_INLINE fl_vf fl_small_exp_f32(fl_vf t, fl_vf m, fl_vi* at_max) {
 FL_INLINE fl_vd fl_small_exp_f64(fl_vd t, fl_vd m, fl_vl* at_max) {
     const fl_vd zero = {0};
     *at_max = t == m;
-    /* the polynomial, not the table: with the table's register and permutes, a block of
-     * ten float64 classes ran 14% slower */
+    /* the polynomial, not the table: in a block of few classes the table's register and
+     * permutes cost more than they save (docs/performance.md) */
     return fl_exp_poly_d(fl_vmax_d(zero - 746.0, t - m));   /* NaN stays NaN */
 }
 
@@ -89,64 +89,59 @@ FL_INLINE fl_vf fl_small_get_f32(const double* w, ptrdiff_t rows) {
     return fl_load_f_f64(w, rows);
 }
 
-/* FN(args) with the class count C_ among args: a constant for the counts in the cases
- * (each its own compiled copy), else the count c as it is. */
+/* The block kernels are compiled twice. With the class count c a constant, their loops
+ * over the classes unrolled (FL_UNROLL), the class vectors stay in registers: one copy
+ * per count, for the counts of FL_SMALL_COUNTS. With c known at run time, the loops stay
+ * loops (FL_UNROLL empty) and the kernels are named FL_LOOPS(name): one copy for every
+ * other count. Both compute the same operations in the same order: the same bits.
+ * FL_BLK(name) names a block kernel in the compilation being made
+ * (engine/block_instances.h). */
+#define FL_LOOPS(name) FL_LOOPS_(name)
+#define FL_LOOPS_(name) name##_loops
+
+/* The counts compiled as constants: two classes (binary problems written as a two-class
+ * softmax) and ten (the usual small benchmark datasets), where the loops cost the most
+ * (docs/performance.md). Every copy costs build time and binary size on every
+ * instruction set; a baseline built beside wider instruction sets has none
+ * (FL_BLOCK_COPIES 0, from instruction_sets.py): it serves only CPUs without AVX2. */
+#ifndef FL_BLOCK_COPIES
+#define FL_BLOCK_COPIES 1
+#endif
+#if FL_BLOCK_COPIES
+#define FL_SMALL_COUNTS(X, ...) X(2, __VA_ARGS__) X(10, __VA_ARGS__)
+#else
+#define FL_SMALL_COUNTS(X, ...)
+#endif
+
+/* FN(args) with the class count C_ among args: FN with C_ a constant for the counts of
+ * FL_SMALL_COUNTS, else FL_LOOPS(FN) with the count c as it is. */
 #define FL_SMALL_CASE(C, FN, ...)                                                         \
     case C: { const int C_ = C; FN(__VA_ARGS__); break; }
 #define FL_SMALL_DISPATCH(c, FN, ...)                                                     \
     do {                                                                                  \
         switch (c) {                                                                      \
-        FL_SMALL_CASE(2, FN, __VA_ARGS__); FL_SMALL_CASE(10, FN, __VA_ARGS__);            \
-        default: { const int C_ = (c); FN(__VA_ARGS__); break; }                          \
+        FL_SMALL_COUNTS(FL_SMALL_CASE, FN, __VA_ARGS__)                                   \
+        default: { const int C_ = (c); FL_LOOPS(FN)(__VA_ARGS__); break; }               \
         }                                                                                 \
     } while (0)
 
-/* The same with every count 2 ... 11 a constant (softmax, log_softmax and logsumexp:
- * short kernels, whose copies compile fast). A/B against the loops, 500000 rows, 1 thread:
- * 0.68-0.89 of the time at C = 3 ... 11 (softmax at C = 7: 0.98); from C = 12 on, 0.82 to
- * 1.19 (softmax at C = 12), so those counts keep the loops. */
-#define FL_SMALL_DISPATCH_ALL(c, FN, ...)                                                 \
-    do {                                                                                  \
-        switch (c) {                                                                      \
-        FL_SMALL_CASE(2, FN, __VA_ARGS__); FL_SMALL_CASE(3, FN, __VA_ARGS__);             \
-        FL_SMALL_CASE(4, FN, __VA_ARGS__); FL_SMALL_CASE(5, FN, __VA_ARGS__);             \
-        FL_SMALL_CASE(6, FN, __VA_ARGS__); FL_SMALL_CASE(7, FN, __VA_ARGS__);             \
-        FL_SMALL_CASE(8, FN, __VA_ARGS__); FL_SMALL_CASE(9, FN, __VA_ARGS__);             \
-        FL_SMALL_CASE(10, FN, __VA_ARGS__); FL_SMALL_CASE(11, FN, __VA_ARGS__);           \
-        default: { const int C_ = (c); FN(__VA_ARGS__); break; }                          \
-        }                                                                                 \
-    } while (0)
+#define FL_BLOCK_TYPE 32
+#include "block_types.h"
+#include "block_plan_t.h"
+#undef FL_BLOCK_TYPE
+#define FL_BLOCK_TYPE 64
+#include "block_types.h"
+#include "block_plan_t.h"
+#undef FL_BLOCK_TYPE
+#define FL_BLOCK_TYPE 0
+#include "block_types.h"
+#undef FL_BLOCK_TYPE
 
-#define FL_T float
-#define FL_VT fl_vf
-#define FL_IT fl_vi
-#define FL_L FL_NF
-#define FL_SEL fl_select_f
-#define FL_VMAX fl_vmax_f
-#define FL_SFX(name) name##_f32
-#include "blocks_t.h"
-#undef FL_T
-#undef FL_VT
-#undef FL_IT
-#undef FL_L
-#undef FL_SEL
-#undef FL_VMAX
-#undef FL_SFX
-#define FL_T double
-#define FL_VT fl_vd
-#define FL_IT fl_vl
-#define FL_L FL_ND
-#define FL_SEL fl_select_d
-#define FL_VMAX fl_vmax_d
-#define FL_SFX(name) name##_f64
-#include "blocks_t.h"
-#undef FL_T
-#undef FL_VT
-#undef FL_IT
-#undef FL_L
-#undef FL_SEL
-#undef FL_VMAX
-#undef FL_SFX
+#define FL_BLOCK_PER_TYPE 1
+#define FL_BLOCK_TEMPLATE "blocks_t.h"
+#include "block_instances.h"
+#undef FL_BLOCK_TEMPLATE
+#undef FL_BLOCK_PER_TYPE
 
 /* Float rows computed in double lanes go through these copies, FL_ND rows at a time. */
 FL_INLINE void fl_small_widen(const float* x, ptrdiff_t n, double* wide) {
@@ -156,67 +151,11 @@ FL_INLINE void fl_small_narrow(const double* wide, ptrdiff_t n, float* out) {
     for (ptrdiff_t i = 0; i < n; i++) out[i] = (float)wide[i];
 }
 
-/* logsumexp m + log S of a block of float rows (rows <= FL_NF) into out[0:rows] as
- * double. Rows of max m >= 0: the exponentials in float lanes, their sum, its log and
- * m + log S in double. fl_exp_neg_f is within 0.65-0.83 * 2^-23 relative on every float
- * argument in [-87, 0] (by build; 0.76-0.96 on 240M arguments with a rounding-error term,
- * the SSE2 build the worst; below -87 its error is under 2^-149, nothing beside S >= 1).
- * Only the terms other than the max's 1s carry that error, so log S is within about
- * 2^-23 (S - 1) / S <= 2^-23 log S <= 2^-23 (m + log S): 2 float ulps of the result (and
- * the rounding to float). Rows of m < 0, where m + log S may be near 0 (the float sum's
- * relative error would be an absolute one in the result): in double lanes, as
- * fl_small_logsumexp_c_f64 takes them (the same bits). Each row's value depends on that
- * row alone, so cross_entropy's return_lse and logsumexp agree whatever the blocks. */
-FL_INLINE void fl_small_logsumexp_lanes_f32(const float* x, ptrdiff_t rows, const int c,
-                                            const fl_small_plan_f32* pf, double* out) {
-    const fl_vf zero = {0};
-    const fl_vd zero_d = {0};
-    fl_vf t[FL_SMALL_C];
-    fl_small_load_f32(x, rows, c, pf, t);
-    fl_vf m = zero - INFINITY;
-    FL_UNROLL for (int j = 0; j < c; j++) m = fl_vmax_f(t[j], m);
-    m = fl_select_f(m == zero - INFINITY, zero, m);
-    /* Rows whose max is negative take the double lanes; the float lanes serve the others
-     * (none: skipped). Two classes take the double lanes always: a quarter of random rows
-     * have m < 0, and with them the float lanes took 1.34x the time (1M x 2, 1 thread). */
-    const int all_double = c <= 2;
-    int in_float = 0;
-    for (int k = 0; k < rows && !all_double; k++) in_float |= !(m[k] < 0.0f);
-    fl_vd sum[4] = {{0}};
-    fl_vi ones = {0};
-    if (in_float) {
-        FL_UNROLL for (int j = 0; j < c; j++) {
-            fl_vi at_max;
-            const fl_vf e = fl_small_exp_f32(t[j], m, &at_max);
-            ones -= at_max;
-            const fl_vf e_rest = fl_select_f(at_max, zero, e);
-            sum[2 * (j & 1)] += fl_widen_lo(e_rest);
-            sum[2 * (j & 1) + 1] += fl_widen_hi(e_rest);
-        }
-    }
-    const fl_vf ones_less_1 = __builtin_convertvector(ones, fl_vf) - 1.0f;
-    for (int h = 0; h < 2 && h * FL_ND < rows; h++) {
-        const fl_vd m_d = h ? fl_widen_hi(m) : fl_widen_lo(m);
-        const fl_vl in_double = all_double ? (fl_vl)(zero_d == zero_d) : (fl_vl)(m_d < zero_d);
-        fl_vd lse = zero_d;
-        if (in_float) {
-            fl_vd rest = (h ? fl_widen_hi(ones_less_1) : fl_widen_lo(ones_less_1)) +
-                         (sum[h] + sum[2 + h]);
-            rest = fl_select_d(m_d == zero_d + INFINITY, zero_d + NAN, rest);
-            lse = m_d + fl_log1p_f64(rest);
-        }
-        int any_double = 0;
-        for (int k = 0; k < FL_ND && h * FL_ND + k < rows; k++) any_double |= in_double[k] != 0;
-        if (any_double) {               /* fl_small_logsumexp_c_f64 on the widened half */
-            fl_vd wide[FL_SMALL_C], shift_d, rest_d;
-            FL_UNROLL for (int j = 0; j < c; j++)
-                wide[j] = h ? fl_widen_hi(t[j]) : fl_widen_lo(t[j]);
-            const fl_vd log_sum_d = fl_small_stats_f64(wide, c, 0, &shift_d, &rest_d);
-            lse = fl_select_d(in_double, shift_d + log_sum_d, lse);
-        }
-        fl_small_put_f64(out + h * FL_ND, lse, rows - h * FL_ND);
-    }
-}
+#define FL_BLOCK_PER_TYPE 0
+#define FL_BLOCK_TEMPLATE "blocks_wide_t.h"
+#include "block_instances.h"
+#undef FL_BLOCK_TEMPLATE
+#undef FL_BLOCK_PER_TYPE
 
 /* logsumexp of float rows (any number) into out[0:rows] as double: blocks of FL_NF rows
  * through fl_small_logsumexp_lanes_f32. */
@@ -225,8 +164,8 @@ FL_INLINE void fl_small_logsumexp_wide_f32(const float* x, ptrdiff_t rows,
     const int c = pf->n_classes;
     for (ptrdiff_t r0 = 0; r0 < rows; r0 += FL_NF) {
         const ptrdiff_t n = rows - r0 < FL_NF ? rows - r0 : FL_NF;
-        FL_SMALL_DISPATCH_ALL(c, fl_small_logsumexp_lanes_f32, x + r0 * c, n, C_, pf,
-                              out + r0);
+        FL_SMALL_DISPATCH(c, fl_small_logsumexp_lanes_f32, x + r0 * c, n, C_, pf,
+                          out + r0);
     }
 }
 

@@ -1,59 +1,14 @@
-/* Blocks of rows of few classes for one element type: included once per type by
- * engine/blocks.h, with FL_T (float or double), FL_VT its vector, FL_IT the integer vector
- * of its lane width, FL_L its lanes (rows per block), FL_SEL its select, FL_VMAX its
- * NaN-skipping max and FL_SFX(name) (name##_f32 or name##_f64).
- * (No include guard: it is meant to be included twice.)
+/* Blocks of rows of few classes for one element type: included by engine/blocks.h once
+ * per type and per compilation of the block kernels (FL_BLK, FL_UNROLL: see there), with
+ * FL_T (float or double), FL_VT its vector, FL_IT the integer vector of its lane width,
+ * FL_L its lanes (rows per block), FL_SEL its select, FL_VMAX its NaN-skipping max and
+ * FL_SFX(name) (name##_f32 or name##_f64). The entry points (FL_BLOCK_ENTRIES) come
+ * with the second compilation. (No include guard: it is meant to be included again.)
  */
 
-typedef struct {
-    int n_classes;
-    FL_IT to_cols[FL_SMALL_C][FL_SMALL_C / 2];    /* [j][a]: class j from vectors 2a, 2a+1 */
-    FL_IT cols_take[FL_SMALL_C][FL_SMALL_C / 2];
-    FL_IT to_rows[FL_SMALL_C][FL_SMALL_C / 2];    /* [i][b]: vector i from classes 2b, 2b+1 */
-    FL_IT rows_take[FL_SMALL_C][FL_SMALL_C / 2];
-} FL_SFX(fl_small_plan);
-
-static inline void FL_SFX(fl_small_plan_init)(FL_SFX(fl_small_plan)* p, int c) {
-    p->n_classes = c;
-    for (int j = 0; j < c; j++)
-        for (int a = 0; 2 * a < c; a++)
-            for (int r = 0; r < FL_L; r++) {
-                /* row r's class j, counted from vector 2a; the pair ends at vector c */
-                const int pos = r * c + j - 2 * a * FL_L;
-                const int ok = pos >= 0 && pos < 2 * FL_L && (pos < FL_L || 2 * a + 1 < c);
-                p->to_cols[j][a][r] = ok ? pos : 0;
-                p->cols_take[j][a][r] = ok ? -1 : 0;
-            }
-    for (int i = 0; i < c; i++)
-        for (int b = 0; 2 * b < c; b++)
-            for (int l = 0; l < FL_L; l++) {
-                const int pos = i * FL_L + l, r = pos / c, j = pos % c;
-                const int ok = j == 2 * b || j == 2 * b + 1;
-                p->to_rows[i][b][l] = ok ? (j == 2 * b ? r : FL_L + r) : 0;
-                p->rows_take[i][b][l] = ok ? -1 : 0;
-            }
-}
-
-/* The plan for C = c classes, made on first use and kept for the life of the process
- * (call it holding the GIL: the cache is not locked); NULL when out of memory. Aligned
- * to its vectors' size by hand: malloc's alignment is less, and aligned_alloc is not
- * everywhere. */
-static FL_SFX(fl_small_plan)* FL_SFX(fl_small_plans)[FL_SMALL_C + 1];
-static inline const FL_SFX(fl_small_plan)* FL_SFX(fl_small_plan_get)(int c) {
-    if (!FL_SFX(fl_small_plans)[c]) {
-        char* raw = malloc(sizeof(FL_SFX(fl_small_plan)) + FL_WIDTH);
-        if (!raw) return NULL;
-        FL_SFX(fl_small_plan)* p =
-            (FL_SFX(fl_small_plan)*)(raw + FL_WIDTH - (uintptr_t)raw % FL_WIDTH);
-        FL_SFX(fl_small_plan_init)(p, c);
-        FL_SFX(fl_small_plans)[c] = p;
-    }
-    return FL_SFX(fl_small_plans)[c];
-}
-
 /* The block of `rows` rows at x into class vectors t[0:C]. */
-FL_INLINE void FL_SFX(fl_small_load)(const FL_T* x, ptrdiff_t rows, const int c,
-                                      const FL_SFX(fl_small_plan)* p, FL_VT* t) {
+FL_INLINE void FL_BLK(FL_SFX(fl_small_load))(const FL_T* x, ptrdiff_t rows, const int c,
+                                             const FL_SFX(fl_small_plan)* p, FL_VT* t) {
     const ptrdiff_t n = rows * c;
     FL_VT v[FL_SMALL_C];
     FL_UNROLL for (int i = 0; i < c; i++) {
@@ -73,8 +28,8 @@ FL_INLINE void FL_SFX(fl_small_load)(const FL_T* x, ptrdiff_t rows, const int c,
 }
 
 /* Class vectors t[0:C] back into the block of `rows` rows at out. */
-FL_INLINE void FL_SFX(fl_small_store)(const FL_VT* t, ptrdiff_t rows, const int c,
-                                       const FL_SFX(fl_small_plan)* p, FL_T* out) {
+FL_INLINE void FL_BLK(FL_SFX(fl_small_store))(const FL_VT* t, ptrdiff_t rows, const int c,
+                                              const FL_SFX(fl_small_plan)* p, FL_T* out) {
     const ptrdiff_t n = rows * c;
     for (int i = 0; i < c && i * FL_L < n; i++) {
         FL_VT v = t[0];
@@ -93,9 +48,9 @@ FL_INLINE void FL_SFX(fl_small_store)(const FL_VT* t, ptrdiff_t rows, const int 
  * shift; 0 where a row is all -inf), t[k][j] <- exp(t[k][j] - m[k]) where keep_exp,
  * S - 1 into rest[k] and log S into log_sum[k], for S = sum_j exp(t_kj - m_k). Each
  * step runs over the blocks in turn: their chains of dependent steps interleave. */
-FL_INLINE void FL_SFX(fl_small_stats_k)(FL_VT (*t)[FL_SMALL_C], const int nk, int c,
-                                         int keep_exp, FL_VT* shift, FL_VT* rest,
-                                         FL_VT* log_sum) {
+FL_INLINE void FL_BLK(FL_SFX(fl_small_stats_k))(FL_VT (*t)[FL_SMALL_C], const int nk, int c,
+                                                int keep_exp, FL_VT* shift, FL_VT* rest,
+                                                FL_VT* log_sum) {
     const FL_VT zero = {0};
     FL_VT m[FL_SMALL_K], rest0[FL_SMALL_K], rest1[FL_SMALL_K];
     FL_IT ones[FL_SMALL_K];
@@ -127,68 +82,71 @@ FL_INLINE void FL_SFX(fl_small_stats_k)(FL_VT (*t)[FL_SMALL_C], const int nk, in
 }
 
 /* The same for one block t[0:C]; returns log S. */
-FL_INLINE FL_VT FL_SFX(fl_small_stats)(FL_VT* t, int c, int keep_exp, FL_VT* shift, FL_VT* rest) {
+FL_INLINE FL_VT FL_BLK(FL_SFX(fl_small_stats))(FL_VT* t, int c, int keep_exp, FL_VT* shift,
+                                               FL_VT* rest) {
     FL_VT log_sum;
-    FL_SFX(fl_small_stats_k)((FL_VT(*)[FL_SMALL_C])t, 1, c, keep_exp, shift, rest,
+    FL_BLK(FL_SFX(fl_small_stats_k))((FL_VT(*)[FL_SMALL_C])t, 1, c, keep_exp, shift, rest,
                               &log_sum);
     return log_sum;
 }
 
 /* The block of `rows` rows at x into class vectors t, a copy of them (the scores) into
  * scores, and their statistics as fl_small_stats_* forms them; returns log S. */
-FL_INLINE FL_VT FL_SFX(fl_small_load_stats)(const FL_T* x, ptrdiff_t rows, const int c,
-                                          const FL_SFX(fl_small_plan)* p, int keep_exp,
-                                          FL_VT* t, FL_VT* scores, FL_VT* shift, FL_VT* rest) {
-    FL_SFX(fl_small_load)(x, rows, c, p, t);
+FL_INLINE FL_VT FL_BLK(FL_SFX(fl_small_load_stats))(const FL_T* x, ptrdiff_t rows, const int c,
+                                                    const FL_SFX(fl_small_plan)* p, int keep_exp,
+                                                    FL_VT* t, FL_VT* scores, FL_VT* shift, FL_VT* rest) {
+    FL_BLK(FL_SFX(fl_small_load))(x, rows, c, p, t);
     FL_UNROLL for (int j = 0; j < c; j++) scores[j] = t[j];
-    return FL_SFX(fl_small_stats)(t, c, keep_exp, shift, rest);
+    return FL_BLK(FL_SFX(fl_small_stats))(t, c, keep_exp, shift, rest);
 }
 
-FL_INLINE void FL_SFX(fl_small_softmax_c)(const FL_T* x, ptrdiff_t rows, const int c,
-                                           const FL_SFX(fl_small_plan)* p, FL_T* out) {
+FL_INLINE void FL_BLK(FL_SFX(fl_small_softmax_c))(const FL_T* x, ptrdiff_t rows, const int c,
+                                                  const FL_SFX(fl_small_plan)* p, FL_T* out) {
     FL_VT t[FL_SMALL_C], m, rest;
-    FL_SFX(fl_small_load)(x, rows, c, p, t);
-    FL_SFX(fl_small_stats)(t, c, 1, &m, &rest);
+    FL_BLK(FL_SFX(fl_small_load))(x, rows, c, p, t);
+    FL_BLK(FL_SFX(fl_small_stats))(t, c, 1, &m, &rest);
     const FL_VT inv_sum = 1 / (rest + 1);
     FL_UNROLL for (int j = 0; j < c; j++) t[j] = t[j] * inv_sum;
-    FL_SFX(fl_small_store)(t, rows, c, p, out);
+    FL_BLK(FL_SFX(fl_small_store))(t, rows, c, p, out);
 }
 
-FL_INLINE void FL_SFX(fl_small_log_softmax_c)(const FL_T* x, ptrdiff_t rows, const int c,
-                                               const FL_SFX(fl_small_plan)* p, FL_T* out) {
+FL_INLINE void FL_BLK(FL_SFX(fl_small_log_softmax_c))(const FL_T* x, ptrdiff_t rows, const int c,
+                                                      const FL_SFX(fl_small_plan)* p, FL_T* out) {
     FL_VT t[FL_SMALL_C], x_minus[FL_SMALL_C], m, rest;
     const FL_VT log_sum =
-        FL_SFX(fl_small_load_stats)(x, rows, c, p, 0, t, x_minus, &m, &rest);
+        FL_BLK(FL_SFX(fl_small_load_stats))(x, rows, c, p, 0, t, x_minus, &m, &rest);
     FL_UNROLL for (int j = 0; j < c; j++) x_minus[j] = FL_SFX(fl_sub_exact)(x_minus[j], m, log_sum);
-    FL_SFX(fl_small_store)(x_minus, rows, c, p, out);
+    FL_BLK(FL_SFX(fl_small_store))(x_minus, rows, c, p, out);
 }
 
 /* logsumexp of the rows, as double, into out[0:rows]. */
-FL_INLINE void FL_SFX(fl_small_logsumexp_c)(const FL_T* x, ptrdiff_t rows, const int c,
-                                             const FL_SFX(fl_small_plan)* p,
-                                             double* out) {
+FL_INLINE void FL_BLK(FL_SFX(fl_small_logsumexp_c))(const FL_T* x, ptrdiff_t rows, const int c,
+                                                    const FL_SFX(fl_small_plan)* p,
+                                                    double* out) {
     FL_VT t[FL_SMALL_C], m, rest;
-    FL_SFX(fl_small_load)(x, rows, c, p, t);
-    const FL_VT log_sum = FL_SFX(fl_small_stats)(t, c, 0, &m, &rest);
+    FL_BLK(FL_SFX(fl_small_load))(x, rows, c, p, t);
+    const FL_VT log_sum = FL_BLK(FL_SFX(fl_small_stats))(t, c, 0, &m, &rest);
     FL_SFX(fl_small_put)(out, m + log_sum, rows);
 }
 
+#if FL_BLOCK_ENTRIES
 /* The entry points: the class count a compile-time constant where it is a common one, so
  * that the compiler keeps the class vectors in registers. */
 static inline void FL_SFX(fl_small_softmax)(const FL_T* x, ptrdiff_t rows,
                                              const FL_SFX(fl_small_plan)* p, FL_T* out) {
-    FL_SMALL_DISPATCH_ALL(p->n_classes, FL_SFX(fl_small_softmax_c), x, rows, C_, p,
-                          out);
+    FL_SMALL_DISPATCH(p->n_classes, FL_SFX(fl_small_softmax_c), x, rows, C_, p,
+                      out);
 }
 static inline void FL_SFX(fl_small_log_softmax)(const FL_T* x, ptrdiff_t rows,
                                                  const FL_SFX(fl_small_plan)* p,
                                                  FL_T* out) {
-    FL_SMALL_DISPATCH_ALL(p->n_classes, FL_SFX(fl_small_log_softmax_c), x, rows, C_, p,
-                          out);
+    FL_SMALL_DISPATCH(p->n_classes, FL_SFX(fl_small_log_softmax_c), x, rows, C_, p,
+                      out);
 }
 static inline void FL_SFX(fl_small_logsumexp)(const FL_T* x, ptrdiff_t rows,
                                                const FL_SFX(fl_small_plan)* p,
                                                double* out) {
-    FL_SMALL_DISPATCH_ALL(p->n_classes, FL_SFX(fl_small_logsumexp_c), x, rows, C_, p,
-                          out);
+    FL_SMALL_DISPATCH(p->n_classes, FL_SFX(fl_small_logsumexp_c), x, rows, C_, p,
+                      out);
 }
+#endif

@@ -134,7 +134,7 @@ FL_INLINE void fl_exp_rest_f32(const float* x, ptrdiff_t n, float sub, float s, 
     fl_vf dot_first, dot_second;
     /* Whole groups (no tail checks), two at a time: their sums are added in float before
      * they are widened (8 terms a lane in a tree of 3 roundings), which halves the
-     * conversions, 3% of the pass. */
+     * conversions. */
     for (; i + 8 * FL_NF <= n; i += 8 * FL_NF) {
         fl_prefetch(x + i, n < FL_AHEAD && out ? out + i : NULL, 8 * FL_WIDTH, ahead);
         const fl_vf first = fl_exp_group_f32(x + i, 4 * FL_NF, sub, s, out ? out + i : NULL,
@@ -201,7 +201,7 @@ FL_INLINE double fl_exp_sum_f32(const float* x, ptrdiff_t n, double sub, double 
     const int kind = n < FL_LOWEST_MIN_ROW ? FL_SHIFT_ANY : fl_shift_kind(sub_f, lowest);
     if (self_dot) {
         /* the sum of e (x - sub) s, negated and unscaled; TwoSum only (one copy of the
-         * loop: the cheaper subtractions measured the same at 4096 x 1000) */
+         * loop: the cheaper subtractions gain nothing measurable there) */
         fl_vd dot[2] = {{0}};
         fl_exp_rest_f32(x, n, sub_f, s_f, out, acc, &ones, FL_SHIFT_ANY, drain, dot);
         *self_dot = -fl_hsum(dot[0] + dot[1]) / s;
@@ -276,7 +276,7 @@ FL_INLINE double fl_exp_sum_f64(const double* x, ptrdiff_t n, double sub, double
     if (self_dot) {
         fl_exp_rest_f64(x, n, sub, s, out, acc, &ones, dot, drain);
         *self_dot = fl_hsum((dot[0] + dot[1]) + (dot[2] + dot[3]));
-    } else if (s == 1.0) {            /* as in fl_exp_sum_f32: 0.90-0.96 of the time */
+    } else if (s == 1.0) {            /* a constant scale, as in fl_exp_sum_f32 */
         fl_exp_rest_f64(x, n, sub, 1.0, out, acc, &ones, NULL, drain);
     } else {
         fl_exp_rest_f64(x, n, sub, s, out, acc, &ones, NULL, drain);
@@ -546,9 +546,8 @@ FL_INLINE void fl_entropy_grad_f64(double* e, const double* x, ptrdiff_t n, doub
     fl_entropy_grad_wide_f64(e, x, n, factor, max, offset);
 }
 
-/* The same for float rows, in float lanes (twice as many, no conversions: 0.68 -> 0.49
- * of the time of entropy_from_logits at 4096 x 1000, with the exponentials' pass in float
- * before it) where the factor is a normal float below 2^100 and the offset is finite
+/* The same for float rows, in float lanes (twice as many, and no conversions:
+ * docs/performance.md) where the factor is a normal float below 2^100 and the offset is finite
  * (below 2^100); elsewhere in double lanes, among them the chunks far below the max.
  * Such a factor, exp(shift - max) scale / S, puts the chunk's shift within 800 of the
  * max (scale is a double), so max - x_j is finite where e_j != 0: it overflows float

@@ -40,12 +40,12 @@ FL_INLINE void fl_stream_fence(void) {}
 #undef FL_T
 #undef FL_SFX
 
-/* A float row's logsumexp from its exponentials in double (see _simd_rows.h): here every
+/* A float row's logsumexp from its exponentials in double (see engine/rows.h): here every
  * row's already are, so this is the row's own sum, for refined_lse. */
 FL_INLINE double fl_lse_wide_f32(const float* x, ptrdiff_t n, double max) {
     double ones = 0.0, sum = 0.0, err = 0.0;
     ptrdiff_t i;
-    for (i = 0; i < n; i++) {           /* compensated (Neumaier), as in _simd_rows.h */
+    for (i = 0; i < n; i++) {           /* compensated (Neumaier), as in engine/rows.h */
         const double e = exp((double)x[i] - max);
         double t;
         if ((double)x[i] == max) {

@@ -1,16 +1,17 @@
 /* Cross-entropy with class targets over blocks of rows of few classes (engine/blocks.h),
- * for one element type: included once per type by losses/row_loss_paths.h, with the
- * parameters of engine/blocks_t.h. (No include guard: it is meant to be included twice.)
+ * for one element type: a block template, compiled by losses/row_loss_paths.h as
+ * engine/block_instances.h says, with the parameters of engine/block_types.h.
+ * (No include guard: it is meant to be included again.)
  */
 /* Cross-entropy with class targets y (rows row0 ... of the array), all options but soft
- * targets: the same quantities as _cross_entropy.pyx's ce_row with x_scale = 1 and no
- * loss factor, for rows <= nk L rows (nk blocks; each step runs over the blocks in
+ * targets: the same quantities as losses/row_loss.h's row formula with x_scale = 1 and
+ * no loss factor, for rows <= nk L rows (nk blocks; each step runs over the blocks in
  * turn). Row losses (sample weight included) into loss_out and their sum into *loss_sum
  * (in a fixed order: a tree over lanes and blocks), logsumexp into lse_out and the
  * gradient into grad, each unless NULL. With plain (no weights, smoothing or z_loss,
  * as the spec says) the options' terms drop out at compile time, with the same bits
  * (tests: test_few_classes_without_options_give_the_bits_of_unit_weights). */
-FL_INLINE void FL_SFX(fl_small_ce_c)(
+FL_INLINE void FL_BLK(FL_SFX(fl_small_ce_c))(
     const FL_T* x, ptrdiff_t rows, const int c, const int nk, const int plain,
     const ptrdiff_t* y, ptrdiff_t row0, const FL_SFX(fl_small_plan)* p,
     const fl_block_loss* spec, double* loss_out, double* loss_sum, double* lse_out,
@@ -32,7 +33,7 @@ FL_INLINE void FL_SFX(fl_small_ce_c)(
     FL_VT weight[FL_SMALL_K], hard[FL_SMALL_K], x_y[FL_SMALL_K];
     FL_UNROLL for (int k = 0; k < nk; k++) {
         n[k] = rows - k * FL_L < 0 ? 0 : rows - k * FL_L > FL_L ? FL_L : rows - k * FL_L;
-        FL_SFX(fl_small_load)(x + k * FL_L * c, n[k], c, p, t[k]);
+        FL_BLK(FL_SFX(fl_small_load))(x + k * FL_L * c, n[k], c, p, t[k]);
         target[k] = FL_SFX(fl_small_targets)(y + k * FL_L, n[k], spec->ignore_index);
         weight[k] = zero + 1;
         if (sample_weight)
@@ -51,7 +52,7 @@ FL_INLINE void FL_SFX(fl_small_ce_c)(
     if (smooth)       /* the scores, for the smoothing's sum */
         for (int k = 0; k < nk; k++)
             for (int j = 0; j < c; j++) x_minus[k][j] = t[k][j];
-    FL_SFX(fl_small_stats_k)(t, nk, c, grad != NULL, m, rest, log_sum);
+    FL_BLK(FL_SFX(fl_small_stats_k))(t, nk, c, grad != NULL, m, rest, log_sum);
     const FL_VT coef_sum = zero + (FL_T)coef_sum_d;
     FL_VT lse[FL_SMALL_K];
     fl_vd sums[FL_SMALL_K];
@@ -106,14 +107,14 @@ FL_INLINE void FL_SFX(fl_small_ce_c)(
         }
     }
     FL_UNROLL for (int k = 0; k < nk; k++)
-        FL_SFX(fl_small_store)(t[k], n[k], c, p, grad + k * FL_L * c);
+        FL_BLK(FL_SFX(fl_small_store))(t[k], n[k], c, p, grad + k * FL_L * c);
 }
 
-/* Cross-entropy of rows <= FL_SMALL_CE_BLOCKS(C) L rows (fl_small_ce_c_*). Each class
- * count gets its own compiled copy without options (the common call: 1.2-1.5x faster
- * than the loops over a count known at run time), 2 and 10 with them too. A block
- * past the rows would be computed all the same: rows of one block take one (a span's
- * last call may have fewer rows; two blocks' rows still go faster as four blocks). */
+#if FL_BLOCK_ENTRIES
+/* Cross-entropy of rows <= FL_SMALL_CE_BLOCKS(C) L rows (fl_small_ce_c_*): at the counts
+ * of FL_SMALL_COUNTS, copies without options (the options' terms drop out at compile
+ * time) and with them; rows of one block take one block (a block past the rows would be
+ * computed all the same; a span's last call may have fewer rows). */
 static inline void FL_SFX(fl_small_ce)(
     const FL_T* x, ptrdiff_t rows, const ptrdiff_t* y, ptrdiff_t row0,
     const FL_SFX(fl_small_plan)* p, const fl_block_loss* spec,
@@ -122,29 +123,16 @@ static inline void FL_SFX(fl_small_ce)(
                       spec->smoothing == 0.0 && spec->z_loss == 0.0 &&
                       spec->hard_scale == 1.0 && spec->coef_sum == 0.0;
     const int one = rows <= FL_L;
-    switch (p->n_classes * 4 + plain * 2 + one) {
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 2, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 3, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 4, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 5, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 6, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 7, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 8, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 9, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 10, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 11, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 12, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 13, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 14, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 15, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 16, 1);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 2, 0);
-    FL_SMALL_CE_CASE(FL_SFX(fl_small_ce_c), 10, 0);
-    default:   /* the count as it is: the loops stay loops */
-        FL_SFX(fl_small_ce_c)(x, rows, p->n_classes,
-                               one ? 1 : FL_SMALL_CE_BLOCKS(p->n_classes), 0, y, row0,
-                               p, spec, loss_out, loss_sum, lse_out, grad);
+    const int c = p->n_classes;
+    switch (c) {
+    FL_SMALL_COUNTS(FL_SMALL_CE_CASE, FL_SFX(fl_small_ce_c))
+    default:            /* the count at run time; the blocks and the options constants */
+        switch ((one ? 1 : FL_SMALL_CE_BLOCKS(c)) * 2 + plain) {
+        FL_SMALL_CE_LOOPS_CASE(FL_LOOPS(FL_SFX(fl_small_ce_c)), 1)
+        FL_SMALL_CE_LOOPS_CASE(FL_LOOPS(FL_SFX(fl_small_ce_c)), 2)
+        FL_SMALL_CE_LOOPS_CASE(FL_LOOPS(FL_SFX(fl_small_ce_c)), 4)
+        }
         break;
     }
 }
-
+#endif

@@ -457,11 +457,12 @@ FL_INLINE void fl_prefetch(const void* x, void* out, size_t bytes, size_t ahead)
     })
 #endif
 
-/* Loops over a block's classes unrolled, so that its class vectors stay in registers. */
+/* A loop over a block's classes unrolled, so that its class vectors stay in registers
+ * (engine/blocks.h sets FL_UNROLL to this where the class count is a constant). */
 #if defined(__GNUC__) && !defined(__clang__)
-#define FL_UNROLL _Pragma("GCC unroll 16")
+#define FL_UNROLL_PRAGMA _Pragma("GCC unroll 16")
 #else
-#define FL_UNROLL
+#define FL_UNROLL_PRAGMA
 #endif
 
 #endif
