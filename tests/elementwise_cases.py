@@ -14,6 +14,7 @@ FUNCTIONS = {
     "bce_logits": (fastloss.binary_cross_entropy_with_logits,
                    reference.binary_cross_entropy_with_logits),
     "kl": (fastloss.kl_div, reference.kl_div),
+    "focal": (fastloss.sigmoid_focal_loss, reference.sigmoid_focal_loss),
 }
 
 # Empty, 0-d, one element, odd sizes that leave SIMD tails, (N, C), (N, C, H, W), several
@@ -33,7 +34,7 @@ def make_case(rng, name, shape, dtype, *, soft=True, log_target=False):
         flat = x.reshape(-1)
         flat[::11] = 0.0
         flat[5::13] = 1.0
-    elif name == "bce_logits":
+    elif name in ("bce_logits", "focal"):
         x = rng.standard_normal(shape) * 4.0
     else:
         raw = rng.random(shape) + 0.05
@@ -137,6 +138,8 @@ VARIANTS = [
     ("logits-all", "bce_logits", {"weight": "C", "pos_weight": "C", "label_smoothing": 0.1}),
     ("kl", "kl", {}),
     ("kl-log", "kl", {"log_target": True}),
+    ("focal", "focal", {}),
+    ("focal-all", "focal", {"weight": "C", "alpha": -1.0, "gamma": 1.5}),
 ]
 VARIANT_IDS = [v[0] for v in VARIANTS]
 

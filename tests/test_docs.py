@@ -25,7 +25,7 @@ import fastloss._softmax
 from fastloss import _cli
 
 MODULES = [fastloss._softmax, fastloss._cross_entropy, fastloss._distill, fastloss._entropy,
-           fastloss._encoding, fastloss._binary, fastloss._kl]
+           fastloss._encoding, fastloss._binary, fastloss._kl, fastloss._focal]
 
 
 @pytest.mark.parametrize("module", MODULES,

@@ -104,7 +104,7 @@ def test_kl_terms_that_cancel(rng, dtype, log_target):
         check_matches_reference("kl", x, target, reduction, log_target=log_target)
 
 
-@pytest.mark.parametrize("name", ["bce", "bce_logits", "kl"])
+@pytest.mark.parametrize("name", ["bce", "bce_logits", "kl", "focal"])
 def test_every_tail_length(rng, dtype, name):
     # Blocks of 4096 and groups of 16 elements: every tail length of the last group, in the
     # first block and after several blocks, with NaN in the tail.
@@ -119,7 +119,7 @@ def test_every_tail_length(rng, dtype, name):
             assert np.isnan(FUNCTIONS[name][0](x, target, reduction="sum"))
 
 
-@pytest.mark.parametrize("name", ["bce", "bce_logits"])
+@pytest.mark.parametrize("name", ["bce", "bce_logits", "focal"])
 def test_weights_of_one_change_no_bit(rng, dtype, name):
     # Weights that are all 1 are not read (nor multiplied by): the same bits as none.
     x, target = make_case(rng, name, (37, 129), dtype)

@@ -10,6 +10,7 @@ from fastloss._cross_entropy import cross_entropy
 from fastloss._distill import kl_div_with_logits
 from fastloss._encoding import one_hot
 from fastloss._entropy import entropy, entropy_from_logits
+from fastloss._focal import focal_loss, sigmoid_focal_loss
 from fastloss._kernels._kernels import build_info, openmp_enabled
 from fastloss._kl import kl_div
 from fastloss._softmax import log_softmax, logsumexp, softmax
@@ -24,11 +25,13 @@ __all__ = [
     "cross_entropy",
     "entropy",
     "entropy_from_logits",
+    "focal_loss",
     "kl_div",
     "kl_div_with_logits",
     "log_softmax",
     "logsumexp",
     "one_hot",
     "openmp_enabled",
+    "sigmoid_focal_loss",
     "softmax",
 ]

@@ -315,6 +315,28 @@ def _torch_elementwise(name: str, **kwargs: Any) -> Callable[[Arrays, ModuleType
     return build
 
 
+def _torch_sigmoid_focal(a: Arrays, torch: ModuleType) -> Callback:
+    leaf, y, f = _leaf(torch, a.x), torch.from_numpy(a.target), torch.nn.functional
+
+    def loss() -> Any:                  # torchvision.ops.sigmoid_focal_loss, mean
+        p = torch.sigmoid(leaf)
+        ce = f.binary_cross_entropy_with_logits(leaf, y, reduction="none")
+        p_t = p * y + (1 - p) * (1 - y)
+        return ((0.25 * y + 0.75 * (1 - y)) * ce * (1 - p_t) ** 2).mean()
+
+    return _backward(leaf, loss)
+
+
+def _torch_focal(a: Arrays, torch: ModuleType) -> Callback:
+    leaf, y, f = _leaf(torch, a.x), torch.from_numpy(a.target), torch.nn.functional
+
+    def loss() -> Any:
+        ce = f.cross_entropy(leaf, y, reduction="none")
+        return ((-torch.expm1(-ce)) ** 2 * ce).mean()
+
+    return _backward(leaf, loss)
+
+
 def _softmax_family(name: str, out: str) -> Kernel:
     """softmax / log_softmax / logsumexp along the last axis, forward only (as fastloss
     offers them), into a preallocated ``out``."""
@@ -405,6 +427,18 @@ KERNELS: dict[str, Kernel] = {k.name: k for k in (
            lambda a: lambda: reference.binary_cross_entropy_with_logits(
                a.x, a.y, return_grad=True),
            _torch_elementwise("binary_cross_entropy_with_logits")),
+    Kernel("sigmoid_focal_loss", "logits and 0/1 labels, alpha 0.25, gamma 2, mean, loss and "
+           "gradient", "binary_logits", 3,
+           lambda a, t: lambda: fastloss.sigmoid_focal_loss(
+               a.x, a.target, reduction="mean", grad_out=a.out, n_threads=t),
+           lambda a: lambda: reference.sigmoid_focal_loss(a.x, a.y, reduction="mean",
+                                                          return_grad=True),
+           _torch_sigmoid_focal),
+    Kernel("focal_loss", "class targets, gamma 2, mean, loss and gradient", "classes", 2,
+           lambda a, t: lambda: fastloss.focal_loss(a.x, a.target, grad_out=a.out,
+                                                    n_threads=t),
+           lambda a: lambda: reference.focal_loss(a.x, a.y, return_grad=True),
+           _torch_focal),
 )}
 
 

@@ -405,7 +405,8 @@ class ElementwiseSpec:
 def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight: Any = None,
                     pos_weight: Any = None, label_smoothing: float = 0.0,
                     reduction: str, base: Any, n_threads: int | None, return_grad: bool,
-                    grad_out: np.ndarray | None, total_dtype: np.dtype | None = None) -> Any:
+                    grad_out: np.ndarray | None, total_dtype: np.dtype | None = None,
+                    focal: tuple[float, float] = (-1.0, 0.0)) -> Any:
     """Validate the arguments of an elementwise loss, run its kernel, form the results.
 
     The first argument and the target are read flat and C-contiguous in the kernel dtype
@@ -413,7 +414,8 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
     reduced loss is the fixed-order sum of the kernel's block sums, over the reduction's
     denominator (NaN when it is 0) and ln(base); the gradient is that of the reduced loss
     (of the sum for "none"), in the shape and dtype of the first argument. A reduced loss
-    comes in ``total_dtype`` (None: the first argument's dtype).
+    comes in ``total_dtype`` (None: the first argument's dtype). ``focal``: the sigmoid
+    focal loss's alpha and gamma.
     """
     given = as_floating(x_given, spec.x_name)
     reduction = check_reduction(reduction, spec.reductions)
@@ -456,7 +458,7 @@ def run_elementwise(spec: ElementwiseSpec, x_given: Any, target: Any, *, weight:
     scale = 1.0 / (denominator * ln_base) if denominator > 0 else 0.0
     kernels().elementwise(
         spec.kind, x, y, weights, pos_weights, partials, loss_out, grad, label_smoothing,
-        1.0 / ln_base, scale, threads, not unweighted, not no_pos_weight, ranges,
+        1.0 / ln_base, scale, threads, not unweighted, not no_pos_weight, ranges, *focal,
     )
     if ranges is not None:
         for _, name, (low, high), column in bounds:

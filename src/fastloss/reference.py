@@ -21,10 +21,12 @@ __all__ = [
     "cross_entropy",
     "entropy",
     "entropy_from_logits",
+    "focal_loss",
     "kl_div",
     "kl_div_with_logits",
     "log_softmax",
     "logsumexp",
+    "sigmoid_focal_loss",
     "softmax",
 ]
 
@@ -366,3 +368,87 @@ def kl_div(
     zero_terms = np.where(np.isnan(x), np.nan, 0.0)
     losses = np.where(p == 0, zero_terms, terms)
     return _reduce_elementwise(losses, -p, reduction, base, return_grad)
+
+
+def sigmoid_focal_loss(
+    logits: np.ndarray,
+    target: np.ndarray,
+    *,
+    alpha: float = 0.25,
+    gamma: float = 2.0,
+    reduction: str = "none",
+    weight: np.ndarray | None = None,
+    return_grad: bool = False,
+) -> Any:
+    """w a_t (1 - p_t)^g BCE(x, t) per element, p = sigmoid(x), 1 - p_t = p (1 - t) +
+    t (1 - p), a_t = a t + (1 - a)(1 - t) (1 for a < 0); its derivative
+    w a_t [(1 - p_t)^g (p - t) + g (1 - p_t)^(g - 1) BCE (1 - 2 t) p (1 - p)].
+
+    p and 1 - p are each taken as 1 / (1 + exp(-x)) and 1 / (1 + exp(x)), the BCE with
+    logits as in :func:`binary_cross_entropy_with_logits`; 0^(g - 1) times 0 counts 0."""
+    x = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(target, dtype=np.float64)
+    w = _broadcast_weight(weight, x.shape)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        p = 1.0 / (1.0 + np.exp(-x))
+        p_c = 1.0 / (1.0 + np.exp(x))
+        bce = np.where(x >= 0, (1.0 - t) * x, -t * x) + np.log1p(np.exp(-np.abs(x)))
+        m = p * (1.0 - t) + t * p_c
+        a_t = alpha * t + (1.0 - alpha) * (1.0 - t) if alpha >= 0 else np.ones_like(x)
+        losses = w * a_t * m**gamma * bce
+        focus = np.where(m > 0, gamma * m ** (gamma - 1.0) * bce * (1.0 - 2.0 * t) * p * p_c,
+                         0.0) if gamma != 0 else 0.0
+        grad = w * a_t * (m**gamma * (p - t) + focus)
+    return _reduce_elementwise(losses, grad, reduction, None, return_grad)
+
+
+def focal_loss(
+    logits: np.ndarray,
+    target: np.ndarray,
+    *,
+    gamma: float = 2.0,
+    weight: np.ndarray | None = None,
+    ignore_index: int = -100,
+    sample_weight: np.ndarray | None = None,
+    reduction: str = "mean",
+    axis: int = -1,
+    return_grad: bool = False,
+) -> Any:
+    """s w_y (1 - p_y)^g ce per row, ce = -log softmax(x)_y, p_y = softmax(x)_y (1 - p_y
+    as the sum of the other classes' probabilities); ignored rows count 0; "mean" divides
+    by sum(s w_y) over the counted rows. The gradient of a row is
+    s w_y [(1 - p_y)^g - g (1 - p_y)^(g - 1) p_y log p_y] (softmax - onehot(y)) / D."""
+    x = np.asarray(logits, dtype=np.float64)
+    axis = axis % x.ndim
+    n_classes = x.shape[axis]
+    y = np.asarray(target)
+    counted = y != ignore_index
+    classes = np.where(counted, y, 0)
+    onehot = _one_hot(classes, n_classes, axis, x.ndim)
+    w = np.ones(n_classes) if weight is None else np.asarray(weight, dtype=np.float64)
+    s = np.ones(y.shape) if sample_weight is None else np.asarray(sample_weight, float)
+    row_w = np.where(counted, s * w[classes], 0.0)
+    probs = softmax(x, axis)
+    ce = -np.sum(np.where(onehot == 1, log_softmax(x, axis), 0.0), axis=axis)
+    p_y = np.sum(probs * onehot, axis=axis)
+    others = np.sum(probs * (1 - onehot), axis=axis)           # 1 - p_y
+    with np.errstate(divide="ignore", invalid="ignore"):
+        losses = row_w * others**gamma * ce
+        p_ce = np.where(p_y > 0, p_y * ce, 0.0)          # its limit 0 where ce = inf
+        factor = np.where(others > 0, row_w * others ** (gamma - 1.0) *
+                          (others + gamma * p_ce), 0.0)
+    loss: Any
+    denominator = 1.0
+    if reduction == "none":
+        loss = losses
+    elif reduction == "sum":
+        loss = np.sum(losses)
+    elif reduction == "mean":
+        denominator = float(np.sum(row_w))
+        loss = np.sum(losses) / denominator if denominator > 0 else np.nan
+    else:
+        raise ValueError(f"unknown reduction {reduction!r}")
+    if not return_grad:
+        return loss
+    grad = np.expand_dims(factor, axis) * (probs - onehot)
+    return loss, grad / denominator if denominator > 0 else grad * 0.0

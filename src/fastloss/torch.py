@@ -79,14 +79,20 @@ __all__ = [
     "BinaryCrossEntropyWithLogitsFunction",
     "CrossEntropyFunction",
     "CrossEntropyLoss",
+    "FocalLoss",
+    "FocalLossFunction",
     "KLDivFunction",
     "KLDivLoss",
     "KLDivWithLogitsFunction",
+    "SigmoidFocalLoss",
+    "SigmoidFocalLossFunction",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
     "cross_entropy",
+    "focal_loss",
     "kl_div",
     "kl_div_with_logits",
+    "sigmoid_focal_loss",
 ]
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
@@ -639,6 +645,150 @@ def kl_div_with_logits(
                   *args)
 
 
+# --- focal losses ------------------------------------------------------------------------
+
+def _sigmoid_focal_call(input: Tensor, target: Tensor, alpha: float, gamma: float,
+                        reduction: str) -> _Call:
+    return _Call(fastloss.sigmoid_focal_loss, _numpy(target),
+                 dict(alpha=alpha, gamma=gamma, reduction=reduction))
+
+
+class SigmoidFocalLossFunction(_FusedLossFunction):
+    """``sigmoid_focal_loss`` as a ``torch.autograd.Function``:
+    ``SigmoidFocalLossFunction.apply(input, target, alpha, gamma, reduction)``."""
+
+    @staticmethod
+    def forward(ctx: Any, input: Tensor, target: Tensor, alpha: float, gamma: float,
+                reduction: str) -> Tensor:
+        return _forward(ctx, input, _sigmoid_focal_call(input, target, alpha, gamma,
+                                                        reduction), 5)
+
+
+def _sigmoid_focal_loss_torch(inputs: Tensor, targets: Tensor, alpha: float, gamma: float,
+                              reduction: str) -> Tensor:
+    """torchvision's formula in PyTorch: the fallback off the fast path."""
+    p = torch.sigmoid(inputs)
+    ce = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * ((1 - p_t) ** gamma)
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction != "none":
+        raise ValueError(f"Invalid Value for arg 'reduction': '{reduction}'. Supported "
+                         "reduction modes: 'none', 'mean', 'sum'")
+    return loss
+
+
+def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: float = 0.25,
+                       gamma: float = 2, reduction: str = "none") -> Tensor:
+    r"""``torchvision.ops.sigmoid_focal_loss``, computed by
+    :func:`fastloss.sigmoid_focal_loss` fused with its gradient.
+
+    :math:`\alpha_t\,(1 - p_t)^\gamma\,\mathrm{BCE}(x, t)` elementwise, with
+    :math:`p = \sigma(x)`, :math:`p_t = p\,t + (1 - p)(1 - t)` and
+    :math:`\alpha_t = \alpha\,t + (1 - \alpha)(1 - t)` (1 where ``alpha`` < 0).
+    torchvision's argument names and defaults; fast path and fallback as in
+    :func:`cross_entropy` (the fallback is torchvision's formula written in PyTorch, so
+    torchvision is not needed).
+
+    Parameters
+    ----------
+    inputs : Tensor
+        Logits, any shape.
+    targets : Tensor
+        Labels or soft labels in [0, 1], the shape of ``inputs``.
+    alpha : float, default 0.25
+    gamma : float, default 2
+    reduction : {"none", "mean", "sum"}, default "none"
+
+    Returns
+    -------
+    Tensor
+        The shape of ``inputs`` for "none", else 0-d.
+
+    Examples
+    --------
+    >>> import torch, fastloss.torch as flt
+    >>> x = torch.tensor([3.0, -2.0, 0.5], requires_grad=True)
+    >>> loss = flt.sigmoid_focal_loss(x, torch.tensor([1.0, 0.0, 1.0]), reduction="sum")
+    >>> loss.backward()
+    >>> round(loss.item(), 6), x.grad.shape
+    (0.018273, torch.Size([3]))
+    """
+    if not _on_fast_path(inputs, targets):
+        return _sigmoid_focal_loss_torch(inputs, targets, alpha, gamma, reduction)
+    return _apply(SigmoidFocalLossFunction, _sigmoid_focal_call, inputs, targets,
+                  float(alpha), float(gamma), reduction)
+
+
+def _focal_call(input: Tensor, target: Tensor, weight: Tensor | None, gamma: float,
+                ignore_index: int, reduction: str) -> _Call:
+    axis = 1 if input.dim() > 1 else 0
+    return _Call(fastloss.focal_loss, _numpy(target),
+                 dict(weight=_numpy(weight), gamma=gamma, ignore_index=ignore_index,
+                      reduction=reduction, axis=axis),
+                 row_axis=axis if reduction == "none" else None)
+
+
+class FocalLossFunction(_FusedLossFunction):
+    """``focal_loss`` as a ``torch.autograd.Function``:
+    ``FocalLossFunction.apply(input, target, weight, gamma, ignore_index, reduction)``."""
+
+    @staticmethod
+    def forward(ctx: Any, input: Tensor, target: Tensor, weight: Tensor | None,
+                gamma: float, ignore_index: int, reduction: str) -> Tensor:
+        return _forward(ctx, input, _focal_call(input, target, weight, gamma, ignore_index,
+                                                reduction), 6)
+
+
+def _focal_loss_torch(input: Tensor, target: Tensor, weight: Tensor | None, gamma: float,
+                      ignore_index: int, reduction: str) -> Tensor:
+    """The multi-class focal loss in PyTorch: the fallback off the fast path."""
+    ce = F.cross_entropy(input, target, ignore_index=ignore_index, reduction="none")
+    loss = (-torch.expm1(-ce)) ** gamma * ce
+    counted = target != ignore_index
+    w = counted.to(ce.dtype)
+    if weight is not None:
+        w = w * weight[torch.where(counted, target, 0)]
+    loss = w * loss
+    if reduction == "mean":
+        return loss.sum() / w.sum()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+def focal_loss(input: Tensor, target: Tensor, weight: Tensor | None = None,
+               gamma: float = 2.0, ignore_index: int = -100,
+               reduction: str = "mean") -> Tensor:
+    r"""The multi-class focal loss :math:`-w_y\,(1 - p_y)^\gamma \log p_y` over
+    softmax(input), computed by :func:`fastloss.focal_loss` fused with its gradient.
+
+    Shapes and arguments as ``torch.nn.functional.cross_entropy`` with class indices:
+    ``input`` of shape (C,), (N, C) or (N, C, d1, ...), the class axis 1 (0 for a single
+    row); "mean" divides by the summed weights of the counted targets. PyTorch has no
+    focal loss: off the fast path the same formula is computed with PyTorch's functions.
+    At ``gamma`` = 0 it is :func:`cross_entropy`.
+
+    Examples
+    --------
+    >>> import torch, fastloss.torch as flt
+    >>> x = torch.tensor([[2.0, 0.0, -1.0], [0.0, 3.0, 0.0]], requires_grad=True)
+    >>> loss = flt.focal_loss(x, torch.tensor([0, 1]))
+    >>> loss.backward()
+    >>> round(loss.item(), 6), x.grad.shape
+    (0.002461, torch.Size([2, 3]))
+    """
+    if not _on_fast_path(input, target, weight):
+        return _focal_loss_torch(input, target, weight, gamma, ignore_index, reduction)
+    return _apply(FocalLossFunction, _focal_call, input, target, weight, float(gamma),
+                  ignore_index, reduction)
+
+
 # --- modules -----------------------------------------------------------------------------
 # Subclasses of PyTorch's own modules: the same constructor, buffers (weight, pos_weight:
 # .to() and state_dict behave alike), repr and isinstance; only forward differs.
@@ -718,3 +868,57 @@ class KLDivLoss(torch.nn.KLDivLoss):
 
     def forward(self, input: Tensor, target: Tensor) -> Tensor:
         return kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+
+class SigmoidFocalLoss(torch.nn.Module):
+    """:func:`fastloss.torch.sigmoid_focal_loss` as a module:
+    ``SigmoidFocalLoss(alpha=0.25, gamma=2.0, reduction="none")``.
+
+    Examples
+    --------
+    >>> import torch, fastloss.torch as flt
+    >>> loss_fn = flt.SigmoidFocalLoss(reduction="sum")
+    >>> round(loss_fn(torch.tensor([0.0]), torch.tensor([1.0])).item(), 5)  # .25 .25 log 2
+    0.04332
+    """
+
+    def __init__(self, alpha: float = 0.25, gamma: float = 2.0,
+                 reduction: str = "none") -> None:
+        super().__init__()
+        self.alpha, self.gamma, self.reduction = alpha, gamma, reduction
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return sigmoid_focal_loss(input, target, alpha=self.alpha, gamma=self.gamma,
+                                  reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, gamma={self.gamma}, reduction={self.reduction!r}"
+
+
+class FocalLoss(torch.nn.Module):
+    """:func:`fastloss.torch.focal_loss` as a module: ``FocalLoss(weight=None, gamma=2.0,
+    ignore_index=-100, reduction="mean")``; ``weight`` is a buffer, as in
+    ``torch.nn.CrossEntropyLoss``.
+
+    Examples
+    --------
+    >>> import torch, fastloss.torch as flt
+    >>> loss_fn = flt.FocalLoss(gamma=0.0)          # gamma 0: the cross-entropy
+    >>> round(loss_fn(torch.tensor([[2.3, -1.2]]), torch.tensor([1])).item(), 5)
+    3.52975
+    """
+
+    weight: Tensor | None
+
+    def __init__(self, weight: Tensor | None = None, gamma: float = 2.0,
+                 ignore_index: int = -100, reduction: str = "mean") -> None:
+        super().__init__()
+        self.register_buffer("weight", weight)
+        self.gamma, self.ignore_index, self.reduction = gamma, ignore_index, reduction
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return focal_loss(input, target, weight=self.weight, gamma=self.gamma,
+                          ignore_index=self.ignore_index, reduction=self.reduction)
+
+    def extra_repr(self) -> str:
+        return f"gamma={self.gamma}, ignore_index={self.ignore_index}, reduction={self.reduction!r}"

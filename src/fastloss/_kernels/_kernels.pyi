@@ -13,6 +13,7 @@ BCE: int
 BCE_WITH_LOGITS: int
 KL_DIV: int
 KL_DIV_LOG_TARGET: int
+SIGMOID_FOCAL: int
 TARGET_CLASSES: int
 TARGET_PROBS: int
 TEACHER_PROBS: int
@@ -86,6 +87,8 @@ def elementwise(
     has_weight: bool = True,
     has_pos_weight: bool = True,
     ranges: NDArray[np.float64] | None = None,
+    focal_alpha: float = -1.0,
+    focal_gamma: float = 0.0,
 ) -> None: ...
 def value_range(
     v: _Array,

@@ -51,6 +51,7 @@ cdef extern from "api.h" nogil:
         Py_ssize_t pw_period
         int has_pos_weight
         double label_smoothing, loss_scale, grad_scale
+        double focal_alpha, focal_gamma
         double* partials
         void* loss_out
         void* grad_out
@@ -96,7 +97,7 @@ BLOCK_SIZE = FL_EW_BLOCK
 
 # The elementwise losses (fl_elementwise_call.kind) and the row losses' targets
 # (fl_row_loss_call.kind): losses/elementwise_spec.h and losses/row_loss.h.
-BCE, BCE_WITH_LOGITS, KL_DIV, KL_DIV_LOG_TARGET = range(4)
+BCE, BCE_WITH_LOGITS, KL_DIV, KL_DIV_LOG_TARGET, SIGMOID_FOCAL = range(5)
 TARGET_CLASSES, TARGET_PROBS, TEACHER_PROBS, TEACHER_LOG_PROBS, TEACHER_LOGITS = range(5)
 
 # ---- instruction sets ------------------------------------------------------------------
@@ -387,12 +388,14 @@ def elementwise(int kind, cnp.ndarray x, cnp.ndarray target, cnp.ndarray weight,
                 cnp.ndarray pos_weight, cnp.ndarray partials, cnp.ndarray loss_out,
                 cnp.ndarray grad_out, double label_smoothing, double loss_scale,
                 double grad_scale, int n_threads, bint has_weight=True,
-                bint has_pos_weight=True, object ranges=None):
+                bint has_pos_weight=True, object ranges=None, double focal_alpha=-1.0,
+                double focal_gamma=0.0):
     """Weighted terms of one elementwise loss (kind) over the flat x and target, their
     block sums into partials and, optionally, the terms times loss_scale into loss_out
     (size 0: not), the weighted derivatives times grad_scale into grad_out (size 0: not;
     may be x) and each block's extremes of x, then of target, into ranges (n_blocks, 4).
-    weight and pos_weight: one period (>= BLOCK_SIZE elements) each."""
+    weight and pos_weight: one period (>= BLOCK_SIZE elements) each. focal_alpha and
+    focal_gamma: the sigmoid focal loss's (SIGMOID_FOCAL)."""
     cdef const fl_kernels* k = kernels()
     cdef fl_elementwise_call call
     cdef int typenum = cnp.PyArray_TYPE(x)
@@ -412,6 +415,8 @@ def elementwise(int kind, cnp.ndarray x, cnp.ndarray target, cnp.ndarray weight,
     call.label_smoothing = label_smoothing
     call.loss_scale = loss_scale
     call.grad_scale = grad_scale
+    call.focal_alpha = focal_alpha
+    call.focal_gamma = focal_gamma
     call.partials = <double*> out_data(partials, cnp.NPY_FLOAT64,
                                        (n + FL_EW_BLOCK - 1) // FL_EW_BLOCK)
     call.loss_out = NULL if loss_out.size == 0 else out_data(loss_out, typenum, n)

@@ -42,7 +42,8 @@ typedef struct {
 
 /* An elementwise loss over n elements (losses/elementwise.h). */
 typedef struct {
-    int kind;                       /* FL_EW_BCE, FL_EW_LOGITS, FL_EW_KL, FL_EW_LOG_KL */
+    int kind;                       /* FL_EW_BCE, FL_EW_LOGITS, FL_EW_KL, FL_EW_LOG_KL,
+                                       FL_EW_FOCAL */
     fl_dtype dtype;
     ptrdiff_t n;
     const void* x;
@@ -54,6 +55,7 @@ typedef struct {
     ptrdiff_t pw_period;
     int has_pos_weight;
     double label_smoothing, loss_scale, grad_scale;
+    double focal_alpha, focal_gamma;  /* FL_EW_FOCAL: alpha (< 0: none) and gamma >= 0 */
     double* partials;               /* (ceil(n / FL_EW_BLOCK)): weighted block sums */
     void* loss_out;                 /* (n) terms * loss_scale, or NULL */
     void* grad_out;                 /* (n) derivatives * grad_scale, or NULL; may be x */

@@ -556,6 +556,8 @@ static int FL_SFX(fl_elementwise)(const fl_elementwise_call* call) {
     opts.has_pos_weight = call->has_pos_weight && call->kind == FL_EW_LOGITS;
     opts.alpha = 1.0 - call->label_smoothing;
     opts.beta = 0.5 * call->label_smoothing;
+    opts.focal_alpha = call->focal_alpha;
+    opts.focal_gamma = call->focal_gamma;
     opts.loss_scale = call->loss_scale;
     opts.grad_scale = call->grad_scale;
     const ptrdiff_t n = call->n, n_blocks = (n + FL_EW_BLOCK - 1) / FL_EW_BLOCK;

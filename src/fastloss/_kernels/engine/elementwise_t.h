@@ -2,7 +2,7 @@
  * losses/elementwise.h, with FL_T, FL_VT, FL_NL (lanes), FL_H (double vectors per FL_VT),
  * FL_SFX(name), FL_EW_SEL (select), FL_EW_HALF(v, h) / FL_EW_JOIN(d) (a vector's double
  * halves, and back), FL_EW_SCALE(d, hi, lo) (the float scaling), and the loss's two stage
- * functions fl_ew_a_T and fl_ew_b_T.
+ * functions fl_ew_a_T and fl_ew_b_T (which reads the call's options, o).
  *
  * fl_ew_groups_T: `groups` whole groups, of which the last has `valid` elements that count
  * (the others are padding, NaN: their terms add -0.0 and their values no extreme). Adds
@@ -25,7 +25,6 @@ FL_INLINE void FL_SFX(fl_ew_groups)(
     const FL_T* x, const FL_T* y, const FL_T* w, ptrdiff_t w_period, ptrdiff_t* w_phase,
     const FL_T* pw, ptrdiff_t pw_period, ptrdiff_t* pw_phase, ptrdiff_t groups, int valid,
     FL_T* loss_out, FL_T* grad_out, const fl_ew_opts* o, fl_vd* acc, FL_VT* rng) {
-    const double alpha = o->alpha, beta = o->beta;
     const double ls = o->loss_scale, gs = o->grad_scale;
     /* gs as hi + lo in float, unless that would lose bits (out of float's normal range) */
     const float gs_hi = (float)gs, gs_lo = (float)(gs - gs_hi);
@@ -60,8 +59,8 @@ FL_INLINE void FL_SFX(fl_ew_groups)(
                 }
                 fl_vd term[FL_H], deriv[FL_H] = {{0}};
                 FL_VT dfl;
-                const int in_float = FL_SFX(fl_ew_b)(kind, has_pw, smooth, alpha, beta,
-                                                      xv, yv, pv, sb, term, deriv, &dfl);
+                const int in_float = FL_SFX(fl_ew_b)(kind, has_pw, smooth, o, xv, yv, pv,
+                                                      sb, term, deriv, &dfl);
                 const int scale_f = in_float && !has_w && FL_EW_FLOAT_SCALE && gs_float;
                 if (in_float && !scale_f)
                     for (int h = 0; h < FL_H; h++) deriv[h] = FL_EW_HALF(dfl, h);

@@ -1,5 +1,5 @@
-/* The elementwise losses: binary cross-entropy from probabilities or from logits, and the
- * Kullback-Leibler divergence, each with its derivative, over one block of at most
+/* The elementwise losses: binary cross-entropy from probabilities or from logits, the
+ * Kullback-Leibler divergence and the sigmoid focal loss, each with its derivative, over one block of at most
  * FL_EW_BLOCK elements (the driver: engine/elementwise_t.h). Each loss is its two stage
  * functions: (a) the transcendental functions of a vector, (b) the term and the derivative
  * from them. The AVX2 and AVX-512 builds fuse the multiply-adds that the maths names, so
@@ -32,6 +32,7 @@
  * - kl_div: p (log p - x) cancels where x is close to log p: log p is assembled in double
  *   from float parts, within 0.08 float units of rounding (absolute), and taken in double
  *   where |log p - x| < FL_EW_KL_CANCEL. With log_target, exp(log p) in double.
+ * - sigmoid focal loss: in double lanes for both types (fl_ew_focal_d).
  * Terms and derivatives are weighted and scaled in double and rounded once.
  */
 #ifndef FL_LOSSES_ELEMENTWISE_H
@@ -298,6 +299,54 @@ FL_INLINE void fl_ew_log_kl_b64(fl_vd x, fl_vd log_p, fl_vd p, fl_vd* term, fl_v
     *deriv = -p;                   /* -0.0 where p = 0, as PyTorch */
 }
 
+/* Sigmoid focal loss (torchvision's sigmoid_focal_loss), in double lanes: with p =
+ * sigmoid(x), the BCE with logits c = (1 - t) x + log1p(e) (x >= 0) or -t x + log1p(e)
+ * (x < 0), e = exp(-|x|), and m = 1 - p_t = p (1 - t) + t (1 - p),
+ *   term  = a_t m^g c,   a_t = a t + (1 - a)(1 - t)  (1 where a < 0),
+ *   deriv = a_t [m^g (p - t) + g m^(g - 1) c (1 - 2 t) p (1 - p)].
+ * p and 1 - p are e / (1 + e) and 1 / (1 + e), as x's sign says, so m is a sum of
+ * non-negative parts for t in [0, 1]: nothing cancels where m is tiny (confident rows),
+ * and for hard targets the two parts of deriv share a sign. m^g is exp(g log m), m m for
+ * g = 2 (torchvision's default: exact but for one rounding), 1 for g = 0; where m = 0 the
+ * second part of deriv is its limit, 0. */
+FL_INLINE void fl_ew_focal_d(fl_vd x, fl_vd t, const fl_ew_opts* o, fl_vd* term,
+                             fl_vd* deriv) {
+    const fl_vd zero = {0}, one = zero + 1.0;
+    const double a = o->focal_alpha, g = o->focal_gamma;
+    const fl_vd e = fl_exp_neg_d(fl_ew_neg_abs_d(x));
+    const fl_vd inv = 1.0 / (1.0 + e);
+    const fl_vd q = e * inv;                            /* sigmoid(-|x|) */
+    const fl_vl positive = x >= zero;
+    const fl_vd p = fl_select_d(positive, inv, q), p_c = fl_select_d(positive, q, inv);
+    const fl_vd one_t = 1.0 - t;
+    const fl_vd bce = fl_fma_d(fl_select_d(positive, one_t, zero - t), x,
+                               fl_log1p_given_d(e, inv));
+    const fl_vd m = fl_fma_d(p, one_t, t * p_c);
+    fl_vd m_g = one, m_g1 = zero;                       /* m^g and g m^(g - 1) */
+    if (g == 2.0) {
+        m_g = m * m, m_g1 = m + m;
+    } else if (g == 1.0) {
+        m_g = m, m_g1 = one;
+    } else if (g != 0.0) {
+        const fl_vl nonzero = m > zero;
+        const fl_vd m_safe = fl_select_d(nonzero, m, one);
+        const fl_vd pow_g1 = fl_exp_d((g - 1.0) * fl_log_d(m_safe));
+        m_g = fl_select_d(nonzero, pow_g1 * m_safe, zero);
+        m_g1 = fl_select_d(nonzero, g * pow_g1, zero);
+    }
+    const fl_vd d_bce = fl_select_d(positive, one_t - q, q - t);     /* p - t */
+    const fl_vd d_m = (1.0 - (t + t)) * (p * p_c);
+    /* g m^(g - 1) c dm: 0 where m = 0 (also where c is infinite: x = -inf against t = 0) */
+    const fl_vd focus = fl_select_d(m_g1 != zero, m_g1 * bce * d_m, zero);
+    fl_vd d = fl_fma_d(m_g, d_bce, focus), l = m_g * bce;
+    if (a >= 0.0) {
+        const fl_vd a_t = fl_fma_d(zero + a, t, (1.0 - a) * one_t);
+        d = a_t * d, l = a_t * l;
+    }
+    *term = l;
+    *deriv = d;
+}
+
 /* n (<= FL_EW_GROUP) values of a periodic array from index phase on, wrapping at period,
  * into buf. */
 FL_INLINE const float* fl_ew_wrap_f32(const float* w, ptrdiff_t period, ptrdiff_t phase,
@@ -337,6 +386,7 @@ FL_INLINE void fl_ew_a_f32(const int kind, fl_vf x, fl_vf y, fl_vf* st) {
     if (kind == FL_EW_LOGITS) fl_ew_logits_a(x, st);
     else if (kind == FL_EW_BCE) fl_ew_bce_a(x, y, st);
     else if (kind == FL_EW_KL) fl_ew_kl_a(y, st);
+    else if (kind == FL_EW_FOCAL) (void)st;            /* all in stage (b) */
     else {
         st[0] = (fl_vf)fl_exp_d(fl_widen_lo(y));
         st[1] = (fl_vf)fl_exp_d(fl_widen_hi(y));
@@ -345,9 +395,10 @@ FL_INLINE void fl_ew_a_f32(const int kind, fl_vf x, fl_vf y, fl_vf* st) {
 
 /* (b) returns 1 where the derivative comes in float, in *dfloat (BCE, BCE with logits
  * without options, kl_div), else 0 and the derivative in deriv[]. */
-FL_INLINE int fl_ew_b_f32(const int kind, const int has_pw, const int smooth, double alpha,
-                          double beta, fl_vf x, fl_vf y, fl_vf v, const fl_vf* st,
+FL_INLINE int fl_ew_b_f32(const int kind, const int has_pw, const int smooth,
+                          const fl_ew_opts* o, fl_vf x, fl_vf y, fl_vf v, const fl_vf* st,
                           fl_vd* term, fl_vd* deriv, fl_vf* dfloat) {
+    const double alpha = o->alpha, beta = o->beta;
     if ((kind == FL_EW_LOGITS && !has_pw && !smooth) || kind == FL_EW_BCE) {
         fl_vf tf;
         if (kind == FL_EW_BCE) fl_ew_bce_b(x, y, st, &tf, dfloat);
@@ -362,6 +413,10 @@ FL_INLINE int fl_ew_b_f32(const int kind, const int has_pw, const int smooth, do
         *dfloat = -y;                                   /* -p, exact in float */
         return 1;
     }
+    else if (kind == FL_EW_FOCAL) {
+        fl_ew_focal_d(fl_widen_lo(x), fl_widen_lo(y), o, &term[0], &deriv[0]);
+        fl_ew_focal_d(fl_widen_hi(x), fl_widen_hi(y), o, &term[1], &deriv[1]);
+    }
     else {
         fl_ew_log_kl_b64(fl_widen_lo(x), fl_widen_lo(y), (fl_vd)st[0], &term[0], &deriv[0]);
         fl_ew_log_kl_b64(fl_widen_hi(x), fl_widen_hi(y), (fl_vd)st[1], &term[1], &deriv[1]);
@@ -373,15 +428,17 @@ FL_INLINE void fl_ew_a_f64(const int kind, fl_vd x, fl_vd y, fl_vd* st) {
     if (kind == FL_EW_LOGITS) fl_ew_logits_a64(x, st);
     else if (kind == FL_EW_BCE) fl_ew_bce_a64(x, st);
     else if (kind == FL_EW_KL) st[0] = fl_log_d(y);
+    else if (kind == FL_EW_FOCAL) (void)st;
     else st[0] = fl_exp_d(y);
 }
 
-FL_INLINE int fl_ew_b_f64(const int kind, const int has_pw, const int smooth, double alpha,
-                          double beta, fl_vd x, fl_vd y, fl_vd v, const fl_vd* st,
+FL_INLINE int fl_ew_b_f64(const int kind, const int has_pw, const int smooth,
+                          const fl_ew_opts* o, fl_vd x, fl_vd y, fl_vd v, const fl_vd* st,
                           fl_vd* term, fl_vd* deriv, fl_vd* dfloat) {
     (void)dfloat;
-    if (kind == FL_EW_LOGITS) fl_ew_logits_b64(x, y, v, has_pw, smooth, alpha, beta, st, term,
-                                               deriv);
+    if (kind == FL_EW_LOGITS) fl_ew_logits_b64(x, y, v, has_pw, smooth, o->alpha, o->beta, st,
+                                               term, deriv);
+    else if (kind == FL_EW_FOCAL) fl_ew_focal_d(x, y, o, term, deriv);
     else if (kind == FL_EW_BCE) fl_ew_bce_deriv(x, y, st[0], st[1], term, deriv);
     else if (kind == FL_EW_KL) fl_ew_kl_finish(x, y, st[0], term, deriv);
     else fl_ew_log_kl_b64(x, y, st[0], term, deriv);

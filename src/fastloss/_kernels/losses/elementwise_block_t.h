@@ -17,6 +17,9 @@ static __attribute__((unused)) double FL_SFX(fl_ew_block)(
     case FL_EW_LOG_KL:
         if (w1) FL_EW_CALL(FL_EW_LOG_KL, 1, 0, 0);
         FL_EW_CALL(FL_EW_LOG_KL, 0, 0, 0);
+    case FL_EW_FOCAL:
+        if (w1) FL_EW_CALL(FL_EW_FOCAL, 1, 0, 0);
+        FL_EW_CALL(FL_EW_FOCAL, 0, 0, 0);
     default: {
         const int p1 = o->has_pos_weight != 0;
         const int s1 = o->alpha != 1.0 || o->beta != 0.0;

@@ -45,6 +45,22 @@ static __inline double fl_ew_term(const fl_ew_opts* o, double x, double y, doubl
             *deriv = coef * q - pt;
         }
         term += coef * log1p(e);
+    } else if (o->kind == FL_EW_FOCAL) {
+        /* as losses/elementwise.h's fl_ew_focal_d */
+        const double e = exp(-fabs(x)), inv = 1.0 / (1.0 + e), q = e * inv;
+        const double p = x >= 0.0 ? inv : q, p_c = x >= 0.0 ? q : inv;
+        const double g = o->focal_gamma;
+        const double m = p * (1.0 - y) + y * p_c;
+        const double m_g = g == 0.0 ? 1.0 : m > 0.0 ? pow(m, g) : 0.0;
+        const double m_g1 = g == 0.0 ? 0.0 : m > 0.0 ? g * pow(m, g - 1.0) : 0.0;
+        const double d_bce = x >= 0.0 ? (1.0 - y) - q : q - y;
+        const double bce = (x >= 0.0 ? (1.0 - y) * x : -y * x) + log1p(e);
+        const double a_t = o->focal_alpha >= 0.0
+                               ? o->focal_alpha * y + (1.0 - o->focal_alpha) * (1.0 - y)
+                               : 1.0;
+        const double focus = m_g1 != 0.0 ? m_g1 * bce * ((1.0 - 2.0 * y) * (p * p_c)) : 0.0;
+        term = a_t * (m_g * bce);
+        *deriv = a_t * (m_g * d_bce + focus);
     } else {
         const double p = o->kind == FL_EW_KL ? y : exp(y);
         const double log_p = o->kind == FL_EW_KL ? log(y) : y;
