@@ -125,17 +125,12 @@ FL_INLINE fl_vf fl_small_get_f32(const double* w, ptrdiff_t rows) {
         }                                                                                 \
     } while (0)
 
-#define FL_BLOCK_TYPE 32
-#include "block_types.h"
-#include "block_plan_t.h"
-#undef FL_BLOCK_TYPE
-#define FL_BLOCK_TYPE 64
-#include "block_types.h"
-#include "block_plan_t.h"
-#undef FL_BLOCK_TYPE
-#define FL_BLOCK_TYPE 0
-#include "block_types.h"
-#undef FL_BLOCK_TYPE
+/* The plans, once per type (they have no loops to compile twice). */
+#define FL_BLOCK_PER_TYPE 1
+#define FL_BLOCK_TEMPLATE "block_plan_t.h"
+#include "block_instance.h"
+#undef FL_BLOCK_TEMPLATE
+#undef FL_BLOCK_PER_TYPE
 
 #define FL_BLOCK_PER_TYPE 1
 #define FL_BLOCK_TEMPLATE "blocks_t.h"
