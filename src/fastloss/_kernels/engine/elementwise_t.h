@@ -25,7 +25,9 @@ FL_INLINE void FL_SFX(fl_ew_groups)(
     const FL_T* x, const FL_T* y, const FL_T* w, ptrdiff_t w_period, ptrdiff_t* w_phase,
     const FL_T* pw, ptrdiff_t pw_period, ptrdiff_t* pw_phase, ptrdiff_t groups, int valid,
     FL_T* loss_out, FL_T* grad_out, const fl_ew_opts* o, fl_vd* acc, FL_VT* rng) {
-    const double ls = o->loss_scale, gs = o->grad_scale;
+    /* A copy the loop's stores cannot alias: its options stay in registers. */
+    const fl_ew_opts opts = *o;
+    const double ls = opts.loss_scale, gs = opts.grad_scale;
     /* gs as hi + lo in float, unless that would lose bits (out of float's normal range) */
     const float gs_hi = (float)gs, gs_lo = (float)(gs - gs_hi);
     const int gs_float = fabs(gs) < 1e30 && (gs == 0.0 || fabs(gs) > 1e-30);
@@ -59,7 +61,7 @@ FL_INLINE void FL_SFX(fl_ew_groups)(
                 }
                 fl_vd term[FL_H], deriv[FL_H] = {{0}};
                 FL_VT dfl;
-                const int in_float = FL_SFX(fl_ew_b)(kind, has_pw, smooth, o, xv, yv, pv,
+                const int in_float = FL_SFX(fl_ew_b)(kind, has_pw, smooth, &opts, xv, yv, pv,
                                                       sb, term, deriv, &dfl);
                 const int scale_f = in_float && !has_w && FL_EW_FLOAT_SCALE && gs_float;
                 if (in_float && !scale_f)
