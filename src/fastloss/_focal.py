@@ -208,9 +208,11 @@ def focal_loss(
     if row_weight is not None:
         row_w = row_w * row_weight
     m = -np.expm1(-ce)                                  # 1 - p_y
-    positive = m > 0
-    m_safe = np.where(positive, m, 1.0)
-    m_g1 = np.where(positive, m_safe ** (gamma - 1.0), 0.0)    # m^(gamma - 1)
+    if gamma == 2.0:                                    # the usual gamma: no pow
+        m_g1 = m
+    else:
+        with np.errstate(divide="ignore"):              # m = 0: m^(gamma - 1) is 0 * inf
+            m_g1 = np.where(m > 0, np.power(m, gamma - 1.0), 0.0)   # m^(gamma - 1)
     losses = row_w * ((m_g1 * m) * ce)
     denominator = float(np.sum(row_w)) if reduction == "mean" else 1.0
     loss: Any
@@ -221,12 +223,14 @@ def focal_loss(
         loss = rows.dtype.type(total / denominator if denominator > 0 else math.nan)
     if grad is None:
         return loss
-    # d/dx_j = s w_y m^(gamma - 1) (m + gamma p_y ce) (softmax_j - [j = y]) / D
-    # p_y ce, 0 in the limit of an infinite ce (a target class masked by -inf)
+    # d/dx_j = s w_y m^(gamma - 1) (m + gamma p_y ce) (softmax_j - [j = y]) / D, with
+    # p_y = 1 - m (its absolute error is nothing beside m + gamma p_y ce >= ce's share)
+    # and p_y ce = 0 in the limit of an infinite ce (a target class masked by -inf)
     with np.errstate(invalid="ignore"):
-        p_ce = np.where(ce < math.inf, np.exp(-ce) * ce, 0.0)
+        p_ce = np.where(ce < math.inf, (1.0 - m) * ce, 0.0)
     factor = row_w * (m_g1 * (m + gamma * p_ce))
     factor = factor / denominator if denominator > 0 else factor * 0.0
-    np.multiply(grad, np.expand_dims(factor.reshape(batch_shape), axis), out=grad,
-                casting="same_kind")
+    # one multiply in the gradient's dtype (the factor rounded to it first)
+    scale = factor.reshape(batch_shape).astype(grad.dtype)
+    np.multiply(grad, np.expand_dims(scale, axis), out=grad)
     return loss, grad
