@@ -239,8 +239,9 @@ def test_focal_confident_rows_keep_their_relative_accuracy():
     np.testing.assert_allclose(loss, exact, rtol=1e-14)
 
 
-def test_focal_same_bits_for_any_thread_count(rng, dtype):
-    x, y = _rows_case(rng, (2000, 37), dtype)
+@pytest.mark.parametrize("shape", [(2000, 37), (3001, 10), (777, 3)], ids=str)
+def test_focal_same_bits_for_any_thread_count(rng, dtype, shape):
+    x, y = _rows_case(rng, shape, dtype)
     results = [focal(x, y, reduction=reduction, return_grad=True, n_threads=n)
                for reduction in ("mean", "none") for n in (1, 2, 3)]
     for k in (0, 3):

@@ -160,6 +160,7 @@ def fused_rows(
     return_lse: bool = False,
     per_row: bool = True,
     n_threads: int | None = None,
+    focal_gamma: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Run the fused row kernel on validated arguments, for cross_entropy and
     kl_div_with_logits: (float64 row losses, gradient or None, logsumexp or None).
@@ -169,7 +170,8 @@ def fused_rows(
 
     ``view`` is ``class_view(logits, axis)``; ``target_rows`` has the logits' shape (any
     float dtype; converted to the kernel's); losses and gradient are divided by ``unit``
-    (ln of the base), the gradient also by ``denominator``.
+    (ln of the base), the gradient also by ``denominator``. ``focal_gamma``: the focal
+    loss's exponent (class targets; 0: none).
     """
     n_rows = view.shape[0] * view.shape[2]
     kdtype = view.dtype
@@ -197,7 +199,7 @@ def fused_rows(
         view, classes if kind == TARGET_CLASSES else None, rows_view, class_weight,
         row_weight, kind, label_smoothing, z_loss, ignore_index,
         1.0 / (denominator * unit) if denominator > 0 else 0.0,    # the gradient's scale
-        temperature, loss_factor, row_losses, span, grad_view, lse, threads,
+        temperature, loss_factor, row_losses, span, grad_view, lse, threads, focal_gamma,
     )
     if span:            # the kernel's sum of its partial sums, in order
         row_losses = np.array([total])
@@ -405,9 +407,11 @@ def cross_entropy(
 def _cross_entropy(logits: Any, target: Any, weight: Any, ignore_index: Any,
                    label_smoothing: Any, sample_weight: Any, z_loss: Any, reduction: Any,
                    axis: Any, n_threads: Any, return_grad: Any, grad_out: Any,
-                   return_lse: Any, base: Any, total_dtype: np.dtype | None = None) -> Any:
+                   return_lse: Any, base: Any, total_dtype: np.dtype | None = None,
+                   focal_gamma: float = 0.0) -> Any:
     """cross_entropy's general path, its arguments in order; a reduced loss in
-    ``total_dtype`` (None: the logits' dtype)."""
+    ``total_dtype`` (None: the logits' dtype); with ``focal_gamma`` (validated, class
+    targets) the focal loss of that exponent."""
     logits = as_floating(logits, "logits")
     axis = class_axis(logits, axis, "logits")
     reduction = check_reduction(reduction)
@@ -460,7 +464,7 @@ def _cross_entropy(logits: Any, target: Any, weight: Any, ignore_index: Any,
         row_weight=row_weight, label_smoothing=label_smoothing, z_loss=z_loss,
         ignore_index=ignore_index, denominator=denominator, unit=unit,
         with_grad=with_grad, grad_out=grad_out, return_lse=return_lse,
-        per_row=reduction == "none", n_threads=n_threads,
+        per_row=reduction == "none", n_threads=n_threads, focal_gamma=focal_gamma,
     )
     results = [reduce_rows(row_losses, reduction, denominator, batch_shape, logits.dtype,
                            total_dtype)]

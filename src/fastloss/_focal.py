@@ -8,16 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from fastloss._common import (
-    ElementwiseSpec,
-    as_floating,
-    check_real,
-    check_reduction,
-    check_weights,
-    class_axis,
-    run_elementwise,
-)
-from fastloss._cross_entropy import cross_entropy
+from fastloss._common import ElementwiseSpec, check_real, run_elementwise
+from fastloss._cross_entropy import _cross_entropy, cross_entropy
 from fastloss._kernels import _kernels
 
 __all__ = ["focal_loss", "sigmoid_focal_loss"]
@@ -162,11 +154,11 @@ def focal_loss(
 
     Notes
     -----
-    The rows' cross-entropies and the gradient :math:`\mathrm{softmax} - \text{one-hot}`
-    come from the cross-entropy kernel (one read of the logits); the focal factor of each
-    row is then applied to the gradient in place, a second pass over it. Row losses are
-    within a few ulps of the input dtype of the exact value: those of the row's
-    cross-entropy, and a few roundings of the factor in double.
+    Computed by the cross-entropy kernel with the focal loss's finishing: each row's
+    cross-entropy and its gradient are formed as for :func:`cross_entropy` (one read of
+    the logits, the gradient written in the same pass), and the row's loss and gradient
+    scale are multiplied by the factors above, in double. Row losses are within a few ulps
+    of the input dtype of the exact value.
 
     Examples
     --------
@@ -183,54 +175,9 @@ def focal_loss(
         return cross_entropy(logits, target, weight=weight, ignore_index=ignore_index,
                              sample_weight=sample_weight, reduction=reduction, axis=axis,
                              n_threads=n_threads, return_grad=return_grad, grad_out=grad_out)
-    reduction = check_reduction(reduction)
-    given = as_floating(logits, "logits")
-    axis = class_axis(given, axis, "logits")
     classes = np.asarray(target)
     if classes.dtype.kind not in "iu":
         raise TypeError(f"focal_loss takes integer class targets, got dtype {classes.dtype}")
-    batch_shape = given.shape[:axis] + given.shape[axis + 1:]
-    class_weight = (None if weight is None
-                    else check_weights(weight, "weight", (given.shape[axis],)))
-    row_weight = (None if sample_weight is None
-                  else check_weights(sample_weight, "sample_weight", batch_shape))
-    # The rows' cross-entropies and softmax - one-hot, unweighted (ignored rows: 0); the
-    # cross-entropy checks the targets, ignore_index and the gradient's arguments.
-    result = cross_entropy(given, classes, ignore_index=ignore_index, reduction="none",
-                           axis=axis, n_threads=n_threads, return_grad=return_grad,
-                           grad_out=grad_out)
-    rows, grad = result if isinstance(result, tuple) else (result, None)
-    ce = np.asarray(rows, dtype=np.float64).reshape(-1)
-    counted = classes.reshape(-1) != ignore_index
-    row_w = np.where(counted, 1.0, 0.0)
-    if class_weight is not None:
-        row_w = row_w * class_weight[np.where(counted, classes.reshape(-1), 0)]
-    if row_weight is not None:
-        row_w = row_w * row_weight
-    m = -np.expm1(-ce)                                  # 1 - p_y
-    if gamma == 2.0:                                    # the usual gamma: no pow
-        m_g1 = m
-    else:
-        with np.errstate(divide="ignore"):              # m = 0: m^(gamma - 1) is 0 * inf
-            m_g1 = np.where(m > 0, np.power(m, gamma - 1.0), 0.0)   # m^(gamma - 1)
-    losses = row_w * ((m_g1 * m) * ce)
-    denominator = float(np.sum(row_w)) if reduction == "mean" else 1.0
-    loss: Any
-    if reduction == "none":
-        loss = losses.reshape(batch_shape).astype(rows.dtype, copy=False)
-    else:
-        total = float(np.sum(losses))
-        loss = rows.dtype.type(total / denominator if denominator > 0 else math.nan)
-    if grad is None:
-        return loss
-    # d/dx_j = s w_y m^(gamma - 1) (m + gamma p_y ce) (softmax_j - [j = y]) / D, with
-    # p_y = 1 - m (its absolute error is nothing beside m + gamma p_y ce >= ce's share)
-    # and p_y ce = 0 in the limit of an infinite ce (a target class masked by -inf)
-    with np.errstate(invalid="ignore"):
-        p_ce = np.where(ce < math.inf, (1.0 - m) * ce, 0.0)
-    factor = row_w * (m_g1 * (m + gamma * p_ce))
-    factor = factor / denominator if denominator > 0 else factor * 0.0
-    # one multiply in the gradient's dtype (the factor rounded to it first)
-    scale = factor.reshape(batch_shape).astype(grad.dtype)
-    np.multiply(grad, np.expand_dims(scale, axis), out=grad)
-    return loss, grad
+    return _cross_entropy(logits, classes, weight, ignore_index, 0.0, sample_weight, 0.0,
+                          reduction, axis, n_threads, return_grad, grad_out, False, None,
+                          focal_gamma=gamma)

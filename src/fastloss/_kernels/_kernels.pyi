@@ -54,6 +54,7 @@ def row_loss(
     grad: NDArray[_Float] | None,
     lse: NDArray[np.float64] | None,
     n_threads: int,
+    focal_gamma: float = 0.0,
 ) -> float | None: ...
 def class_targets(
     target: NDArray[np.intp],

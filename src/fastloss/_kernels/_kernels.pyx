@@ -32,6 +32,7 @@ cdef extern from "api.h" nogil:
         const double* sample_weight
         int kind
         double label_smoothing, z_loss, temperature, loss_factor, grad_scale
+        double focal_gamma
         Py_ssize_t ignore_index
         double* loss_out
         Py_ssize_t rows_per_sum
@@ -248,13 +249,14 @@ def row_loss(cnp.ndarray logits, object target, object target_rows, object class
              object sample_weight, int kind, double label_smoothing, double z_loss,
              Py_ssize_t ignore_index, double grad_scale, double temperature,
              double loss_factor, cnp.ndarray loss_out, Py_ssize_t rows_per_sum, object grad,
-             object lse, int n_threads):
+             object lse, int n_threads, double focal_gamma=0.0):
     """A row loss (cross-entropy or distillation, by kind) of the (outer, C, inner) logits:
     see api.h's fl_row_loss_call. target: (outer inner) intp class indices or None;
     target_rows: like logits or None; weights: float64 or None; loss_out: float64, one per
     row or (rows_per_sum > 0, class axis last) one per span of rows; grad: like logits
-    (may be logits) or None; lse: float64 (outer inner) or None. Returns the sum of
-    loss_out in order where rows_per_sum > 0, else None."""
+    (may be logits) or None; lse: float64 (outer inner) or None; focal_gamma: the focal
+    loss's exponent (class targets; 0: cross-entropy). Returns the sum of loss_out in
+    order where rows_per_sum > 0, else None."""
     cdef const fl_kernels* k = kernels()
     cdef fl_row_loss_call call
     cdef int typenum = cnp.PyArray_TYPE(logits)
@@ -280,6 +282,7 @@ def row_loss(cnp.ndarray logits, object target, object target_rows, object class
     call.temperature = temperature
     call.loss_factor = loss_factor
     call.grad_scale = grad_scale
+    call.focal_gamma = focal_gamma
     call.ignore_index = ignore_index
     if rows_per_sum > 0 and call.inner != 1:
         raise ValueError("fastloss kernels: sums of spans of rows need the class axis last")
@@ -367,6 +370,7 @@ def cross_entropy_classes(cnp.ndarray logits, cnp.ndarray target, object grad_ou
     call.kind = TARGET_CLASSES
     call.label_smoothing = 0.0
     call.z_loss = 0.0
+    call.focal_gamma = 0.0
     call.temperature = 1.0
     call.loss_factor = 1.0
     call.grad_scale = 1.0 / denominator if denominator > 0 else 0.0

@@ -30,6 +30,7 @@ typedef struct {
     const double* sample_weight;    /* (outer inner) or NULL */
     int kind;                       /* fl_target_kind (losses/row_loss.h) */
     double label_smoothing, z_loss, temperature, loss_factor;
+    double focal_gamma;             /* focal loss (class targets): (1 - p_y)^g; 0: none */
     double grad_scale;              /* the gradient's scale: 1 / (denominator unit) */
     ptrdiff_t ignore_index;
     double* loss_out;               /* one loss per row, or with rows_per_sum > 0 the sums

@@ -525,7 +525,8 @@ static int FL_SFX(fl_row_loss)(const fl_row_loss_call* call, double* total) {
     fl_row_loss_init(&spec, (fl_target_kind)call->kind, call->class_weight,
                      call->sample_weight, n_rows, call->classes, call->label_smoothing,
                      call->z_loss, call->ignore_index, call->grad_scale, call->temperature,
-                     call->loss_factor, call->grad != NULL, call->lse != NULL, FL_IS_F32);
+                     call->loss_factor, call->focal_gamma, call->grad != NULL,
+                     call->lse != NULL, FL_IS_F32);
     *total = 0.0;
     if (n_rows == 0) return 0;
     int status;

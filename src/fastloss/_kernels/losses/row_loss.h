@@ -6,6 +6,10 @@
  *   loss = f (h (lse - x_y s) + sum_j a_j (lse - x_j s) + N_a) + z lse^2
  *   grad = w / D  f s ((h + A + 2 z lse / f) softmax(x s) - a - h onehot(y))
  *
+ * and the focal loss (class targets, no smoothing, z-loss or temperature): with the row's
+ * cross-entropy ce = lse - x_y, loss (1 - p_y)^g h ce and the gradient above times
+ * (1 - p_y)^(g - 1) (1 - p_y + g p_y ce) (fl_focal_factors).
+ *
  * - h, the hard coefficient: (1 - eps) w_y for a class index y (cross-entropy), 0
  *   otherwise;
  * - a_j, the coefficients (fl_coef_spec): label smoothing's eps / C w_j; probability
@@ -46,6 +50,7 @@ typedef struct {
     int teacher_kind;               /* FL_TEACHER_* - FL_TEACHER_PROBS for target rows */
     int with_entropy;               /* distillation: KL(a || softmax(x s)) */
     double x_scale, loss_factor;
+    double focal_gamma;             /* the focal loss's g (class targets); 0: none */
 } fl_block_loss;
 
 enum { FL_SOFT_PROBS = 0, FL_SOFT_LOG_PROBS = 1, FL_SOFT_LOGITS = 2 };
@@ -58,6 +63,7 @@ typedef struct {
     double hard_scale;              /* 1 - eps: the hard target's weight (class indices) */
     double z_loss;
     double loss_factor;             /* T^2 (distillation's usual scaling) or 1 */
+    double focal_gamma;             /* the focal loss's g (class targets); 0: none */
     double grad_scale;              /* 1 / the reduction's denominator (1 for sum and none) */
     ptrdiff_t ignore_index;
     fl_target_kind kind;
@@ -87,8 +93,9 @@ static inline void fl_row_loss_init(fl_row_loss* spec, fl_target_kind kind,
                                     ptrdiff_t n_rows, ptrdiff_t n_classes,
                                     double label_smoothing, double z_loss,
                                     ptrdiff_t ignore_index, double grad_scale,
-                                    double temperature, double loss_factor, int with_grad,
-                                    int with_lse, int in_float) {
+                                    double temperature, double loss_factor,
+                                    double focal_gamma, int with_grad, int with_lse,
+                                    int in_float) {
     const int distill = kind >= FL_TEACHER_PROBS;
     spec->class_weight = class_weight;
     spec->sample_weight = sample_weight;
@@ -113,6 +120,7 @@ static inline void fl_row_loss_init(fl_row_loss* spec, fl_target_kind kind,
                 spec->row.coefs.weights_fit_float = 0;
     spec->z_loss = z_loss;
     spec->loss_factor = loss_factor;
+    spec->focal_gamma = focal_gamma;
     spec->grad_scale = grad_scale;
     spec->ignore_index = ignore_index;
     spec->with_grad = with_grad;
@@ -136,6 +144,7 @@ static inline void fl_row_loss_init(fl_row_loss* spec, fl_target_kind kind,
                       : kind == FL_TEACHER_LOG_PROBS ? FL_SOFT_LOG_PROBS : FL_SOFT_PROBS;
     b->x_scale = spec->row.x_scale;
     b->loss_factor = loss_factor;
+    b->focal_gamma = focal_gamma;
     b->class_weight = class_weight;
     b->sample_weight = sample_weight;
     b->hard_scale = spec->hard_scale;
@@ -185,6 +194,19 @@ static inline double fl_row_loss_value(const fl_row_loss* spec, double max, doub
         loss = loss + spec->z_loss * lse * lse;
     }
     return weight * loss;
+}
+
+/* The focal loss's finishing of a row of cross-entropy ce: returns (1 - p_y)^g, its loss's
+ * factor, and sets *grad_factor to (1 - p_y)^(g - 1) (1 - p_y + g p_y ce), its gradient's,
+ * the derivative of (1 - p_y)^g ce over that of ce. 1 - p_y is -expm1(-ce): no
+ * cancellation where p_y is near 1. Where 1 - p_y = 0 both are their limits, 0; where ce
+ * is infinite (the target masked by -inf), p_y ce is its limit 0. */
+static inline double fl_focal_factors(double ce, double gamma, double* grad_factor) {
+    const double m = -expm1(-ce);
+    const double m_g1 = !(m > 0.0) ? 0.0 : gamma == 2.0 ? m : pow(m, gamma - 1.0);
+    const double p_ce = ce < INFINITY ? (1.0 - m) * ce : 0.0;
+    *grad_factor = m_g1 * (m + gamma * p_ce);
+    return m_g1 * m;
 }
 
 /* Whether a distillation row's KL, the sum of its three terms (sum_j a_j (m - x_j) s,

@@ -23,6 +23,7 @@ FL_INLINE void FL_BLK(FL_SFX(fl_small_ce_c))(
     const double hard_scale = plain ? 1.0 : spec->hard_scale;
     const double z_loss = plain ? 0.0 : spec->z_loss;
     const double coef_sum_d = plain ? 0.0 : spec->coef_sum;
+    const double focal_gamma = plain ? 0.0 : spec->focal_gamma;
     const int smooth = smoothing != 0.0;
     FL_VT t[FL_SMALL_K][FL_SMALL_C], x_minus[FL_SMALL_K][FL_SMALL_C];
     FL_VT m[FL_SMALL_K], rest[FL_SMALL_K], log_sum[FL_SMALL_K];
@@ -54,7 +55,7 @@ FL_INLINE void FL_BLK(FL_SFX(fl_small_ce_c))(
             for (int j = 0; j < c; j++) x_minus[k][j] = t[k][j];
     FL_BLK(FL_SFX(fl_small_stats_k))(t, nk, c, grad != NULL, m, rest, log_sum);
     const FL_VT coef_sum = zero + (FL_T)coef_sum_d;
-    FL_VT lse[FL_SMALL_K];
+    FL_VT lse[FL_SMALL_K], focus[FL_SMALL_K];
     fl_vd sums[FL_SMALL_K];
     FL_UNROLL for (int k = 0; k < nk; k++) {
         FL_VT coef_dot = zero;       /* sum_j a_j (m - x_j); a zero a_j adds 0 */
@@ -66,9 +67,18 @@ FL_INLINE void FL_BLK(FL_SFX(fl_small_ce_c))(
         lse[k] = m[k] + log_sum[k];
         /* plain: the sum's terms 0 + 0 log S and 1 (...) are exact; the sum, too */
         FL_VT loss = (m[k] - x_y[k]) + log_sum[k];
+        FL_VT focal_loss = zero + 1;
+        if (focal_gamma != 0.0)         /* the focal loss's factors of each lane's ce */
+            for (int l = 0; l < FL_L; l++) {
+                double grad_factor;
+                focal_loss[l] = (FL_T)fl_focal_factors((double)loss[l], focal_gamma,
+                                                       &grad_factor);
+                focus[k][l] = (FL_T)grad_factor;
+            }
         if (!plain)
             loss = (coef_dot + coef_sum * log_sum[k]) +
                    FL_SEL(hard[k] != zero, hard[k] * loss, zero);
+        if (focal_gamma != 0.0) loss = loss * focal_loss;
         if (z_loss != 0.0) loss = loss + (FL_T)z_loss * lse[k] * lse[k];
         /* 0 in the lanes past the end */
         loss = FL_SEL(weight[k] != zero, weight[k] * loss, zero);
@@ -88,6 +98,7 @@ FL_INLINE void FL_BLK(FL_SFX(fl_small_ce_c))(
     FL_VT scale[FL_SMALL_K], z_lse[FL_SMALL_K], slope[FL_SMALL_K], inv_sum[FL_SMALL_K];
     FL_UNROLL for (int k = 0; k < nk; k++) {
         scale[k] = weight[k] * (FL_T)spec->grad_scale;
+        if (focal_gamma != 0.0) scale[k] = scale[k] * focus[k];
         /* plain: 0 for 0 lse but where lse is infinite or NaN, whose row's gradient is
          * NaN all the same; then the slope is 1 and drops out */
         z_lse[k] = plain ? zero : (FL_T)(2.0 * z_loss) * lse[k];
@@ -121,7 +132,8 @@ static inline void FL_SFX(fl_small_ce)(
     double* loss_out, double* loss_sum, double* lse_out, FL_T* grad) {
     const int plain = !spec->class_weight && !spec->sample_weight &&
                       spec->smoothing == 0.0 && spec->z_loss == 0.0 &&
-                      spec->hard_scale == 1.0 && spec->coef_sum == 0.0;
+                      spec->hard_scale == 1.0 && spec->coef_sum == 0.0 &&
+                      spec->focal_gamma == 0.0;
     const int one = rows <= FL_L;
     const int c = p->n_classes;
     switch (c) {

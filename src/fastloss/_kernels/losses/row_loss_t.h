@@ -69,7 +69,13 @@ static inline void FL_SFX(fl_loss_row)(const FL_T* x, ptrdiff_t n_classes, ptrdi
     /* x is intact: a caller asking for lse writes the gradient elsewhere */
     if (lse_out != NULL)
         lse_out[0] = FL_SFX(fl_refined_lse)(x, n_classes, st.max, st.sumexp, lse);
-    const double scale = weight * spec->grad_scale * spec->loss_factor * s;
+    double scale = weight * spec->grad_scale * spec->loss_factor * s;
+    if (spec->focal_gamma != 0.0) {
+        double grad_factor;
+        loss_out[0] *= fl_focal_factors((st.max - target_logit) + log_sum, spec->focal_gamma,
+                                        &grad_factor);
+        scale *= grad_factor;
+    }
     if (spec->kind >= FL_TEACHER_PROBS &&
         fl_kl_terms_cancel(st.coef_dot * s, st.coef_sum * log_sum, st.coef_entropy)) {
         /* x is intact: the drivers give a distillation in place a copy of its rows */
@@ -176,7 +182,13 @@ static inline void FL_SFX(fl_loss_batch)(const FL_T* x, ptrdiff_t n_rows, ptrdif
         }
         loss_out[r] = fl_row_loss_value(spec, maxs[r], log_sum, coef_sums[r], coef_dots[r],
                                         coef_entropies[r], hard, target_logits[r], weight);
-        const double scale = weight * spec->grad_scale * spec->loss_factor * s;
+        double scale = weight * spec->grad_scale * spec->loss_factor * s;
+        if (spec->focal_gamma != 0.0) {
+            double grad_factor;
+            loss_out[r] *= fl_focal_factors((maxs[r] - target_logits[r]) + log_sum,
+                                            spec->focal_gamma, &grad_factor);
+            scale *= grad_factor;
+        }
         if (spec->kind >= FL_TEACHER_PROBS &&
             fl_kl_terms_cancel(coef_dots[r] * s, coef_sums[r] * log_sum, coef_entropies[r])) {
             const double kl = FL_SFX(fl_kl_refined)(x + r * n_classes, t_row, n_classes,
