@@ -17,7 +17,8 @@ settings.register_profile("ci", parent=settings.get_profile("fastloss"), derando
                           max_examples=150)
 settings.load_profile("ci" if os.environ.get("CI") else "fastloss")
 
-TORCH_MODULES = ("test_torch.py", "test_torch_autograd.py", "test_torch_elementwise.py")
+TORCH_MODULES = ("test_torch.py", "test_torch_autograd.py", "test_torch_elementwise.py",
+                 "test_torch_focal.py")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
