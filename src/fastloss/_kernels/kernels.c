@@ -72,24 +72,9 @@ static inline void fl_small_logsumexp_out_f64(const double* x, ptrdiff_t rows,
 }
 #endif
 
-#define FL_T float
-#define FL_SFX(name) name##_f32
-#define FL_IS_F32 1
-#define FL_L FL_NF
-#include "drivers_t.h"
-#undef FL_T
-#undef FL_SFX
-#undef FL_IS_F32
-#undef FL_L
-#define FL_T double
-#define FL_SFX(name) name##_f64
-#define FL_IS_F32 0
-#define FL_L FL_ND
-#include "drivers_t.h"
-#undef FL_T
-#undef FL_SFX
-#undef FL_IS_F32
-#undef FL_L
+#define FL_TEMPLATE "drivers_t.h"
+#include "each_type.h"
+#undef FL_TEMPLATE
 
 /* ---- the entry points: by dtype ---- */
 

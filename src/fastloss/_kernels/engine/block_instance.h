@@ -3,17 +3,9 @@
  * (No include guard: it is meant to be included again.)
  */
 #if FL_BLOCK_PER_TYPE
-#define FL_BLOCK_TYPE 32
-#include "block_types.h"
-#include FL_BLOCK_TEMPLATE
-#undef FL_BLOCK_TYPE
-#define FL_BLOCK_TYPE 64
-#include "block_types.h"
-#include FL_BLOCK_TEMPLATE
-#undef FL_BLOCK_TYPE
-#define FL_BLOCK_TYPE 0
-#include "block_types.h"
-#undef FL_BLOCK_TYPE
+#define FL_TEMPLATE FL_BLOCK_TEMPLATE
+#include "../each_type.h"
+#undef FL_TEMPLATE
 #else
 #include FL_BLOCK_TEMPLATE
 #endif

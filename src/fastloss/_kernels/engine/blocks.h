@@ -127,13 +127,13 @@ FL_INLINE fl_vf fl_small_get_f32(const double* w, ptrdiff_t rows) {
 
 /* The plans, once per type (they have no loops to compile twice). */
 #define FL_BLOCK_PER_TYPE 1
-#define FL_BLOCK_TEMPLATE "block_plan_t.h"
+#define FL_BLOCK_TEMPLATE "engine/block_plan_t.h"
 #include "block_instance.h"
 #undef FL_BLOCK_TEMPLATE
 #undef FL_BLOCK_PER_TYPE
 
 #define FL_BLOCK_PER_TYPE 1
-#define FL_BLOCK_TEMPLATE "blocks_t.h"
+#define FL_BLOCK_TEMPLATE "engine/blocks_t.h"
 #include "block_instances.h"
 #undef FL_BLOCK_TEMPLATE
 #undef FL_BLOCK_PER_TYPE
@@ -147,7 +147,7 @@ FL_INLINE void fl_small_narrow(const double* wide, ptrdiff_t n, float* out) {
 }
 
 #define FL_BLOCK_PER_TYPE 0
-#define FL_BLOCK_TEMPLATE "blocks_wide_t.h"
+#define FL_BLOCK_TEMPLATE "engine/blocks_wide_t.h"
 #include "block_instances.h"
 #undef FL_BLOCK_TEMPLATE
 #undef FL_BLOCK_PER_TYPE

@@ -99,19 +99,8 @@ static inline double fl_softmax_entropy(fl_row_stats st) {
 }
 
 /* The per-type engine (row_stats_t.h). */
-#define FL_T float
-#define FL_SFX(name) name##_f32
-#define FL_IS_F32 1
-#include "row_stats_t.h"
-#undef FL_T
-#undef FL_SFX
-#undef FL_IS_F32
-#define FL_T double
-#define FL_SFX(name) name##_f64
-#define FL_IS_F32 0
-#include "row_stats_t.h"
-#undef FL_T
-#undef FL_SFX
-#undef FL_IS_F32
+#define FL_TEMPLATE "engine/row_stats_t.h"
+#include "../each_type.h"
+#undef FL_TEMPLATE
 
 #endif

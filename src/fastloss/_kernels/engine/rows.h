@@ -61,32 +61,9 @@ FL_INLINE float fl_drain_one_f32(float e, double factor) {
 FL_INLINE double fl_drain_one_f64(double e, double factor) { return e * factor; }
 
 /* The primitives that are the same code for both types (rows_t.h). */
-#define FL_T float
-#define FL_VT fl_vf
-#define FL_NL FL_NF
-#define FL_SFX(name) name##_f32
-#define FL_VMAX fl_vmax_f
-#define FL_VMIN fl_vmin_f
-#include "rows_t.h"
-#undef FL_T
-#undef FL_VT
-#undef FL_NL
-#undef FL_SFX
-#undef FL_VMAX
-#undef FL_VMIN
-#define FL_T double
-#define FL_VT fl_vd
-#define FL_NL FL_ND
-#define FL_SFX(name) name##_f64
-#define FL_VMAX fl_vmax_d
-#define FL_VMIN fl_vmin_d
-#include "rows_t.h"
-#undef FL_T
-#undef FL_VT
-#undef FL_NL
-#undef FL_SFX
-#undef FL_VMAX
-#undef FL_VMIN
+#define FL_TEMPLATE "engine/rows_t.h"
+#include "../each_type.h"
+#undef FL_TEMPLATE
 
 /* ---- exponential sums: float rows ---- */
 
@@ -339,16 +316,9 @@ FL_INLINE void fl_sub_shift_f64(const double* x, ptrdiff_t n, double a, double b
     for (; i < n; i++) out[i] = (x[i] - a) - b;
 }
 
-#define FL_T float
-#define FL_SFX(name) name##_f32
-#include "coefs_t.h"
-#undef FL_T
-#undef FL_SFX
-#define FL_T double
-#define FL_SFX(name) name##_f64
-#include "coefs_t.h"
-#undef FL_T
-#undef FL_SFX
+#define FL_TEMPLATE "engine/coefs_t.h"
+#include "../each_type.h"
+#undef FL_TEMPLATE
 
 FL_INLINE void fl_coef_sums_f64(const double* x, const double* t, ptrdiff_t start,
                                 ptrdiff_t stop, double shift, const fl_coef_spec* c,

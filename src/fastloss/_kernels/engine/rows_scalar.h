@@ -29,16 +29,9 @@ FL_INLINE void fl_exp_n(double* z, ptrdiff_t n) {
 /* Streaming stores are ordinary ones here. */
 FL_INLINE void fl_stream_fence(void) {}
 
-#define FL_T float
-#define FL_SFX(name) name##_f32
-#include "rows_scalar_t.h"
-#undef FL_T
-#undef FL_SFX
-#define FL_T double
-#define FL_SFX(name) name##_f64
-#include "rows_scalar_t.h"
-#undef FL_T
-#undef FL_SFX
+#define FL_TEMPLATE "engine/rows_scalar_t.h"
+#include "../each_type.h"
+#undef FL_TEMPLATE
 
 /* A float row's logsumexp from its exponentials in double (see engine/rows.h): here every
  * row's already are, so this is the row's own sum, for refined_lse. */

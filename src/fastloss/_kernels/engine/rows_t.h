@@ -1,7 +1,7 @@
 /* The row primitives that are the same code for float and double rows: included once per
  * element type by engine/rows.h, with
  *   FL_T     the element type (float or double),  FL_VT its vector (fl_vf or fl_vd),
- *   FL_NL    its lanes (FL_NF or FL_ND),          FL_SFX(name) name##_f32 or name##_f64,
+ *   FL_L    its lanes (FL_NF or FL_ND),          FL_SFX(name) name##_f32 or name##_f64,
  *   FL_VMAX, FL_VMIN  its lane-wise max and min.
  * (No include guard: it is meant to be included twice.)
  */
@@ -36,28 +36,28 @@ FL_INLINE double FL_SFX(fl_max)(const FL_T* x, ptrdiff_t n, double* lowest_out) 
         lowest_out = NULL;
     }
     FL_VT lowest, highest;
-    for (int k = 0; k < FL_NL; k++) lowest[k] = -INFINITY, highest[k] = INFINITY;
+    for (int k = 0; k < FL_L; k++) lowest[k] = -INFINITY, highest[k] = INFINITY;
     FL_VT m[4] = {lowest, lowest, lowest, lowest};
     FL_VT low[4] = {highest, highest, highest, highest};
     ptrdiff_t i = 0;
-    for (; i + 4 * FL_NL <= n; i += 4 * FL_NL) {
+    for (; i + 4 * FL_L <= n; i += 4 * FL_L) {
         for (int q = 0; q < 4; q++) {
             FL_VT a;
-            memcpy(&a, x + i + q * FL_NL, sizeof a);
+            memcpy(&a, x + i + q * FL_L, sizeof a);
             m[q] = FL_VMAX(a, m[q]);            /* a NaN in a keeps m */
             if (lowest_out) low[q] = FL_VMIN(a, low[q]);
         }
     }
-    for (; i < n; i += FL_NL) {
+    for (; i < n; i += FL_L) {
         FL_VT a;
-        if (n - i >= FL_NL) {
+        if (n - i >= FL_L) {
             memcpy(&a, x + i, sizeof a);
             if (lowest_out) low[0] = FL_VMIN(a, low[0]);
         } else {
             a = FL_SFX(fl_load_tail)(x + i, (int)(n - i));
-            if (lowest_out) {       /* the row's last FL_NL elements: some seen again */
+            if (lowest_out) {       /* the row's last FL_L elements: some seen again */
                 FL_VT b;
-                memcpy(&b, x + n - FL_NL, sizeof b);
+                memcpy(&b, x + n - FL_L, sizeof b);
                 low[0] = FL_VMIN(b, low[0]);
             }
         }
@@ -86,11 +86,11 @@ FL_INLINE void FL_SFX(fl_drain_vectors)(const fl_drain* d, ptrdiff_t i, ptrdiff_
     const FL_T* src = (const FL_T*)d->src;
     FL_T* dst = (FL_T*)d->dst;
     const FL_T f = (FL_T)d->factor;
-    for (ptrdiff_t j = i; j < i + m; j += FL_NL) {
+    for (ptrdiff_t j = i; j < i + m; j += FL_L) {
         FL_VT v;
         memcpy(&v, src + j, sizeof v);
         v = v * f;
-        if (d->fix_at >= j && d->fix_at < j + FL_NL) v[d->fix_at - j] = (FL_T)d->fix_value;
+        if (d->fix_at >= j && d->fix_at < j + FL_L) v[d->fix_at - j] = (FL_T)d->fix_value;
         FL_SFX(fl_stream)(dst + j, v);
     }
 }
@@ -106,7 +106,7 @@ FL_INLINE void FL_SFX(fl_drain_edges)(const fl_drain* d, ptrdiff_t start, ptrdif
 }
 FL_INLINE void FL_SFX(fl_drain)(const fl_drain* d, ptrdiff_t n) {
     const ptrdiff_t start = FL_SFX(fl_drain_start)(d, n);
-    const ptrdiff_t m = (n - start) / FL_NL * FL_NL;
+    const ptrdiff_t m = (n - start) / FL_L * FL_L;
     FL_SFX(fl_drain_vectors)(d, start, m);
     FL_SFX(fl_drain_edges)(d, start, start + m, n);
 }

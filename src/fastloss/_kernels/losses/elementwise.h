@@ -533,15 +533,8 @@ FL_INLINE fl_vf fl_ew_scale_f(fl_vf d, float hi, float lo) {
 
 /* One block of an elementwise loss: the loss and the flags that change its loop are
  * constants at each call of fl_ew_block_impl_T (one compiled copy each). */
-#define FL_T float
-#define FL_SFX(name) name##_f32
-#include "elementwise_block_t.h"
-#undef FL_T
-#undef FL_SFX
-#define FL_T double
-#define FL_SFX(name) name##_f64
-#include "elementwise_block_t.h"
-#undef FL_T
-#undef FL_SFX
+#define FL_TEMPLATE "losses/elementwise_block_t.h"
+#include "../each_type.h"
+#undef FL_TEMPLATE
 
 #endif

@@ -70,15 +70,8 @@ static __inline double fl_ew_term(const fl_ew_opts* o, double x, double y, doubl
     return term;
 }
 
-#define FL_T float
-#define FL_SFX(name) name##_f32
-#include "elementwise_scalar_t.h"
-#undef FL_T
-#undef FL_SFX
-#define FL_T double
-#define FL_SFX(name) name##_f64
-#include "elementwise_scalar_t.h"
-#undef FL_T
-#undef FL_SFX
+#define FL_TEMPLATE "losses/elementwise_scalar_t.h"
+#include "../each_type.h"
+#undef FL_TEMPLATE
 
 #endif

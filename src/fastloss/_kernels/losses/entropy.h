@@ -12,7 +12,7 @@
 #if FL_VECTORS
 
 #define FL_BLOCK_PER_TYPE 0
-#define FL_BLOCK_TEMPLATE "../losses/entropy_blocks_t.h"
+#define FL_BLOCK_TEMPLATE "losses/entropy_blocks_t.h"
 #include "../engine/block_instances.h"
 #undef FL_BLOCK_TEMPLATE
 #undef FL_BLOCK_PER_TYPE

@@ -70,15 +70,8 @@ static inline void fl_kl_add(fl_kl_sum* a, double v) {
     a->sum = sum;
 }
 
-#define FL_T float
-#define FL_SFX(name) name##_f32
-#include "kl_refined_t.h"
-#undef FL_T
-#undef FL_SFX
-#define FL_T double
-#define FL_SFX(name) name##_f64
-#include "kl_refined_t.h"
-#undef FL_T
-#undef FL_SFX
+#define FL_TEMPLATE "losses/kl_refined_t.h"
+#include "../each_type.h"
+#undef FL_TEMPLATE
 
 #endif

@@ -1,6 +1,6 @@
 /* Cross-entropy with class targets over blocks of rows of few classes (engine/blocks.h),
  * for one element type: a block template, compiled by losses/row_loss_paths.h as
- * engine/block_instances.h says, with the parameters of engine/block_types.h.
+ * engine/block_instances.h says, with the parameters of each_type.h.
  * (No include guard: it is meant to be included again.)
  */
 /* Cross-entropy with class targets y (rows row0 ... of the array), all options but soft

@@ -9,16 +9,9 @@
 #include "row_loss.h"
 #include "kl_refined.h"
 
-#define FL_T float
-#define FL_SFX(name) name##_f32
-#include "row_loss_t.h"
-#undef FL_T
-#undef FL_SFX
-#define FL_T double
-#define FL_SFX(name) name##_f64
-#include "row_loss_t.h"
-#undef FL_T
-#undef FL_SFX
+#define FL_TEMPLATE "losses/row_loss_t.h"
+#include "../each_type.h"
+#undef FL_TEMPLATE
 
 #if FL_VECTORS
 #include "../engine/blocks.h"
@@ -50,7 +43,7 @@
     case (NK) * 2: FL_SMALL_CE_CALL(FN, c, NK, 0); break;
 
 #define FL_BLOCK_PER_TYPE 1
-#define FL_BLOCK_TEMPLATE "../losses/row_loss_blocks_t.h"
+#define FL_BLOCK_TEMPLATE "losses/row_loss_blocks_t.h"
 #include "../engine/block_instances.h"
 #undef FL_BLOCK_TEMPLATE
 #undef FL_BLOCK_PER_TYPE
@@ -79,7 +72,7 @@ FL_INLINE fl_vd fl_small_entropy_grad(fl_vd factor, fl_vd e, fl_vd m, fl_vd x,
 }
 
 #define FL_BLOCK_PER_TYPE 0
-#define FL_BLOCK_TEMPLATE "../losses/soft_blocks_t.h"
+#define FL_BLOCK_TEMPLATE "losses/soft_blocks_t.h"
 #include "../engine/block_instances.h"
 #undef FL_BLOCK_TEMPLATE
 #undef FL_BLOCK_PER_TYPE
