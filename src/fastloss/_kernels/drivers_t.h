@@ -297,6 +297,17 @@ static inline const FL_T* FL_SFX(fl_keep_rows)(const FL_T* x, ptrdiff_t n, FL_T*
     return kept;
 }
 
+#if FL_HAS_BLOCKS
+/* The transposition plans of blocks of C classes, in the element type's lanes and in
+ * double lanes (the row losses take either); 0 when out of memory. */
+static int FL_SFX(fl_block_plans)(ptrdiff_t n_classes, const FL_SFX(fl_small_plan)** plan,
+                                  const fl_small_plan_f64** plan_wide) {
+    *plan = FL_SFX(fl_small_plan_get)((int)n_classes);
+    *plan_wide = fl_small_plan_get_f64((int)n_classes);
+    return *plan != NULL && *plan_wide != NULL;
+}
+#endif
+
 /* The loss (per row, or summed by spans of rows_per_sum rows) of the rows of an (N, C)
  * array, in place where grad is logits: each thread takes whole spans. The blocks of few
  * classes, batches of rows of one chunk, or single rows (streamed where the gradient goes
@@ -345,13 +356,9 @@ static int FL_SFX(fl_rows_loss)(const FL_T* logits, ptrdiff_t n_rows, ptrdiff_t 
 #if FL_HAS_BLOCKS
     const FL_SFX(fl_small_plan)* plan = NULL;
     const fl_small_plan_f64* plan_wide = NULL;
-    if (path == FL_PATH_BLOCKS) {
-        plan = FL_SFX(fl_small_plan_get)((int)n_classes);
-        plan_wide = fl_small_plan_get_f64((int)n_classes);
-        if (plan == NULL || plan_wide == NULL) {
-            free(scratch);
-            return FL_ENOMEM;
-        }
+    if (path == FL_PATH_BLOCKS && !FL_SFX(fl_block_plans)(n_classes, &plan, &plan_wide)) {
+        free(scratch);
+        return FL_ENOMEM;
     }
 #endif
     const ptrdiff_t n_parts = (n_rows + span - 1) / span;
@@ -448,13 +455,9 @@ static int FL_SFX(fl_tiles_loss)(const FL_T* logits, ptrdiff_t n_outer, ptrdiff_
 #if FL_HAS_BLOCKS
     const FL_SFX(fl_small_plan)* plan = NULL;
     const fl_small_plan_f64* plan_wide = NULL;
-    if (path == FL_PATH_BLOCKS) {
-        plan = FL_SFX(fl_small_plan_get)((int)n_classes);
-        plan_wide = fl_small_plan_get_f64((int)n_classes);
-        if (plan == NULL || plan_wide == NULL) {
-            free(scratch);
-            return FL_ENOMEM;
-        }
+    if (path == FL_PATH_BLOCKS && !FL_SFX(fl_block_plans)(n_classes, &plan, &plan_wide)) {
+        free(scratch);
+        return FL_ENOMEM;
     }
 #endif
     const ptrdiff_t n_tiles = n_outer * tiles_per_outer;
