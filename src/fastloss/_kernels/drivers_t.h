@@ -335,16 +335,15 @@ static int FL_SFX(fl_rows_loss)(const FL_T* logits, ptrdiff_t n_rows, ptrdiff_t 
         return FL_SFX(fl_streamed_rows_loss)(logits, n_rows, n_classes, target, loss_out, grad,
                                              lse_out, spec, summed ? rows_per_sum : 1, summed,
                                              n_threads);
-    /* Each thread takes whole spans: a call of the block kernels, or a batch for rows of
-     * one chunk, else single rows. */
-    const ptrdiff_t span = summed ? rows_per_sum
-                           : path == FL_PATH_BLOCKS ? call_rows
+    /* The rows one step computes: a call of the block kernels, or a batch for rows of one
+     * chunk, else single rows. Each thread takes whole spans of steps (or of the sums'
+     * spans). */
+    const ptrdiff_t step = path == FL_PATH_BLOCKS ? call_rows
                            : path == FL_PATH_BATCHES ? FL_ROW_BATCH : 1;
+    const ptrdiff_t span = summed ? rows_per_sum : step;
     const ptrdiff_t shifts_len = fl_scratch_stride(fl_row_chunks(n_classes));
     /* A distillation in place computes on a copy of its rows (fl_kl_refined may read them
      * again after the gradient's first pass). */
-    const ptrdiff_t step = path == FL_PATH_BLOCKS ? call_rows
-                           : path == FL_PATH_BATCHES ? FL_ROW_BATCH : 1;
     const ptrdiff_t kept_len =
         spec->kind >= FL_TEACHER_PROBS && (const void*)grad == (const void*)logits
             ? (ptrdiff_t)((step * n_classes * sizeof(FL_T) + 7) / 8) : 0;
