@@ -1,8 +1,8 @@
-/* The elementwise block driver for one element type: included once per type by
- * losses/elementwise.h, with FL_T, FL_VT, FL_NL (lanes), FL_H (double vectors per FL_VT),
- * FL_SFX(name), FL_EW_SEL (select), FL_EW_HALF(v, h) / FL_EW_JOIN(d) (a vector's double
- * halves, and back), FL_EW_SCALE(d, hi, lo) (the float scaling), and the loss's two stage
- * functions fl_ew_a_T and fl_ew_b_T (which reads the call's options, o).
+/* The elementwise block driver for one element type: compiled once per type by
+ * losses/elementwise.h through each_type.h (FL_T, FL_VT, FL_L, FL_SEL, FL_SFX), with the
+ * loss layer's per-type helpers fl_ew_half_T(v, h) / fl_ew_join_T(d) (a vector's double
+ * halves, and back) and fl_ew_scale_T(d, hi, lo) (the float scaling), and the loss's two
+ * stage functions fl_ew_a_T and fl_ew_b_T (which reads the call's options, o).
  *
  * fl_ew_groups_T: `groups` whole groups, of which the last has `valid` elements that count
  * (the others are padding, NaN: their terms add -0.0 and their values no extreme). Adds
@@ -20,6 +20,8 @@
  * skipped; +inf, -inf if none) to range_out[0:4] unless it is NULL.
  * (No include guard: it is meant to be included twice.)
  */
+#define FL_EW_HALVES (FL_L / FL_ND)   /* double vectors per vector of the type */
+
 FL_INLINE void FL_SFX(fl_ew_groups)(
     const int kind, const int has_w, const int has_pw, const int smooth,
     const FL_T* x, const FL_T* y, const FL_T* w, ptrdiff_t w_period, ptrdiff_t* w_phase,
@@ -31,13 +33,13 @@ FL_INLINE void FL_SFX(fl_ew_groups)(
     /* gs as hi + lo in float, unless that would lose bits (out of float's normal range) */
     const float gs_hi = (float)gs, gs_lo = (float)(gs - gs_hi);
     const int gs_float = fabs(gs) < 1e30 && (gs == 0.0 || fabs(gs) > 1e-30);
-    FL_VT stage[FL_EW_CHUNK / FL_NL][FL_EW_STAGES];
+    FL_VT stage[FL_EW_CHUNK / FL_L][FL_EW_STAGES];
     FL_T wbuf[FL_EW_GROUP], pwbuf[FL_EW_GROUP];
     const ptrdiff_t n = groups * FL_EW_GROUP;
     for (ptrdiff_t c = 0; c < n; c += FL_EW_CHUNK) {
         const ptrdiff_t end = n - c < FL_EW_CHUNK ? n : c + FL_EW_CHUNK;
         FL_VT* sa = stage[0];
-        for (ptrdiff_t i = c; i < end; i += FL_NL, sa += FL_EW_STAGES) {
+        for (ptrdiff_t i = c; i < end; i += FL_L, sa += FL_EW_STAGES) {
             FL_VT xv, yv;
             memcpy(&xv, x + i, sizeof xv);
             memcpy(&yv, y + i, sizeof yv);
@@ -48,51 +50,51 @@ FL_INLINE void FL_SFX(fl_ew_groups)(
             const FL_T* ws = has_w ? FL_SFX(fl_ew_wrap)(w, w_period, *w_phase, wbuf) : NULL;
             const FL_T* pws = has_pw ? FL_SFX(fl_ew_wrap)(pw, pw_period, *pw_phase, pwbuf)
                                   : NULL;
-            for (int j = 0; j < FL_EW_GROUP / FL_NL; j++, sb += FL_EW_STAGES) {
-                const ptrdiff_t at = i + j * FL_NL;
+            for (int j = 0; j < FL_EW_GROUP / FL_L; j++, sb += FL_EW_STAGES) {
+                const ptrdiff_t at = i + j * FL_L;
                 FL_VT xv, yv, wv = {0}, pv = {0};
                 memcpy(&xv, x + at, sizeof xv);
                 memcpy(&yv, y + at, sizeof yv);
-                if (has_w) memcpy(&wv, ws + j * FL_NL, sizeof wv);
-                if (has_pw) memcpy(&pv, pws + j * FL_NL, sizeof pv);
+                if (has_w) memcpy(&wv, ws + j * FL_L, sizeof wv);
+                if (has_pw) memcpy(&pv, pws + j * FL_L, sizeof pv);
                 if (rng) {
                     FL_EW_LOWER(rng[0], xv), FL_EW_UPPER(rng[1], xv);
                     FL_EW_LOWER(rng[2], yv), FL_EW_UPPER(rng[3], yv);
                 }
-                fl_vd term[FL_H], deriv[FL_H] = {{0}};
+                fl_vd term[FL_EW_HALVES], deriv[FL_EW_HALVES] = {{0}};
                 FL_VT dfl;
                 const int in_float = FL_SFX(fl_ew_b)(kind, has_pw, smooth, &opts, xv, yv, pv,
                                                       sb, term, deriv, &dfl);
                 const int scale_f = in_float && !has_w && FL_EW_FLOAT_SCALE && gs_float;
                 if (in_float && !scale_f)
-                    for (int h = 0; h < FL_H; h++) deriv[h] = FL_EW_HALF(dfl, h);
-                for (int h = 0; h < FL_H; h++) {
+                    for (int h = 0; h < FL_EW_HALVES; h++) deriv[h] = FL_SFX(fl_ew_half)(dfl, h);
+                for (int h = 0; h < FL_EW_HALVES; h++) {
                     if (has_w) {
-                        const fl_vd wh = FL_EW_HALF(wv, h);
+                        const fl_vd wh = FL_SFX(fl_ew_half)(wv, h);
                         term[h] = wh * term[h], deriv[h] = wh * deriv[h];
                     }
                     if (valid < FL_EW_GROUP && i + FL_EW_GROUP == n) {
                         for (int k = 0; k < FL_ND; k++)
-                            if (j * FL_NL + h * FL_ND + k >= valid)
+                            if (j * FL_L + h * FL_ND + k >= valid)
                                 term[h][k] = -((fl_vd){0})[k];      /* -0.0 */
                     }
                 }
                 if (grad_out && scale_f) {
-                    const FL_VT gv = FL_EW_SCALE(dfl, gs_hi, gs_lo);
+                    const FL_VT gv = FL_SFX(fl_ew_scale)(dfl, gs_hi, gs_lo);
                     memcpy(grad_out + at, &gv, sizeof gv);
                 } else if (grad_out) {
-                    fl_vd g[FL_H];
-                    for (int h = 0; h < FL_H; h++) g[h] = deriv[h] * gs;
-                    const FL_VT gv = FL_EW_JOIN(g);
+                    fl_vd g[FL_EW_HALVES];
+                    for (int h = 0; h < FL_EW_HALVES; h++) g[h] = deriv[h] * gs;
+                    const FL_VT gv = FL_SFX(fl_ew_join)(g);
                     memcpy(grad_out + at, &gv, sizeof gv);
                 }
                 if (loss_out) {
-                    fl_vd l[FL_H];
-                    for (int h = 0; h < FL_H; h++) l[h] = term[h] * ls;
-                    const FL_VT lv = FL_EW_JOIN(l);
+                    fl_vd l[FL_EW_HALVES];
+                    for (int h = 0; h < FL_EW_HALVES; h++) l[h] = term[h] * ls;
+                    const FL_VT lv = FL_SFX(fl_ew_join)(l);
                     memcpy(loss_out + at, &lv, sizeof lv);
                 }
-                for (int h = 0; h < FL_H; h++) acc[j * FL_H + h] += term[h];
+                for (int h = 0; h < FL_EW_HALVES; h++) acc[j * FL_EW_HALVES + h] += term[h];
             }
             *w_phase += FL_EW_GROUP;
             while (*w_phase >= w_period) *w_phase -= w_period;
@@ -134,7 +136,7 @@ FL_INLINE double FL_SFX(fl_ew_block_impl)(
     if (range_out) {
         for (int r = 0; r < 4; r++) {
             double v = rng[r][0];
-            for (int k = 1; k < FL_NL; k++)
+            for (int k = 1; k < FL_L; k++)
                 v = (r % 2 ? rng[r][k] > v : rng[r][k] < v) ? rng[r][k] : v;
             range_out[r] = v;
         }
@@ -142,4 +144,4 @@ FL_INLINE double FL_SFX(fl_ew_block_impl)(
     return fl_ew_lanes_sum(acc);
 }
 
-
+#undef FL_EW_HALVES

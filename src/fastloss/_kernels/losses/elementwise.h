@@ -450,7 +450,7 @@ FL_INLINE int fl_ew_b_f64(const int kind, const int has_pw, const int smooth,
  * multiply-subtract. Where FMA exists; elsewhere the product goes through double. */
 #if defined(__FMA__) && (defined(__AVX512F__) || defined(__AVX2__))
 #define FL_EW_FLOAT_SCALE 1
-FL_INLINE fl_vf fl_ew_scale_f(fl_vf d, float hi, float lo) {
+FL_INLINE fl_vf fl_ew_scale_f32(fl_vf d, float hi, float lo) {
     const fl_vf zero = {0};
     const fl_vf p = d * hi;
     const fl_vf e = fl_fma_f(d, zero + hi, zero - p);        /* exact: d hi - p */
@@ -458,7 +458,7 @@ FL_INLINE fl_vf fl_ew_scale_f(fl_vf d, float hi, float lo) {
 }
 #else
 #define FL_EW_FLOAT_SCALE 0
-FL_INLINE fl_vf fl_ew_scale_f(fl_vf d, float hi, float lo) {
+FL_INLINE fl_vf fl_ew_scale_f32(fl_vf d, float hi, float lo) {
     (void)hi, (void)lo;
     return d;
 }
@@ -489,47 +489,23 @@ FL_INLINE fl_vf fl_ew_scale_f(fl_vf d, float hi, float lo) {
                                        w_phase, pw, pw_period, pw_phase, n, loss_out,     \
                                        grad_out, range_out, o)
 
-#define FL_EW_LOWER(lo, v) ((lo) = FL_EW_SEL((v) < (lo), (v), (lo)))
-#define FL_EW_UPPER(hi, v) ((hi) = FL_EW_SEL((v) > (hi), (v), (hi)))
+#define FL_EW_LOWER(lo, v) ((lo) = FL_SEL((v) < (lo), (v), (lo)))
+#define FL_EW_UPPER(hi, v) ((hi) = FL_SEL((v) > (hi), (v), (hi)))
 
-#define FL_T float
-#define FL_VT fl_vf
-#define FL_NL FL_NF
-#define FL_H 2
-#define FL_SFX(name) name##_f32
-#define FL_EW_SEL fl_select_f
-#define FL_EW_HALF(v, h) ((h) ? fl_widen_hi(v) : fl_widen_lo(v))
-#define FL_EW_JOIN(d) fl_narrow((d)[0], (d)[1])
-#define FL_EW_SCALE(d, hi, lo) fl_ew_scale_f(d, hi, lo)
-#include "../engine/elementwise_t.h"
-#undef FL_T
-#undef FL_VT
-#undef FL_NL
-#undef FL_H
-#undef FL_SFX
-#undef FL_EW_SEL
-#undef FL_EW_HALF
-#undef FL_EW_JOIN
-#undef FL_EW_SCALE
-#define FL_T double
-#define FL_VT fl_vd
-#define FL_NL FL_ND
-#define FL_H 1
-#define FL_SFX(name) name##_f64
-#define FL_EW_SEL fl_select_d
-#define FL_EW_HALF(v, h) (v)
-#define FL_EW_JOIN(d) ((d)[0])
-#define FL_EW_SCALE(d, hi, lo) ((void)(hi), (void)(lo), (d))
-#include "../engine/elementwise_t.h"
-#undef FL_T
-#undef FL_VT
-#undef FL_NL
-#undef FL_H
-#undef FL_SFX
-#undef FL_EW_SEL
-#undef FL_EW_HALF
-#undef FL_EW_JOIN
-#undef FL_EW_SCALE
+/* What the driver's loop does differently for the two types: a vector's double halves
+ * (two for float, the vector itself for double), back, and the float scaling. */
+FL_INLINE fl_vd fl_ew_half_f32(fl_vf v, int h) { return h ? fl_widen_hi(v) : fl_widen_lo(v); }
+FL_INLINE fl_vd fl_ew_half_f64(fl_vd v, int h) { (void)h; return v; }
+FL_INLINE fl_vf fl_ew_join_f32(const fl_vd* d) { return fl_narrow(d[0], d[1]); }
+FL_INLINE fl_vd fl_ew_join_f64(const fl_vd* d) { return d[0]; }
+FL_INLINE fl_vd fl_ew_scale_f64(fl_vd d, float hi, float lo) {
+    (void)hi, (void)lo;
+    return d;
+}
+
+#define FL_TEMPLATE "engine/elementwise_t.h"
+#include "../each_type.h"
+#undef FL_TEMPLATE
 
 /* One block of an elementwise loss: the loss and the flags that change its loop are
  * constants at each call of fl_ew_block_impl_T (one compiled copy each). */
